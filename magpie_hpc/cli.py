@@ -1,0 +1,116 @@
+"""`python -m magpie_hpc ...`: a thin layer over functions the tests call directly.
+
+Every user error ends as one line on stderr and a non-zero exit (2 for bad input), never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import MagpieError
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from .config import load_config, parse_counts
+    from .executors import get_executor
+    from .launch import create_run, default_executor, validate
+    from .plan import plan_summary
+
+    overrides = {
+        "domains": args.domains, "model": args.model, "reward_model": args.reward_model,
+        "output_root": args.output_root, "executor": args.executor, "seed": args.seed,
+    }
+    if args.engine:
+        overrides["engine"] = {"kind": args.engine, "reward_kind": "synthetic" if args.engine == "synthetic" else "transformers"}
+    cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None, count=args.count)
+    model, reward, _ = validate(cfg)
+    if args.dry_run:
+        print(json.dumps({"model": model.name, "executor": cfg.executor or default_executor(),
+                          "total_problems": cfg.total_problems, "shards": plan_summary(cfg)}, indent=2))
+        return 0
+    run_dir = create_run(cfg, model, reward)
+    print(f"run directory: {run_dir}", file=sys.stderr)
+    executor = get_executor(cfg.executor or default_executor())
+    executor.run(run_dir)
+    print(run_dir)
+    return 0
+
+
+def _run_shard(args: argparse.Namespace) -> int:
+    from .stages import run_shard
+
+    print(json.dumps(run_shard(args.run_dir, args.stage, args.domain, args.shard), indent=2))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .merge import merge_run
+
+    merge_run(args.run_dir)
+    print(args.run_dir)
+    return 0
+
+
+def _tiny_models(args: argparse.Namespace) -> int:
+    from .tiny_models import write_tiny_models
+
+    models = write_tiny_models(Path(args.dir), overwrite=args.overwrite)
+    for name in ("deepseek", "chatml", "reward"):
+        print(f"{name}: {getattr(models, name)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m magpie_hpc", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    launch = sub.add_parser("launch", help="validate, plan and run (or submit) a generation run")
+    launch.add_argument("--domains", help="all, or a comma list such as algebra,geometry")
+    launch.add_argument("--model", help="menu key (1-5), local model folder or hub id")
+    launch.add_argument("--reward-model", help="local folder or hub id (default ArmoRM)")
+    launch.add_argument("--count", type=int, help="problems for every chosen domain")
+    launch.add_argument("--counts", help="per-domain problems, e.g. algebra=100,geometry=50")
+    launch.add_argument("--output-root", type=Path, help="where the run folder is created (default data/)")
+    launch.add_argument("--config", type=Path, help="TOML file overriding any config field")
+    launch.add_argument("--executor", choices=["slurm", "local"])
+    launch.add_argument("--engine", choices=["vllm", "synthetic"], help="synthetic: test engine, no model weights")
+    launch.add_argument("--seed", type=int)
+    launch.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
+    launch.set_defaults(func=_launch)
+
+    shard = sub.add_parser("run-shard", help="run one stage shard (what each array task runs)")
+    shard.add_argument("run_dir", type=Path)
+    shard.add_argument("stage")
+    shard.add_argument("domain")
+    shard.add_argument("shard", type=int)
+    shard.set_defaults(func=_run_shard)
+
+    merge = sub.add_parser("merge", help="assemble the dataset from a finished run")
+    merge.add_argument("run_dir", type=Path)
+    merge.set_defaults(func=_merge)
+
+    tiny = sub.add_parser("tiny-models", help="write tiny random-weight models for tests and demos")
+    tiny.add_argument("dir")
+    tiny.add_argument("--overwrite", action="store_true")
+    tiny.set_defaults(func=_tiny_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        return args.func(args)
+    except MagpieError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: committed chunks are kept; rerun to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,253 @@
+"""Typed configuration: the single source of every default.
+
+Precedence: built-in defaults < TOML file (`--config`) < CLI flags. `load_config` does the merge
+and turns any validation failure into one `ConfigError` line that names the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import registry
+from .errors import ConfigError
+
+STAGES = ("instructions", "select", "responses", "multi_responses", "rewards", "merge")
+GPU_STAGES = ("instructions", "responses", "multi_responses", "rewards")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DomainConfig(_Strict):
+    """One math domain: how many problems and how to sample them."""
+
+    count: int = Field(gt=0, description="Problems delivered for this domain (exact).")
+    instruction_temperature: float = Field(ge=0)
+    response_temperature: float = Field(ge=0)
+    max_tokens_instruction: int = Field(default=1024, gt=0)
+    max_tokens_response: int = Field(default=4096, gt=0)
+    description: str
+    focus: str
+
+
+class ModelEntry(_Strict):
+    """A menu model: its hub id and the Magpie template family it speaks."""
+
+    hub_id: str
+    family: Literal["deepseek_r1", "chatml", "llama3"]
+    description: str = ""
+    stop_token_ids: list[int] = Field(default_factory=list)
+    tensor_parallel_size: int = Field(default=1, gt=0)
+    max_model_len: int = Field(default=8192, gt=0)
+
+
+class EngineConfig(_Strict):
+    """How generation and scoring run. `synthetic` is the test engine for orchestration tests."""
+
+    kind: Literal["vllm", "synthetic"] = "vllm"
+    reward_kind: Literal["transformers", "synthetic"] = "transformers"
+    dtype: str = "bfloat16"
+    gpu_memory_utilization: float = Field(default=0.95, gt=0, le=1)
+    enable_prefix_caching: bool = True  # every Magpie prompt shares one prefix
+    enforce_eager: bool = False
+    max_model_len: int | None = Field(default=None, gt=0, description="Overrides the model entry.")
+    tensor_parallel_size: int | None = Field(default=None, gt=0)
+    # Synthetic engine only: simulated speed and injected faults ("stage:domain:shard").
+    synthetic_tokens_per_second: float = Field(default=0.0, ge=0)
+    synthetic_fail: list[str] = Field(default_factory=list)
+    synthetic_hang: list[str] = Field(default_factory=list)
+
+
+class InstructionStageConfig(_Strict):
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    samples_per_prompt: int = Field(default=16, gt=0, description="vLLM n per Magpie request.")
+    oversample: float = Field(
+        default=0.3, ge=0, description="Extra clean instructions a shard keeps, for cleaning losses."
+    )
+    max_rounds: int = Field(default=20, gt=0, description="Chunks a shard may try before failing.")
+    max_difficulty: bool = True
+
+
+class ResponseStageConfig(_Strict):
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    repetition_penalty: float = Field(default=1.0, gt=0)
+
+
+class MultiResponseStageConfig(_Strict):
+    num_responses: int = Field(default=7, ge=2)
+    temperature: float = Field(default=0.8, ge=0)
+    top_p: float = Field(default=0.95, gt=0, le=1)
+    max_tokens: int = Field(default=4096, gt=0)
+
+
+class RewardStageConfig(_Strict):
+    max_length: int = Field(default=8192, gt=0, description="ArmoRM's context; longer is cut.")
+    batch_tokens: int = Field(default=32768, gt=0, description="Padded tokens per forward pass.")
+    score_reasoning: bool = Field(
+        default=False, description="Score reasoning + answer; default scores the answer only."
+    )
+
+
+class ShardingConfig(_Strict):
+    """Problems per shard (one array task) and per chunk (one checkpoint)."""
+
+    instructions: int = Field(default=5000, gt=0)
+    responses: int = Field(default=1000, gt=0)
+    multi_responses: int = Field(default=150, gt=0)  # rewards use the same shards (aftercorr)
+    chunk_size: int = Field(default=256, gt=0)
+
+
+class SlurmStageResources(_Strict):
+    gpus: int = Field(default=1, ge=0)
+    cpus: int = Field(default=8, gt=0)
+    mem_gb: int = Field(default=64, gt=0)
+    time_min: int = Field(default=240, gt=0)
+
+
+class SlurmConfig(_Strict):
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = Field(default=64, gt=0, description="The %k throttle of each array.")
+    profile: str | None = Field(default=None, description="A cluster profile in slurm_templates/.")
+    setup: list[str] = Field(default_factory=list, description="Shell lines run before each task.")
+    python: str | None = Field(default=None, description="Python on compute nodes.")
+    gpu_stage: SlurmStageResources = Field(default_factory=SlurmStageResources)
+    cpu_stage: SlurmStageResources = Field(
+        default_factory=lambda: SlurmStageResources(gpus=0, cpus=2, mem_gb=16, time_min=60)
+    )
+
+
+def _default_domains() -> dict[str, DomainConfig]:
+    return {name: DomainConfig(**preset) for name, preset in registry.DOMAIN_PRESETS.items()}
+
+
+def _default_models() -> dict[str, ModelEntry]:
+    return {key: ModelEntry(**entry) for key, entry in registry.MODEL_MENU.items()}
+
+
+class RunConfig(_Strict):
+    """Everything a run needs, frozen into run.json at launch."""
+
+    model: str = Field(default="1", description="Menu key, local path or hub id.")
+    reward_model: str = registry.ARMORM
+    domains: list[str] = Field(default_factory=lambda: list(registry.DOMAIN_PRESETS))
+    domain_settings: dict[str, DomainConfig] = Field(default_factory=_default_domains)
+    models: dict[str, ModelEntry] = Field(default_factory=_default_models)
+    output_root: Path = Path("data")
+    seed: int = 0
+    executor: Literal["local", "slurm"] | None = Field(
+        default=None, description="Default: slurm where sbatch is on PATH, else local."
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    instructions: InstructionStageConfig = Field(default_factory=InstructionStageConfig)
+    responses: ResponseStageConfig = Field(default_factory=ResponseStageConfig)
+    multi_responses: MultiResponseStageConfig = Field(default_factory=MultiResponseStageConfig)
+    rewards: RewardStageConfig = Field(default_factory=RewardStageConfig)
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _expand_all(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list) and value == ["all"]:
+            return list(registry.DOMAIN_PRESETS)
+        return value
+
+    @model_validator(mode="after")
+    def _check_domains(self) -> "RunConfig":
+        if not self.domains:
+            raise ValueError("domains: none chosen; use --domains all or e.g. algebra,geometry")
+        unknown = [d for d in self.domains if d not in self.domain_settings]
+        if unknown:
+            known = ",".join(self.domain_settings)
+            raise ValueError(f"domains: unknown domain {unknown[0]!r}; choose from all,{known}")
+        if len(set(self.domains)) != len(self.domains):
+            raise ValueError("domains: a domain is listed twice")
+        return self
+
+    def domain(self, name: str) -> DomainConfig:
+        return self.domain_settings[name]
+
+    @property
+    def total_problems(self) -> int:
+        return sum(self.domain(d).count for d in self.domains)
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(part) for part in err["loc"]) or "config"
+    msg = err["msg"].removeprefix("Value error, ")
+    if msg.startswith(f"{field}:") or ":" in msg.split(" ")[0]:
+        return msg
+    return f"{field}: {msg} (got {err.get('input')!r})"
+
+
+def load_config(
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    counts: dict[str, int] | None = None,
+    count: int | None = None,
+) -> RunConfig:
+    """Defaults < TOML file < CLI overrides. `count` sets every chosen domain, `counts` some."""
+    data: dict[str, Any] = RunConfig().model_dump(mode="python")
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"--config: no such file {path}; pass an existing TOML file")
+        try:
+            data = _deep_merge(data, tomllib.loads(path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {path} is not valid TOML ({exc}); fix the file") from exc
+    data = _deep_merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        chosen = RunConfig.model_validate({**data, "domain_settings": data["domain_settings"]}).domains
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+    for name, value in counts.items() if counts else ():
+        if name not in data["domain_settings"]:
+            raise ConfigError(f"--counts: unknown domain {name!r}; choose from {','.join(data['domain_settings'])}")
+        if name not in chosen:
+            raise ConfigError(f"--counts: {name} is not among --domains {','.join(chosen)}; add it there")
+    for name in chosen:
+        new = count if count is not None else (counts or {}).get(name)
+        if new is not None:
+            if new <= 0:
+                raise ConfigError(f"count: must be > 0 for {name} (got {new}); pass a positive --count")
+            data["domain_settings"][name] = {**data["domain_settings"][name], "count": new}
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_first_error(exc)) from None
+
+
+def parse_counts(text: str) -> dict[str, int]:
+    """`algebra=100,geometry=50` -> {"algebra": 100, "geometry": 50}."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            counts[name.strip()] = int(value)
+        except ValueError:
+            raise ConfigError(f"--counts: {item!r} is not DOMAIN=N; write e.g. algebra=100,geometry=50") from None
+    return counts

@@ -1,0 +1,41 @@
+"""A run as stage code sees it: the frozen config, the resolved model and the prompt builder.
+
+Loaded from run.json, never from the live CLI or config file, so every task of a run (on any node,
+on any retry) works from exactly what launch validated.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import pyarrow as pa
+
+from .config import RunConfig
+from .models import PromptBuilder, ResolvedModel
+from .store import RunStore
+
+
+class RunContext:
+    def __init__(self, run_dir: Path):
+        self.store = RunStore(run_dir)
+        self.manifest = self.store.read_manifest()
+        self.cfg = RunConfig.model_validate(self.manifest["config"])
+        self.model = ResolvedModel(**{**self.manifest["model"], "expected_stop_token_ids": tuple(
+            self.manifest["model"].get("expected_stop_token_ids", ()))})
+        self.reward_path: str = self.manifest["reward_model_path"]
+        self._selections: dict[str, pa.Table] = {}
+
+    @property
+    def run_dir(self) -> Path:
+        return self.store.run_dir
+
+    @cached_property
+    def prompts(self) -> PromptBuilder:
+        return PromptBuilder(self.model)
+
+    def selection(self, domain: str) -> pa.Table:
+        """The domain's final instruction list (id, index, instruction, ...), read once per process."""
+        if domain not in self._selections:
+            self._selections[domain] = self.store.shard("select", domain, 0).read_all()
+        return self._selections[domain]

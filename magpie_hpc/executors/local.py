@@ -1,0 +1,38 @@
+"""Run the whole DAG on this machine, in dependency order, with the same stage code as SLURM.
+
+Stage-major order over all domains means the generator is loaded once for all generation and the
+reward model once for all scoring (one model resident at a time, as on a single GPU).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..context import RunContext
+from ..engine import EngineCache
+from ..merge import merge_run
+from ..plan import stage_shards
+from ..stages import run_shard
+from .base import Executor
+
+log = logging.getLogger("magpie_hpc")
+
+ORDER = ("instructions", "select", "responses", "multi_responses", "rewards")
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def run(self, run_dir: Path) -> dict:
+        ctx = RunContext(run_dir)
+        engines = EngineCache()
+        try:
+            for stage in ORDER:
+                for domain in ctx.cfg.domains:
+                    for shard in stage_shards(ctx.cfg, stage, domain):
+                        summary = run_shard(run_dir, stage, domain, shard.shard, engines=engines, ctx=ctx)
+                        log.info("%s %s shard %d done: %d rows", stage, domain, shard.shard, summary.get("rows", 0))
+        finally:
+            engines.close()
+        return merge_run(run_dir, ctx=ctx)

@@ -1,0 +1,98 @@
+"""Stage 1: Magpie instructions. The model gets only its pre-query template (BOS + system text +
+user header, as token ids) and what it writes is the problem. Every sample is cleaned; the shard
+keeps generating until it holds its target of clean, distinct instructions."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pyarrow as pa
+
+from ..engine import Sampling
+from ..errors import MagpieError
+from ..plan import derive_seed, instruction_target
+from ..quality.cleaning import clean_instruction, normalize_for_dedup
+from .base import ShardWork
+
+# A chunk that keeps nothing this many times running means a broken model or template, not bad luck.
+MAX_EMPTY_CHUNKS = 3
+
+
+def _kept(table: pa.Table) -> int:
+    return table.num_rows - table["instruction"].null_count
+
+
+class InstructionsWork(ShardWork):
+    stage = "instructions"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.target = instruction_target(self.cfg, self.shard)
+        self.settings = self.cfg.domain(self.domain)
+        self.template, self.prompt_ids = self.ctx.prompts.magpie_prompt(
+            self.settings, self.cfg.instructions.max_difficulty
+        )
+
+    def next_chunk(self, committed: list[pa.Table]) -> int | None:
+        kept = sum(_kept(t) for t in committed)
+        if kept >= self.target:
+            return None
+        recent = [_kept(t) for t in committed[-MAX_EMPTY_CHUNKS:]]
+        if len(recent) == MAX_EMPTY_CHUNKS and not any(recent):
+            raise MagpieError(
+                f"instructions {self.domain} shard {self.shard.shard}: the last {MAX_EMPTY_CHUNKS} chunks "
+                "kept no instruction; check the model's template and stop strings (see the chunk files' drop_reason)"
+            )
+        sampled = sum(t.num_rows for t in committed)
+        keep_rate = max(kept / sampled, 0.05) if sampled else 0.7
+        # Ask for what the observed keep rate says is missing, plus 10%, one chunk at most.
+        return min(self.cfg.sharding.chunk_size, math.ceil((self.target - kept) / keep_rate * 1.1))
+
+    def _seen(self, committed: list[pa.Table]) -> set[str]:
+        return {
+            normalize_for_dedup(text)
+            for t in committed for text in t["instruction"].to_pylist() if text is not None
+        }
+
+    def run_chunk(self, engine, samples: int, index: int, committed: list[pa.Table]) -> pa.Table:
+        per_prompt = min(self.cfg.instructions.samples_per_prompt, samples)
+        seed = derive_seed(self.cfg.seed, self.stage, self.domain, self.shard.shard, index)
+        sampling = Sampling(
+            temperature=self.settings.instruction_temperature, top_p=self.cfg.instructions.top_p,
+            max_tokens=self.settings.max_tokens_instruction, n=per_prompt,
+            stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+        )
+        results = engine.generate([self.prompt_ids] * math.ceil(samples / per_prompt), sampling)
+        seen = self._seen(committed)
+        first_sample = sum(t.num_rows for t in committed)
+        created = int(time.time())
+        rows: dict[str, list] = {k: [] for k in (
+            "sample", "instruction", "raw", "drop_reason", "answer_cut", "finish_reason",
+            "prompt_tokens", "output_tokens", "seed", "chunk", "created")}
+        completions = [(r.prompt_tokens, c) for r in results for c in r.completions][:samples]
+        for offset, (prompt_tokens, comp) in enumerate(completions):
+            cleaned = clean_instruction(comp.text, comp.finish_reason)
+            text, reason = cleaned.text, cleaned.dropped
+            if text is not None:
+                key = normalize_for_dedup(text)
+                if key in seen:
+                    text, reason = None, "duplicate"
+                else:
+                    seen.add(key)
+            for key, value in (
+                ("sample", first_sample + offset), ("instruction", text), ("raw", comp.text),
+                ("drop_reason", reason), ("answer_cut", cleaned.answer_cut),
+                ("finish_reason", comp.finish_reason), ("prompt_tokens", prompt_tokens),
+                ("output_tokens", comp.output_tokens), ("seed", seed), ("chunk", index), ("created", created),
+            ):
+                rows[key].append(value)
+        return pa.table(rows, schema=INSTRUCTION_SCHEMA)
+
+
+INSTRUCTION_SCHEMA = pa.schema([
+    ("sample", pa.int64()), ("instruction", pa.string()), ("raw", pa.string()),
+    ("drop_reason", pa.string()), ("answer_cut", pa.bool_()), ("finish_reason", pa.string()),
+    ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()), ("seed", pa.int64()),
+    ("chunk", pa.int64()), ("created", pa.int64()),
+])

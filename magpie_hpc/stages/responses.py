@@ -1,0 +1,74 @@
+"""Stages 2 and 3: responses. One class for both: stage 2 samples one answer per instruction at the
+domain's temperature, stage 3 samples `num_responses` with `SamplingParams(n=...)`. The prompt is
+the model's own chat template with the instruction as the only message (defect 6)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..engine import Sampling
+from ..plan import derive_seed
+from ..quality.answers import split_reasoning
+from .base import ShardWork, rows_done
+
+
+class ResponsesWork(ShardWork):
+    stage = "responses"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        selection = self.ctx.selection(self.domain)
+        self.items = selection.slice(self.shard.start, self.shard.size).select(["id", "instruction"]).to_pylist()
+
+    def sampling(self, seed: int) -> Sampling:
+        d = self.cfg.domain(self.domain)
+        return Sampling(
+            temperature=d.response_temperature, top_p=self.cfg.responses.top_p,
+            max_tokens=d.max_tokens_response, n=1, repetition_penalty=self.cfg.responses.repetition_penalty,
+            stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+        )
+
+    def next_chunk(self, committed: list[pa.Table]) -> slice | None:
+        done = rows_done(committed)
+        if done >= len(self.items):
+            return None
+        return slice(done, min(done + self.cfg.sharding.chunk_size, len(self.items)))
+
+    def run_chunk(self, engine, chunk: slice, index: int, committed: list[pa.Table]) -> pa.Table:
+        items = self.items[chunk]
+        seed = derive_seed(self.cfg.seed, self.stage, self.domain, self.shard.shard, index)
+        prompts = [self.ctx.prompts.response_prompt(item["instruction"])[1] for item in items]
+        results = engine.generate(prompts, self.sampling(seed))
+        reasoning_model = self.ctx.model.template["reasoning"]
+        rows: dict[str, list] = {k: [] for k in RESPONSE_SCHEMA.names}
+        for item, result in zip(items, results):
+            split = [split_reasoning(c.text) for c in result.completions]
+            finish = [c.finish_reason for c in result.completions]
+            # A reasoning model that never closed </think> gave no answer, whatever vLLM says (defect 7).
+            complete = [f == "stop" and (r is not None or not reasoning_model) for f, (r, _) in zip(finish, split)]
+            for key, value in (
+                ("id", item["id"]), ("prompt_tokens", result.prompt_tokens),
+                ("responses", [c.text for c in result.completions]),
+                ("reasonings", [r for r, _ in split]), ("answers", [a for _, a in split]),
+                ("finish_reasons", finish), ("output_tokens", [c.output_tokens for c in result.completions]),
+                ("truncated", [f == "length" for f in finish]), ("complete", complete), ("seed", seed),
+            ):
+                rows[key].append(value)
+        return pa.table(rows, schema=RESPONSE_SCHEMA)
+
+
+class MultiResponsesWork(ResponsesWork):
+    stage = "multi_responses"
+
+    def sampling(self, seed: int) -> Sampling:
+        m = self.cfg.multi_responses
+        return Sampling(temperature=m.temperature, top_p=m.top_p, max_tokens=m.max_tokens, n=m.num_responses,
+                        stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed)
+
+
+RESPONSE_SCHEMA = pa.schema([
+    ("id", pa.string()), ("prompt_tokens", pa.int64()), ("responses", pa.list_(pa.string())),
+    ("reasonings", pa.list_(pa.string())), ("answers", pa.list_(pa.string())),
+    ("finish_reasons", pa.list_(pa.string())), ("output_tokens", pa.list_(pa.int64())),
+    ("truncated", pa.list_(pa.bool_())), ("complete", pa.list_(pa.bool_())), ("seed", pa.int64()),
+])

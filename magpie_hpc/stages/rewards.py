@@ -1,0 +1,52 @@
+"""Stage 4: reward scores for the multi-response shard with the same index (hence `aftercorr`)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from .base import ShardWork, rows_done
+
+
+class RewardsWork(ShardWork):
+    stage = "rewards"
+    engine_kind = "scorer"
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.require_done("multi_responses", self.shard.shard)
+        multi = self.ctx.store.shard("multi_responses", self.domain, self.shard.shard).read_all()
+        selection = self.ctx.selection(self.domain).slice(self.shard.start, self.shard.size)
+        instructions = dict(zip(selection["id"].to_pylist(), selection["instruction"].to_pylist()))
+        self.items = [
+            dict(row, instruction=instructions[row["id"]])
+            for row in multi.select(["id", "responses", "answers"]).to_pylist()
+        ]
+        self.part = "full" if self.cfg.rewards.score_reasoning else "answer"
+
+    def next_chunk(self, committed: list[pa.Table]) -> slice | None:
+        done = rows_done(committed)
+        if done >= len(self.items):
+            return None
+        return slice(done, min(done + self.cfg.sharding.chunk_size, len(self.items)))
+
+    def _scored_text(self, full: str, answer: str | None) -> str:
+        # Reasoning models: score the answer only by default; a response with no answer part
+        # (cut inside <think>) is scored on what it has.
+        return full if self.part == "full" or not answer else answer
+
+    def run_chunk(self, engine, chunk: slice, index: int, committed: list[pa.Table]) -> pa.Table:
+        items = self.items[chunk]
+        conversations = [
+            [{"role": "user", "content": item["instruction"]},
+             {"role": "assistant", "content": self._scored_text(full, answer)}]
+            for item in items for full, answer in zip(item["responses"], item["answers"])
+        ]
+        flat = engine.score(conversations)
+        scores, at = [], 0
+        for item in items:
+            scores.append(flat[at: at + len(item["responses"])])
+            at += len(item["responses"])
+        return pa.table(
+            {"id": [i["id"] for i in items], "scores": scores, "scored_part": [self.part] * len(items)},
+            schema=pa.schema([("id", pa.string()), ("scores", pa.list_(pa.float64())), ("scored_part", pa.string())]),
+        )

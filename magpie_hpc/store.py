@@ -1,0 +1,192 @@
+"""The one place that knows the run directory's layout on disk.
+
+    <run_dir>/run.json                  frozen config + plan (written once, at launch)
+    <run_dir>/jobs.jsonl                every submission, appended
+    <run_dir>/work/<stage>/<domain>/shard-00007/part-00000.parquet   committed chunks
+    <run_dir>/work/<stage>/<domain>/shard-00007/DONE.json            the shard's done marker
+    <run_dir>/logs/                     executor logs
+
+Chunks are the unit of loss: each is written under a unique temporary name, fsynced and renamed
+to its fixed name, so a crash leaves either the whole chunk or none, and two writers of the same
+chunk leave one file, never a record twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from filelock import FileLock, Timeout
+
+from .errors import MagpieError
+
+RUN_MANIFEST = "run.json"
+JOBS_LOG = "jobs.jsonl"
+DONE_MARKER = "DONE.json"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Whole file or nothing: unique temp name, fsync, rename, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
+
+
+class ShardStore:
+    """One shard of one stage: its committed chunks, its lock and its done marker."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def chunk_path(self, index: int) -> Path:
+        return self.path / f"part-{index:05d}.parquet"
+
+    @property
+    def done_path(self) -> Path:
+        return self.path / DONE_MARKER
+
+    def done(self) -> dict | None:
+        try:
+            return json.loads(self.done_path.read_text())
+        except FileNotFoundError:
+            return None
+
+    def committed_indices(self) -> list[int]:
+        """Chunk indices present on disk, in order (names only; read_committed validates)."""
+        if not self.path.is_dir():
+            return []
+        found = sorted(int(p.stem.split("-")[1]) for p in self.path.glob("part-*.parquet"))
+        return found
+
+    def read_committed(self) -> list[pa.Table]:
+        """Committed chunks 0..k-1 in order. A chunk that cannot be read is set aside (renamed
+        `.corrupt-*`) with every chunk after it, and is redone by the caller."""
+        tables: list[pa.Table] = []
+        for expected, index in enumerate(self.committed_indices()):
+            path = self.chunk_path(index)
+            if index != expected:
+                self._set_aside(path)
+                continue
+            try:
+                tables.append(pq.read_table(path))
+            except (OSError, pa.ArrowException):
+                self._set_aside(path)
+                # Later chunks may have been built on this one: redo them too.
+                for later in self.committed_indices():
+                    if later > index:
+                        self._set_aside(self.chunk_path(later))
+                break
+        return tables
+
+    def _set_aside(self, path: Path) -> None:
+        if path.exists():
+            os.replace(path, path.with_name(f"{path.name}.corrupt-{int(time.time())}"))
+
+    def commit(self, index: int, table: pa.Table) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        target = self.chunk_path(index)
+        tmp = self.path / f".part-{index:05d}.{uuid.uuid4().hex}.tmp"
+        try:
+            pq.write_table(table, tmp, compression="zstd")
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self.path)
+        return target
+
+    def mark_done(self, summary: dict) -> None:
+        write_json_atomic(self.done_path, summary)
+
+    def read_all(self) -> pa.Table:
+        tables = [pq.read_table(self.chunk_path(i)) for i in self.committed_indices()]
+        if not tables:
+            raise MagpieError(f"{self.path} has no committed chunks")
+        return pa.concat_tables(tables, promote_options="default")
+
+    @contextmanager
+    def lock(self, timeout: float = 0) -> Iterator[bool]:
+        """Yields True when this process holds the shard, False when another one does."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.path / ".lock"))
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            lock.release()
+
+
+class RunStore:
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.run_dir / RUN_MANIFEST
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.run_dir / JOBS_LOG
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "logs"
+
+    def is_run_dir(self) -> bool:
+        return self.manifest_path.is_file()
+
+    def read_manifest(self) -> dict:
+        if not self.is_run_dir():
+            raise MagpieError(f"{self.run_dir} is not a magpie-hpc run directory (no {RUN_MANIFEST}); pass the folder launch created")
+        return json.loads(self.manifest_path.read_text())
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json_atomic(self.manifest_path, manifest)
+
+    def shard(self, stage: str, domain: str, shard: int) -> ShardStore:
+        return ShardStore(self.run_dir / "work" / stage / domain / f"shard-{shard:05d}")
+
+    def append_job(self, record: dict) -> None:
+        # One short line per write with O_APPEND: safe with concurrent appenders on one host.
+        line = json.dumps(record, ensure_ascii=False) + "\n"
+        with open(self.jobs_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def read_jobs(self) -> list[dict]:
+        if not self.jobs_path.exists():
+            return []
+        return [json.loads(line) for line in self.jobs_path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny models written by the package itself, and run configs for tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tiny models need a small KV cache; one engine process keeps CI's 2 cores for the work itself.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    from magpie_hpc.tiny_models import write_tiny_models
+
+    return write_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture()
+def synthetic_args(tiny_models, tmp_path):
+    """CLI args for a fast local run on the synthetic engine (real tokenizer, no weights used)."""
+    return [
+        "launch", "--executor", "local", "--engine", "synthetic",
+        "--model", str(tiny_models.deepseek), "--reward-model", str(tiny_models.reward),
+        "--output-root", str(tmp_path / "data"),
+    ]
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def small_config(path: Path, max_tokens: tuple[int, int] | None = None, **sections: dict) -> Path:
+    """Write a TOML config with small shards/chunks so a few problems still exercise sharding.
+    `max_tokens` = (instruction, response) limits for every domain and the multi-response stage."""
+    from magpie_hpc.registry import DOMAIN_PRESETS
+
+    lines = []
+    defaults: dict[str, dict] = {
+        "sharding": {"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 2},
+    }
+    if max_tokens is not None:
+        for domain in DOMAIN_PRESETS:
+            defaults[f"domain_settings.{domain}"] = {
+                "max_tokens_instruction": max_tokens[0], "max_tokens_response": max_tokens[1]}
+        defaults["multi_responses"] = {"max_tokens": max_tokens[1]}
+    for name, values in {**defaults, **sections}.items():
+        lines.append(f"[{name}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path

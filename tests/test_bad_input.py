@@ -1,0 +1,74 @@
+"""Bad input: one line naming the field and what to do, exit code 2, no run directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from magpie_hpc.cli import main
+
+
+def _run(args, tmp_path, capsys):
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        (["--domains", "algebra,topology"], "domains"),
+        (["--count", "0"], "count"),
+        (["--count", "-5"], "count"),
+        (["--counts", "algebra=abc"], "--counts"),
+        (["--domains", "algebra", "--counts", "geometry=5"], "--counts"),
+        (["--model", "some-org/unknown-model"], "model"),
+        (["--model", "/nonexistent/model/dir"], "model"),
+        (["--reward-model", "/nonexistent/reward"], "reward_model"),
+        (["--config", "/nonexistent.toml"], "--config"),
+    ],
+)
+def test_bad_flags(extra, field, synthetic_args, tmp_path, capsys):
+    code, err = _run([*synthetic_args, *extra], tmp_path, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert field in err
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    "toml, field",
+    [
+        ("[domain_settings.algebra]\ninstruction_temperature = -0.5\n", "instruction_temperature"),
+        ("[multi_responses]\ntemperature = -1\n", "temperature"),
+        ("[engine]\nmax_model_len = 1000\n", "max_model_len"),
+        ("[sharding]\nresponses = 0\n", "responses"),
+        ("[nonsense]\nx = 1\n", "nonsense"),
+        ("this is = = not toml", "TOML"),
+    ],
+)
+def test_bad_config_file(toml, field, synthetic_args, tmp_path, capsys):
+    path = tmp_path / "bad.toml"
+    path.write_text(toml)
+    code, err = _run([*synthetic_args, "--config", str(path)], tmp_path, capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert field in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_cli_flags_override_file(tmp_path):
+    from magpie_hpc.config import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('seed = 7\ndomains = ["algebra", "geometry"]\n[domain_settings.algebra]\ncount = 11\n')
+    cfg = load_config(path, {"seed": 9})
+    assert cfg.seed == 9 and cfg.domains == ["algebra", "geometry"] and cfg.domain("algebra").count == 11
+    assert cfg.domain("geometry").count == 6000  # untouched preset
+    assert load_config(path, {"domains": "all"}, count=3).total_problems == 18
+
+
+def test_dry_run_writes_nothing(synthetic_args, tmp_path, capsys):
+    assert main([*synthetic_args, "--domains", "all", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '"total_problems": 44000' in out
+    assert not (tmp_path / "data").exists()
