@@ -19,7 +19,6 @@ def _launch(args: argparse.Namespace) -> int:
     from .config import load_config, parse_counts
     from .executors import get_executor
     from .launch import create_run, default_executor, validate
-    from .plan import plan_summary
 
     overrides = {
         "domains": args.domains, "model": args.model, "reward_model": args.reward_model,
@@ -27,17 +26,40 @@ def _launch(args: argparse.Namespace) -> int:
     }
     if args.engine:
         overrides["engine"] = {"kind": args.engine, "reward_kind": "synthetic" if args.engine == "synthetic" else "transformers"}
-    cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None, count=args.count)
-    model, reward, _ = validate(cfg)
+    cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None,
+                      count=args.count, profile=args.profile)
     if args.dry_run:
-        print(json.dumps({"model": model.name, "executor": cfg.executor or default_executor(),
-                          "total_problems": cfg.total_problems, "shards": plan_summary(cfg)}, indent=2))
-        return 0
+        return _dry_run(cfg)
+    model, reward, _ = validate(cfg)
+    executor = get_executor(cfg.executor or default_executor())
+    executor.preflight(cfg)
     run_dir = create_run(cfg, model, reward)
     print(f"run directory: {run_dir}", file=sys.stderr)
-    executor = get_executor(cfg.executor or default_executor())
     executor.run(run_dir)
+    if executor.name == "slurm":
+        print(f"submitted; watch with: python -m magpie_hpc status {run_dir}", file=sys.stderr)
     print(run_dir)
+    return 0
+
+
+def _dry_run(cfg) -> int:
+    """Print the plan; checks that fail (e.g. model not downloaded yet) are warnings here."""
+    from .errors import ConfigError
+    from .launch import default_executor, validate
+    from .slurm.submit import describe_plan
+
+    model_name = cfg.model
+    try:
+        model_name = validate(cfg)[0].name
+    except ConfigError as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+    executor = cfg.executor or default_executor()
+    max_size = 1001
+    if executor == "slurm":
+        from .slurm.cluster import max_array_size
+
+        max_size = max_array_size()
+    print(json.dumps({"model": model_name, "executor": executor, **describe_plan(cfg, max_size)}, indent=2))
     return 0
 
 
@@ -78,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--counts", help="per-domain problems, e.g. algebra=100,geometry=50")
     launch.add_argument("--output-root", type=Path, help="where the run folder is created (default data/)")
     launch.add_argument("--config", type=Path, help="TOML file overriding any config field")
+    launch.add_argument("--profile", help="cluster profile: a name in slurm_templates/ or a TOML path")
     launch.add_argument("--executor", choices=["slurm", "local"])
     launch.add_argument("--engine", choices=["vllm", "synthetic"], help="synthetic: test engine, no model weights")
     launch.add_argument("--seed", type=int)

@@ -94,12 +94,29 @@ class RewardStageConfig(_Strict):
 
 
 class ShardingConfig(_Strict):
-    """Problems per shard (one array task) and per chunk (one checkpoint)."""
+    """Problems per shard (one array task) and per chunk (one checkpoint).
 
-    instructions: int = Field(default=5000, gt=0)
-    responses: int = Field(default=1000, gt=0)
-    multi_responses: int = Field(default=150, gt=0)  # rewards use the same shards (aftercorr)
-    chunk_size: int = Field(default=256, gt=0)
+    A shard size left unset is derived from the throughput model so that one task runs about
+    `target_task_hours` on one GPU: long enough to amortise the model load, short enough to fit the
+    time limit and to lose little to a node failure."""
+
+    instructions: int | None = Field(default=None, gt=0)
+    responses: int | None = Field(default=None, gt=0)
+    multi_responses: int | None = Field(default=None, gt=0)  # rewards use the same shards (aftercorr)
+    target_task_hours: float = Field(default=1.5, gt=0)
+    chunk_size: int = Field(default=256, gt=0, description="Problems per committed chunk.")
+
+
+class ThroughputConfig(_Strict):
+    """Planning estimates (dry-run GPU-hours), not limits. Defaults: a 32B bf16 model on one A100
+    80GB under vLLM batching; BENCHMARKS.md says how to measure your own."""
+
+    generation_tokens_per_second: float = Field(default=2500.0, gt=0, description="Output tokens/s per GPU.")
+    reward_tokens_per_second: float = Field(default=20000.0, gt=0, description="Scored tokens/s per GPU.")
+    model_load_seconds: float = Field(default=240.0, ge=0, description="Per task, before the first chunk.")
+    instruction_fill: float = Field(default=0.3, gt=0, le=1, description="Mean instruction length / max.")
+    response_fill: float = Field(default=0.6, gt=0, le=1, description="Mean response length / max.")
+    keep_rate: float = Field(default=0.7, gt=0, le=1, description="Share of Magpie samples kept by cleaning.")
 
 
 class SlurmStageResources(_Strict):
@@ -115,6 +132,7 @@ class SlurmConfig(_Strict):
     qos: str | None = None
     constraint: str | None = None
     array_parallelism: int = Field(default=64, gt=0, description="The %k throttle of each array.")
+    stage_array_parallelism: dict[str, int] = Field(default_factory=dict, description="Per-stage %k.")
     profile: str | None = Field(default=None, description="A cluster profile in slurm_templates/.")
     setup: list[str] = Field(default_factory=list, description="Shell lines run before each task.")
     python: str | None = Field(default=None, description="Python on compute nodes.")
@@ -152,6 +170,7 @@ class RunConfig(_Strict):
     rewards: RewardStageConfig = Field(default_factory=RewardStageConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
+    throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
 
     @field_validator("domains", mode="before")
     @classmethod
@@ -201,22 +220,40 @@ def _first_error(exc: ValidationError) -> str:
     return f"{field}: {msg} (got {err.get('input')!r})"
 
 
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "slurm_templates"
+
+
+def profile_path(name: str) -> Path:
+    """A cluster profile: a path, or a name in slurm_templates/ (`a100` -> slurm_templates/a100.toml)."""
+    path = Path(name)
+    if path.suffix == ".toml" or path.exists():
+        return path
+    return PROFILES_DIR / f"{name}.toml"
+
+
+def _read_toml(path: Path, flag: str) -> dict:
+    if not path.is_file():
+        raise ConfigError(f"{flag}: no such file {path}; pass an existing TOML file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{flag}: {path} is not valid TOML ({exc}); fix the file") from exc
+
+
 def load_config(
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
     counts: dict[str, int] | None = None,
     count: int | None = None,
+    profile: str | None = None,
 ) -> RunConfig:
-    """Defaults < TOML file < CLI overrides. `count` sets every chosen domain, `counts` some."""
+    """Defaults < cluster profile < TOML file < CLI overrides. `count` sets every chosen domain,
+    `counts` some."""
     data: dict[str, Any] = RunConfig().model_dump(mode="python")
+    if profile is not None:
+        data = _deep_merge(data, _read_toml(profile_path(profile), "--profile"))
     if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"--config: no such file {path}; pass an existing TOML file")
-        try:
-            data = _deep_merge(data, tomllib.loads(path.read_text()))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"--config: {path} is not valid TOML ({exc}); fix the file") from exc
+        data = _deep_merge(data, _read_toml(Path(config_file), "--config"))
     data = _deep_merge(data, {k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         chosen = RunConfig.model_validate({**data, "domain_settings": data["domain_settings"]}).domains

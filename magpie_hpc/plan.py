@@ -47,12 +47,23 @@ STAGE_SHARDING = {
 }
 
 
+def shard_size(cfg: RunConfig, stage: str, domain: str) -> int:
+    """The configured size, or what fills `target_task_hours` of one GPU by the throughput model."""
+    explicit = getattr(cfg.sharding, stage)
+    if explicit is not None:
+        return explicit
+    t = cfg.throughput
+    per_problem = estimated_tokens(cfg, stage, domain) / cfg.domain(domain).count
+    budget = max(cfg.sharding.target_task_hours * 3600 - t.model_load_seconds, 60.0)
+    return max(1, int(budget * t.generation_tokens_per_second / per_problem))
+
+
 def stage_shards(cfg: RunConfig, stage: str, domain: str) -> list[ShardRange]:
     count = cfg.domain(domain).count
     key = STAGE_SHARDING[stage]
     if key is None:
         return [ShardRange(0, 0, count)]
-    return shard_ranges(count, getattr(cfg.sharding, key))
+    return shard_ranges(count, shard_size(cfg, key, domain))
 
 
 def instruction_target(cfg: RunConfig, shard: ShardRange) -> int:
@@ -68,6 +79,30 @@ def derive_seed(run_seed: int, *parts: object) -> int:
 
 def instruction_id(domain: str, index: int) -> str:
     return f"{domain}-{index}"
+
+
+def estimated_tokens(cfg: RunConfig, stage: str, domain: str) -> float:
+    """Tokens a stage generates (or scores) for a domain, from the token budgets and fill rates."""
+    d, t, m = cfg.domain(domain), cfg.throughput, cfg.multi_responses
+    instruction = d.max_tokens_instruction * t.instruction_fill
+    if stage == "instructions":
+        return d.count * (1 + cfg.instructions.oversample) / t.keep_rate * instruction
+    if stage == "responses":
+        return d.count * d.max_tokens_response * t.response_fill
+    if stage == "multi_responses":
+        return d.count * m.num_responses * m.max_tokens * t.response_fill
+    if stage == "rewards":
+        return d.count * m.num_responses * (instruction + m.max_tokens * t.response_fill)
+    return 0.0
+
+
+def estimated_gpu_hours(cfg: RunConfig, stage: str, domain: str) -> float:
+    if stage not in ("instructions", "responses", "multi_responses", "rewards"):
+        return 0.0
+    t = cfg.throughput
+    rate = t.reward_tokens_per_second if stage == "rewards" else t.generation_tokens_per_second
+    shards = len(stage_shards(cfg, stage, domain))
+    return (estimated_tokens(cfg, stage, domain) / rate + shards * t.model_load_seconds) / 3600
 
 
 def plan_summary(cfg: RunConfig) -> dict:

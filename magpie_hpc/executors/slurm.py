@@ -1,0 +1,38 @@
+"""The SLURM executor: submits the DAG and returns; `status` and `resubmit` take it from there."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..config import RunConfig
+from ..context import RunContext
+from ..plan import stage_shards
+from ..slurm.preflight import preflight
+from ..slurm.submit import SHARD_STAGES, SubmitPlan, Submitter
+from .base import Executor
+
+log = logging.getLogger("magpie_hpc")
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+
+    def preflight(self, cfg: RunConfig) -> None:
+        preflight(cfg)
+
+    def run(self, run_dir: Path) -> list:
+        ctx = RunContext(run_dir)
+        todo = {
+            (stage, domain): [s.shard for s in stage_shards(ctx.cfg, stage, domain)]
+            for stage in SHARD_STAGES for domain in ctx.cfg.domains
+        }
+        pieces = Submitter(ctx).submit(SubmitPlan(todo=todo))
+        for p in pieces:
+            log.info("submitted %s %s shards %s as job %s (%s)", p.stage, p.domain, _span(p.shards), p.job_id,
+                     p.dependency or "no dependency")
+        return pieces
+
+
+def _span(shards: list[int]) -> str:
+    return f"{shards[0]}-{shards[-1]}" if len(shards) > 1 else str(shards[0])

@@ -1,0 +1,1 @@
+"""Everything that knows SLURM: commands, preflight checks, array submission, the compute-node task."""

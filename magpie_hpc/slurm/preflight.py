@@ -1,0 +1,31 @@
+"""Fail fast on the login node: what would otherwise fail hours later in the queue."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from . import cluster
+
+
+def preflight(cfg: RunConfig) -> None:
+    s = cfg.slurm
+    parts = cluster.partitions()
+    if s.partition and s.partition not in parts:
+        raise ConfigError(f"slurm.partition: no partition {s.partition!r} on this cluster (have {', '.join(sorted(parts))}); fix slurm.partition")
+    if s.account and not cluster.account_exists(s.account):
+        raise ConfigError(f"slurm.account: no account {s.account!r} in sacctmgr; fix slurm.account or ask your admin")
+    if s.gpu_stage.gpus and "gpu" not in cluster.gres_kinds(s.partition):
+        where = f"partition {s.partition}" if s.partition else "this cluster"
+        raise ConfigError(f"slurm.gpu_stage.gpus: {where} offers no gres 'gpu'; choose a GPU partition with slurm.partition")
+    python = s.python or sys.executable
+    modules = "magpie_hpc" + (", vllm" if cfg.engine.kind == "vllm" else "")
+    try:
+        probe = subprocess.run([python, "-c", f"import {modules}"], capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"slurm.python: cannot run {python} ({exc}); set slurm.python to the jobs' interpreter") from None
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["?"])[-1]
+        raise ConfigError(f"slurm.python: {python} cannot import {modules} ({last}); install magpie-hpc in the jobs' environment")

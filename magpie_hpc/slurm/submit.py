@@ -1,0 +1,162 @@
+"""Submit the DAG as SLURM job arrays through submitit, chained by dependencies.
+
+Per domain:  instructions[shards] -afterok-> select -afterok-> responses[shards]
+                                                   -afterok-> multi_responses[shards] -aftercorr-> rewards[shards]
+and one merge job `afterany` on everything, which refuses to write an incomplete dataset.
+
+Arrays longer than MaxArraySize are split into pieces; task index i of a piece runs the piece's
+i-th shard (the mapping is pickled per task by submitit and recorded in jobs.jsonl, never
+rewritten). Reward pieces mirror multi-response pieces so `aftercorr` pairs the same shards.
+The same code submits a fresh run and a resubmission (only the listed shards).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import submitit
+
+from ..config import GPU_STAGES, RunConfig
+from ..context import RunContext
+from . import cluster
+from .task import MergeTask, ShardTask
+
+SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
+UPSTREAM = {"select": "instructions", "responses": "select", "multi_responses": "select", "rewards": "multi_responses"}
+
+
+@dataclass
+class Piece:
+    """One submitted array (or a slice of a split one)."""
+
+    stage: str
+    domain: str
+    shards: list[int]
+    job_id: str = ""
+    dependency: str | None = None
+
+
+@dataclass
+class SubmitPlan:
+    todo: dict[tuple[str, str], list[int]]  # (stage, domain) -> shards to submit
+    active: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # job ids still queued/running
+    merge: bool = True
+
+
+def split(shards: Sequence[int], max_array_size: int) -> list[list[int]]:
+    return [list(shards[i: i + max_array_size]) for i in range(0, len(shards), max_array_size)]
+
+
+def job_name(run_name: str, stage: str, domain: str | None) -> str:
+    return f"magpie-{run_name}-{stage}" + (f"-{domain}" if domain else "")
+
+
+def _dep(kind: str, ids: Sequence[str]) -> str | None:
+    return f"{kind}:{':'.join(ids)}" if ids else None
+
+
+def setup_lines(cfg: RunConfig) -> list[str]:
+    # Compute nodes are often offline: models were checked in the cache at launch, so never fetch.
+    return ["export HF_HUB_OFFLINE=1", *cfg.slurm.setup]
+
+
+class Submitter:
+    def __init__(self, ctx: RunContext, max_array_size: int | None = None):
+        self.ctx, self.cfg = ctx, ctx.cfg
+        self.max_array_size = max_array_size or cluster.max_array_size()
+        self.run_name = ctx.manifest["run_name"]
+
+    def _executor(self, stage: str, domain: str | None, dependency: str | None) -> submitit.SlurmExecutor:
+        s = self.cfg.slurm
+        res = s.gpu_stage if stage in GPU_STAGES else s.cpu_stage
+        ex = submitit.SlurmExecutor(folder=self.ctx.store.logs / "%j", python=s.python or sys.executable,
+                                    max_num_timeout=3)
+        ex.update_parameters(
+            job_name=job_name(self.run_name, stage, domain), partition=s.partition, account=s.account,
+            qos=s.qos, constraint=s.constraint, gres=f"gpu:{res.gpus}" if res.gpus else None,
+            cpus_per_task=res.cpus, mem=f"{res.mem_gb}G", time=res.time_min,
+            array_parallelism=s.stage_array_parallelism.get(stage, s.array_parallelism), setup=setup_lines(self.cfg), dependency=dependency,
+            additional_parameters={"kill-on-invalid-dep": "yes", "requeue": True},
+        )
+        return ex
+
+    def _record(self, piece: Piece) -> None:
+        self.ctx.store.append_job({
+            "stage": piece.stage, "domain": piece.domain, "shards": piece.shards, "job_id": piece.job_id,
+            "dependency": piece.dependency, "name": job_name(self.run_name, piece.stage, piece.domain),
+            "submitted": time.time(),
+        })
+
+    def submit_piece(self, piece: Piece) -> Piece:
+        ex = self._executor(piece.stage, piece.domain, piece.dependency)
+        n = len(piece.shards)
+        run_dir = str(self.ctx.run_dir)
+        jobs = ex.map_array(ShardTask(), [run_dir] * n, [piece.stage] * n, [piece.domain] * n, piece.shards)
+        piece.job_id = jobs[0].job_id.split("_")[0]
+        self._record(piece)
+        return piece
+
+    def submit_merge(self, dependency: str | None) -> Piece:
+        ex = self._executor("merge", None, dependency)
+        job = ex.submit(MergeTask(), str(self.ctx.run_dir))
+        piece = Piece("merge", "all", [0], job.job_id, dependency)
+        self._record(piece)
+        return piece
+
+    def submit(self, plan: SubmitPlan) -> list[Piece]:
+        """Submit what `plan.todo` lists, wired to new and still-active upstream jobs."""
+        submitted: dict[tuple[str, str], list[Piece]] = {}
+        for stage in SHARD_STAGES:
+            for domain in self.cfg.domains:
+                shards = plan.todo.get((stage, domain), [])
+                if not shards:
+                    continue
+                up = UPSTREAM.get(stage)
+                up_new = submitted.get((up, domain), []) if up else []
+                up_active = plan.active.get((up, domain), []) if up else []
+                pieces = []
+                for part in split(shards, self.max_array_size):
+                    piece = Piece(stage, domain, part)
+                    twin = next((p for p in up_new if p.shards == part), None)
+                    if stage == "rewards" and twin is not None and not up_active:
+                        piece.dependency = _dep("aftercorr", [twin.job_id])  # task i waits for task i only
+                    else:
+                        piece.dependency = _dep("afterok", [p.job_id for p in up_new] + up_active)
+                    pieces.append(self.submit_piece(piece))
+                submitted[(stage, domain)] = pieces
+        new_ids = [p.job_id for pieces in submitted.values() for p in pieces]
+        all_pieces = [p for pieces in submitted.values() for p in pieces]
+        if plan.merge:
+            active_ids = [j for ids in plan.active.values() for j in ids]
+            all_pieces.append(self.submit_merge(_dep("afterany", new_ids + active_ids)))
+        return all_pieces
+
+
+def describe_plan(cfg: RunConfig, max_array_size: int) -> dict:
+    """What launch would submit: arrays and sizes, dependencies, resources, estimated GPU-hours."""
+    from ..plan import estimated_gpu_hours, stage_shards
+
+    deps = {"instructions": None, "select": "afterok: instructions", "responses": "afterok: select",
+            "multi_responses": "afterok: select", "rewards": "aftercorr: multi_responses (task i after task i)"}
+    arrays, hours = [], {}
+    for stage in SHARD_STAGES:
+        res = cfg.slurm.gpu_stage if stage in GPU_STAGES else cfg.slurm.cpu_stage
+        for domain in cfg.domains:
+            shards = stage_shards(cfg, stage, domain)
+            gpu_h = estimated_gpu_hours(cfg, stage, domain)
+            hours[stage] = round(hours.get(stage, 0.0) + gpu_h, 2)
+            arrays.append({
+                "stage": stage, "domain": domain, "tasks": len(shards),
+                "arrays": [len(p) for p in split(list(range(len(shards))), max_array_size)],
+                "problems_per_task": max(s.size for s in shards), "depends_on": deps[stage],
+                "resources": f"gpus={res.gpus} cpus={res.cpus} mem={res.mem_gb}G time={res.time_min}min",
+                "estimated_gpu_hours": round(gpu_h, 2),
+            })
+    return {
+        "total_problems": cfg.total_problems, "domains": cfg.domains, "max_array_size": max_array_size,
+        "arrays": arrays, "merge": "1 job, afterany: everything; refuses incomplete data",
+        "estimated_gpu_hours": {**hours, "total": round(sum(hours.values()), 1)},
+    }

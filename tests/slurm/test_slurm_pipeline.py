@@ -1,0 +1,145 @@
+"""The pipeline through the real development cluster: arrays, dependencies, failure handling."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from conftest import small_config
+from dataset_checks import check_run
+from magpie_hpc.cli import main
+from slurm_helpers import devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
+
+
+def _launch(args: list[str], capsys) -> Path:
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return Path(captured.out.strip().splitlines()[-1])
+
+
+@pytest.fixture()
+def slurm_args(synthetic_args):
+    return [a if a != "local" else "slurm" for a in synthetic_args] + ["--profile", devcluster_profile()]
+
+
+def _task_rows(run_dir: Path, stage: str, domain: str | None = None) -> list[dict]:
+    """sacct rows of a stage's array tasks, with the shard each ran (from jobs.jsonl)."""
+    out = []
+    for job in run_jobs(run_dir):
+        if job["stage"] != stage or (domain and job["domain"] != domain):
+            continue
+        for row in sacct([job["job_id"]]):
+            index = int(row["JobID"].split("_")[1]) if "_" in row["JobID"] else 0
+            out.append({**row, "shard": job["shards"][index], "domain": job["domain"]})
+    return out
+
+
+def _t(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)
+
+
+def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_path, capsys):
+    cfg = small_config(tmp_path / "small.toml", engine={"synthetic_tokens_per_second": 400.0},
+                       slurm={"stage_array_parallelism": {"multi_responses": 1}})
+    counts = ["--domains", "algebra,geometry", "--counts", "algebra=5,geometry=4", "--config", str(cfg)]
+    run_dir = _launch([*slurm_args, *counts], capsys)
+    jobs = run_jobs(run_dir)
+    # one array per (stage, domain) + select per domain + merge; names that sacct --name finds
+    assert {(j["stage"], j["domain"]) for j in jobs} >= {("instructions", "algebra"), ("rewards", "geometry"), ("merge", "all")}
+    assert all(j["name"].startswith(f"magpie-{run_dir.name}-") for j in jobs)
+    wait_for_run(run_dir, timeout=900)
+    rows = wait_for_sacct([j["job_id"] for j in jobs], n_rows=sum(len(j["shards"]) for j in jobs))
+    assert rows and all(r["State"] == "COMPLETED" for r in rows), [(r["JobID"], r["State"]) for r in rows]
+    assert len(rows) == sum(len(j["shards"]) for j in jobs)
+    slurm_run = check_run(run_dir, {"algebra": 5, "geometry": 4})
+
+    # The local executor writes the same structure and counts.
+    local_dir = _launch([*synthetic_args, *counts], capsys)
+    local_run = check_run(local_dir, {"algebra": 5, "geometry": 4})
+    for domain in ("algebra", "geometry"):
+        files = sorted(p.name for p in (run_dir / domain).iterdir())
+        assert files == sorted(p.name for p in (local_dir / domain).iterdir())
+    assert slurm_run["summary"].keys() == local_run["summary"].keys()
+
+    # Order: nothing started before what it depends on ended.
+    ins = _task_rows(run_dir, "instructions")
+    sel = _task_rows(run_dir, "select")
+    res, multi, rew = (_task_rows(run_dir, s) for s in ("responses", "multi_responses", "rewards"))
+    merge = _task_rows(run_dir, "merge")
+    for domain in ("algebra", "geometry"):
+        sel_row = next(r for r in sel if r["domain"] == domain)
+        assert _t(sel_row["Start"]) >= max(_t(r["End"]) for r in ins if r["domain"] == domain)
+        for r in res + multi:
+            if r["domain"] == domain:
+                assert _t(r["Start"]) >= _t(sel_row["End"])
+    for r in rew:
+        twin = next(m for m in multi if m["domain"] == r["domain"] and m["shard"] == r["shard"])
+        assert _t(r["Start"]) >= _t(twin["End"])
+    assert _t(merge[0]["Start"]) >= max(_t(r["End"]) for r in ins + sel + res + multi + rew)
+    # Pipelining per shard: with multi-responses one task at a time, reward 0 ran before multi 1 ended.
+    for domain in ("algebra", "geometry"):
+        reward0 = next(r for r in rew if r["domain"] == domain and r["shard"] == 0)
+        multi1 = next(m for m in multi if m["domain"] == domain and m["shard"] == 1)
+        assert _t(reward0["Start"]) < _t(multi1["End"]), (reward0, multi1)
+
+
+def test_arrays_split_at_max_array_size(slurm_args, tmp_path, capsys):
+    max_size = int(next(line.split("=")[1] for line in sh("scontrol", "show", "config").splitlines()
+                        if line.startswith("MaxArraySize")))
+    count = max_size + 4
+    cfg = small_config(tmp_path / "small.toml", sharding={"instructions": 64, "responses": 1,
+                                                          "multi_responses": 64, "chunk_size": 8})
+    run_dir = _launch([*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys)
+    pieces = [j for j in run_jobs(run_dir) if j["stage"] == "responses"]
+    assert [len(p["shards"]) for p in pieces] == [max_size, 4]
+    assert pieces[1]["shards"] == list(range(max_size, count))  # task i of piece 2 runs shard max_size + i
+    wait_for_run(run_dir, timeout=900)
+    done = {p.name for p in (run_dir / "work" / "responses" / "number_theory").glob("shard-*") if (p / "DONE.json").exists()}
+    assert len(done) == count
+    check_run(run_dir, {"number_theory": count})
+
+
+def test_failing_shard_cancels_dependents_and_blocks_merge(slurm_args, tmp_path, capsys):
+    cfg = small_config(tmp_path / "small.toml", engine={"synthetic_fail": ["multi_responses:statistics:1"]})
+    run_dir = _launch([*slurm_args, "--domains", "statistics", "--count", "4", "--config", str(cfg)], capsys)
+    wait_for_run(run_dir, timeout=600)
+    multi = {r["shard"]: r["State"] for r in _task_rows(run_dir, "multi_responses")}
+    rew = {r["shard"]: r["State"] for r in _task_rows(run_dir, "rewards")}
+    assert multi[1] == "FAILED" and multi[0] == "COMPLETED"
+    assert rew[0] == "COMPLETED" and rew[1] == "CANCELLED"  # cancelled, not pending forever
+    assert _task_rows(run_dir, "merge")[0]["State"] == "FAILED"
+    assert not (run_dir / "combined_dataset_info.json").exists()
+    assert not (run_dir / "statistics").exists()
+
+
+@pytest.mark.parametrize(
+    "toml, field",
+    [
+        ('[slurm]\npartition = "nosuchpartition"\n', "slurm.partition"),
+        ('[slurm]\naccount = "nosuchaccount"\n', "slurm.account"),
+        ('[slurm]\npython = "/usr/bin/false"\n', "slurm.python"),
+    ],
+)
+def test_fail_fast_submits_nothing(toml, field, slurm_args, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(toml)
+    before = sh("squeue", "-h", "-o", "%i")
+    assert main([*slurm_args, "--count", "2", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and field in err, err
+    assert sh("squeue", "-h", "-o", "%i") == before
+    assert not (tmp_path / "data").exists()
+
+
+def test_dry_run_changes_nothing(slurm_args, tmp_path, capsys):
+    before = sh("squeue", "-h", "-o", "%i")
+    assert main([*slurm_args, "--domains", "all", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "instructions" in out
+    assert sh("squeue", "-h", "-o", "%i") == before
+    assert not (tmp_path / "data").exists()
