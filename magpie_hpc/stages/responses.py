@@ -43,6 +43,8 @@ class ResponsesWork(ShardWork):
         rows: dict[str, list] = {k: [] for k in RESPONSE_SCHEMA.names}
         for item, result in zip(items, results):
             split = [split_reasoning(c.text) for c in result.completions]
+            if reasoning_model:  # no </think>: the text is unfinished reasoning, not an answer
+                split = [(r, a if r is not None else None) for r, a in split]
             finish = [c.finish_reason for c in result.completions]
             # A reasoning model that never closed </think> gave no answer, whatever vLLM says (defect 7).
             complete = [f == "stop" and (r is not None or not reasoning_model) for f, (r, _) in zip(finish, split)]
