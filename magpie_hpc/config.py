@@ -119,6 +119,24 @@ class ThroughputConfig(_Strict):
     keep_rate: float = Field(default=0.7, gt=0, le=1, description="Share of Magpie samples kept by cleaning.")
 
 
+class FaultToleranceConfig(_Strict):
+    """How tasks survive preemption, dead nodes and hung engines."""
+
+    max_attempts: int = Field(default=3, gt=0, description="Starts per shard (requeues + resubmits) before it is failed.")
+    lock: bool = Field(default=True, description="One writer per shard (off only to test that chunks alone keep records once).")
+    heartbeat_seconds: float = Field(default=30.0, gt=0, description="How often a task refreshes its lock's owner record.")
+    stale_seconds: float = Field(default=300.0, gt=0, description="An owner silent this long is dead; its lock is taken over.")
+    stall_seconds: float = Field(default=1800.0, gt=0, description="No committed chunk for this long: the engine hung; exit.")
+    start_jitter_seconds: float = Field(default=10.0, ge=0, description="Random delay before a task starts: no stampede.")
+    wait_for_holder: bool = Field(default=True, description="A second task on a busy shard waits for it instead of exiting.")
+
+    @model_validator(mode="after")
+    def _stale_after_heartbeat(self) -> "FaultToleranceConfig":
+        if self.stale_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError("fault_tolerance.stale_seconds: must exceed twice heartbeat_seconds, or live owners look dead")
+        return self
+
+
 class SlurmStageResources(_Strict):
     gpus: int = Field(default=1, ge=0)
     cpus: int = Field(default=8, gt=0)
@@ -171,6 +189,7 @@ class RunConfig(_Strict):
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
+    fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
 
     @field_validator("domains", mode="before")
     @classmethod

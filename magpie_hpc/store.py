@@ -17,13 +17,11 @@ import json
 import os
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from filelock import FileLock, Timeout
 
 from .errors import MagpieError
 
@@ -53,6 +51,14 @@ def write_atomic(path: Path, data: bytes) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def append_line(path: Path, record: dict) -> None:
+    """One JSON line per write with O_APPEND: safe with concurrent appenders on one host."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -132,20 +138,27 @@ class ShardStore:
             raise MagpieError(f"{self.path} has no committed chunks")
         return pa.concat_tables(tables, promote_options="default")
 
-    @contextmanager
-    def lock(self, timeout: float = 0) -> Iterator[bool]:
-        """Yields True when this process holds the shard, False when another one does."""
+    @property
+    def attempts_path(self) -> Path:
+        return self.path / "attempts.jsonl"
+
+    def attempts(self) -> list[dict]:
+        """Every start of this shard (requeues and resubmissions alike) and how each ended."""
+        try:
+            lines = self.attempts_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def log_attempt(self, record: dict) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.path / ".lock"))
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            lock.release()
+        append_line(self.attempts_path, record)
+
+    def remove_stale_temps(self, older_than: float = 3600) -> None:
+        """Temp files of writers killed mid-chunk; never a committed chunk."""
+        for tmp in self.path.glob(".part-*.tmp"):
+            if time.time() - tmp.stat().st_mtime > older_than:
+                tmp.unlink(missing_ok=True)
 
 
 class RunStore:
@@ -179,12 +192,7 @@ class RunStore:
         return ShardStore(self.run_dir / "work" / stage / domain / f"shard-{shard:05d}")
 
     def append_job(self, record: dict) -> None:
-        # One short line per write with O_APPEND: safe with concurrent appenders on one host.
-        line = json.dumps(record, ensure_ascii=False) + "\n"
-        with open(self.jobs_path, "a", encoding="utf-8") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        append_line(self.jobs_path, record)
 
     def read_jobs(self) -> list[dict]:
         if not self.jobs_path.exists():

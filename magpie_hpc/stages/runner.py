@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,6 +23,7 @@ from ..engine import EngineCache
 from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..plan import derive_seed, stage_shards
+from ..shardlock import ShardLock
 from .base import ShardWork
 from .instructions import InstructionsWork
 from .responses import MultiResponsesWork, ResponsesWork
@@ -76,44 +79,164 @@ def _summary(stage: str, committed: list[pa.Table]) -> dict:
     return summary
 
 
+class ShardFailed(MagpieError):
+    """The shard reached its attempt cap; it is reported, not retried."""
+
+    exit_code = 4
+
+
+class Interrupted(MagpieError):
+    """SIGTERM (preemption, scancel): stopped at a safe point between chunks."""
+
+    exit_code = 143
+
+
+class _Signals:
+    """SIGTERM sets a flag the chunk loop checks; the chunk in flight is the most that is lost."""
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous = None
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signal.Signals(signum).name
+        log.warning("%s received: stopping after the chunk in flight", self.received)
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _Watchdog:
+    """Exits the process when nothing is committed for `stall_seconds`: a hung engine blocks inside
+    native code, where no exception can reach it, and would otherwise burn the task's wall time."""
+
+    def __init__(self, stall_seconds: float, on_stall) -> None:
+        self.stall_seconds, self.on_stall = stall_seconds, on_stall
+        self.last = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="shard-watchdog")
+
+    def progress(self) -> None:
+        self.last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(min(5.0, self.stall_seconds / 4)):
+            idle = time.monotonic() - self.last
+            if idle > self.stall_seconds:
+                self.on_stall(idle)
+                os._exit(75)
+
+    def __enter__(self) -> "_Watchdog":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+
+def _acquire(lock: ShardLock, store, ft) -> dict | None:
+    """Hold the shard, or (when another live task holds it) wait until that task finishes it.
+    Returns the done marker if the shard got done meanwhile, else None with the lock held."""
+    while not lock.try_acquire():
+        if not ft.wait_for_holder:
+            raise MagpieError(f"{store.path} is being worked on by another task; not touching it")
+        if (done := store.done()) is not None:
+            return done
+        time.sleep(max(0.5, ft.heartbeat_seconds / 2))
+    return None
+
+
 def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engines: EngineCache | None = None,
               ctx: RunContext | None = None) -> dict:
-    """Bring one shard to done; returns its done marker. Safe to call any number of times."""
+    """Bring one shard to done; returns its done marker. Safe to call any number of times, from any
+    number of processes at once."""
     ctx = ctx or RunContext(Path(run_dir))
+    ft = ctx.cfg.fault_tolerance
     store = ctx.store.shard(stage, domain, shard)
     if (done := store.done()) is not None:
         return done
     ranges = stage_shards(ctx.cfg, stage, domain)
     if not 0 <= shard < len(ranges):
         raise MagpieError(f"{stage} {domain}: no shard {shard} (this run has {len(ranges)})")
-    started = time.monotonic()
-    with store.lock() as held:
-        if not held:
-            raise MagpieError(f"{stage} {domain} shard {shard} is being worked on by another task; not touching it")
+    lock = ShardLock(store.path, heartbeat_seconds=ft.heartbeat_seconds, stale_seconds=ft.stale_seconds,
+                     enabled=ft.lock)
+    if (done := _acquire(lock, store, ft)) is not None:
+        return done
+    try:
         if (done := store.done()) is not None:
             return done
-        committed = store.read_committed()
-        task = TaskRef(stage, domain, shard)
-        work = WORK[stage](ctx, domain, ranges[shard])
-        engine, load_seconds, resumed_at = None, 0.0, len(committed)
-        while (chunk := work.next_chunk(committed)) is not None:
-            if engine is None and work.engine_kind is not None:
-                engine = _open_engine(work, ctx, task, resumed_at, engines)
-                load_seconds = engine.load_seconds
-            chunk_started = time.monotonic()
-            table = work.run_chunk(engine, chunk, len(committed), committed)
-            store.commit(len(committed), table)
-            committed.append(table)
-            log.info("%s %s shard %d: chunk %d committed (%d rows, %.1fs)", stage, domain, shard,
-                     len(committed) - 1, table.num_rows, time.monotonic() - chunk_started)
-        summary = {
-            "stage": stage, "domain": domain, "shard": shard, **_summary(stage, committed),
-            "resumed_at_chunk": resumed_at, "model_load_seconds": round(load_seconds, 3),
-            "seconds": round(time.monotonic() - started, 3), "host": socket.gethostname(),
-            "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
-            "finished": time.time(),
-        }
-        if engine is not None and engines is None:
-            engine.close()
-        store.mark_done(summary)
+        attempts = [a for a in store.attempts() if a.get("event") == "start"]
+        if len(attempts) >= ft.max_attempts:
+            errors = [a["error"] for a in store.attempts() if a.get("error")]
+            raise ShardFailed(f"{stage} {domain} shard {shard} failed {len(attempts)} attempts (cap "
+                              f"fault_tolerance.max_attempts={ft.max_attempts}); last error: "
+                              f"{errors[-1] if errors else 'none recorded (killed)'}")
+        attempt = len(attempts) + 1
+        identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
+                    "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+                    "restart_count": os.environ.get("SLURM_RESTART_COUNT")}
+        store.log_attempt({"event": "start", "time": time.time(), **identity})
+
+        def on_stall(idle: float) -> None:
+            msg = (f"{stage} {domain} shard {shard}: no chunk committed for {idle:.0f}s "
+                   f"(fault_tolerance.stall_seconds={ft.stall_seconds:g}); the engine looks hung, exiting")
+            log.error(msg)
+            store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
+
+        try:
+            with _Signals() as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
+                summary = _run_chunks(ctx, stage, domain, shard, ranges[shard], store, lock, engines,
+                                      attempt, signals, watchdog)
+        except BaseException as exc:
+            store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt,
+                               "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            raise
+        store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "done": True})
         return summary
+    finally:
+        lock.release()
+
+
+def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, attempt, signals, watchdog) -> dict:
+    started = time.monotonic()
+    store.remove_stale_temps()
+    committed = store.read_committed()
+    task = TaskRef(stage, domain, shard, attempt)
+    work = WORK[stage](ctx, domain, shard_range)
+    engine, load_seconds, resumed_at = None, 0.0, len(committed)
+    while (chunk := work.next_chunk(committed)) is not None:
+        if signals.received:
+            raise Interrupted(f"{stage} {domain} shard {shard}: {signals.received} after {len(committed)} chunks; "
+                              "the rest resumes on requeue or resubmit")
+        if engine is None and work.engine_kind is not None:
+            engine = _open_engine(work, ctx, task, resumed_at, engines)
+            load_seconds = engine.load_seconds
+            watchdog.progress()
+        chunk_started = time.monotonic()
+        table = work.run_chunk(engine, chunk, len(committed), committed)
+        if not lock.still_held():
+            raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
+                              "(this one was presumed dead); leaving the shard to it")
+        store.commit(len(committed), table)
+        committed.append(table)
+        watchdog.progress()
+        elapsed = time.monotonic() - chunk_started
+        log.info("%s %s shard %d: chunk %d committed (%d rows, %.1fs)", stage, domain, shard,
+                 len(committed) - 1, table.num_rows, elapsed)
+    summary = {
+        "stage": stage, "domain": domain, "shard": shard, **_summary(stage, committed),
+        "resumed_at_chunk": resumed_at, "attempt": attempt, "model_load_seconds": round(load_seconds, 3),
+        "seconds": round(time.monotonic() - started, 3), "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
+        "finished": time.time(),
+    }
+    if engine is not None and engines is None:
+        engine.close()
+    store.mark_done(summary)
+    return summary
