@@ -30,6 +30,11 @@ def _launch(args: argparse.Namespace) -> int:
                       count=args.count, profile=args.profile)
     if args.dry_run:
         return _dry_run(cfg)
+    if args.resume is not None:
+        from .launch import reconcile_config
+
+        reconcile_config(args.resume, cfg, force=args.force)
+        return _continue_run(args.resume)
     model, reward, _ = validate(cfg)
     executor = get_executor(cfg.executor or default_executor())
     executor.preflight(cfg)
@@ -63,6 +68,36 @@ def _dry_run(cfg) -> int:
     return 0
 
 
+def _continue_run(run_dir: Path) -> int:
+    """Resubmit what is not done (SLURM) or run the rest of the DAG (local)."""
+    from .context import RunContext
+
+    ctx = RunContext(run_dir)
+    if ctx.cfg.executor == "local":
+        from .executors import get_executor
+
+        get_executor("local").run(ctx.run_dir)
+        print(ctx.run_dir)
+        return 0
+    from .slurm.resubmit import resubmit
+
+    result = resubmit(ctx)
+    for piece in result.pieces:
+        print(f"submitted {piece.stage} {piece.domain} shards {piece.shards} as job {piece.job_id}"
+              f" ({piece.dependency or 'no dependency'})")
+    if result.cancelled:
+        print(f"cancelled stuck dependents: {', '.join(result.cancelled)}")
+    for failed in result.failed:
+        print(f"failed, attempt cap reached (not resubmitted): {failed}", file=sys.stderr)
+    if not result.pieces:
+        print(f"nothing to resubmit ({result.active} task(s) pending or running; source: {result.source})")
+    return 1 if result.failed else 0
+
+
+def _resubmit(args: argparse.Namespace) -> int:
+    return _continue_run(args.run_dir)
+
+
 def _run_shard(args: argparse.Namespace) -> int:
     from .stages import run_shard
 
@@ -76,6 +111,12 @@ def _merge(args: argparse.Namespace) -> int:
     merge_run(args.run_dir)
     print(args.run_dir)
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .quality.report import report
+
+    return report(args.run_dir, as_json=args.json)
 
 
 def _tiny_models(args: argparse.Namespace) -> int:
@@ -105,7 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--engine", choices=["vllm", "synthetic"], help="synthetic: test engine, no model weights")
     launch.add_argument("--seed", type=int)
     launch.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
+    launch.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue an existing run: resubmit only what is not done")
+    launch.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
     launch.set_defaults(func=_launch)
+
+    resub = sub.add_parser("resubmit", help="resubmit the shards of a run that are neither done nor queued")
+    resub.add_argument("run_dir", type=Path)
+    resub.set_defaults(func=_resubmit)
 
     shard = sub.add_parser("run-shard", help="run one stage shard (what each array task runs)")
     shard.add_argument("run_dir", type=Path)
@@ -117,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     merge = sub.add_parser("merge", help="assemble the dataset from a finished run")
     merge.add_argument("run_dir", type=Path)
     merge.set_defaults(func=_merge)
+
+    report = sub.add_parser("report", help="quality figures of a merged run; exit 1 when a threshold is crossed")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--json", action="store_true", help="print the figures as JSON")
+    report.set_defaults(func=_report)
 
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight models for tests and demos")
     tiny.add_argument("dir")

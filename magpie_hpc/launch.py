@@ -89,3 +89,48 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str) -> Path:
         "plan": plan_summary(cfg),
     })
     return run_dir.resolve()
+
+
+# Fields that may differ between a launch and a relaunch into the same run directory.
+_NOT_COMPARED = {"executor", "output_root"}
+
+
+def config_differences(frozen: RunConfig, new: RunConfig) -> list[str]:
+    """Dotted paths whose values differ, e.g. ['domain_settings.algebra.count: 10 -> 12']."""
+    out: list[str] = []
+
+    def walk(a, b, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                if not path and key in _NOT_COMPARED:
+                    continue
+                walk(a.get(key), b.get(key), f"{path}.{key}" if path else key)
+        elif a != b:
+            out.append(f"{path}: {a!r} -> {b!r}")
+
+    walk(frozen.model_dump(mode="json"), new.model_dump(mode="json"), "")
+    return out
+
+
+def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
+    """Relaunching into a run directory: refuse a changed config unless --force; never one that
+    changes the shard plan, since committed shards would no longer line up."""
+    from .context import RunContext
+    from .plan import plan_summary
+
+    ctx = RunContext(run_dir)
+    diffs = config_differences(ctx.cfg, new)
+    if not diffs:
+        return
+    shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+    if not force:
+        raise ConfigError(f"config: differs from the run's run.json ({shown}); pass --force to apply it, or drop the changes")
+    counts = lambda c: {d: c.domain(d).count for d in c.domains}  # noqa: E731
+    if plan_summary(ctx.cfg) != plan_summary(new) or counts(ctx.cfg) != counts(new):
+        raise ConfigError(f"config: the change alters the shard plan ({shown}); start a new run instead")
+    manifest = dict(ctx.manifest)
+    manifest.setdefault("config_history", []).append({"changed": datetime.now().isoformat(timespec="seconds"),
+                                                      "differences": diffs})
+    manifest["config"] = new.model_copy(update={"executor": ctx.cfg.executor,
+                                                "output_root": ctx.cfg.output_root}).model_dump(mode="json")
+    RunStore(run_dir).write_manifest(manifest)

@@ -13,6 +13,7 @@ Correctness never rests on the lock alone: chunk commits are atomic renames to f
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -23,6 +24,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .store import write_json_atomic
+
+log = logging.getLogger("magpie_hpc")
 
 
 class ShardLock:
@@ -83,7 +86,10 @@ class ShardLock:
             if (self.read_owner() or {}).get("token") != self.token:
                 self.lost = True  # taken over: we were presumed dead; stop writing
                 return
-            self._write_owner(started)
+            try:
+                self._write_owner(started)
+            except Exception as exc:  # noqa: BLE001 - a full disk must not kill the heartbeat for good
+                log.warning("heartbeat of %s not written: %s", self.owner_path, exc)
 
     def still_held(self) -> bool:
         if not self.enabled:

@@ -13,7 +13,9 @@ chunk leave one file, never a record twice.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import os
 import time
 import uuid
@@ -38,6 +40,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _is_disk_full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Whole file or nothing: unique temp name, fsync, rename, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -48,6 +54,10 @@ def write_atomic(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise MagpieError(f"disk full writing {path}: free space (or quota) and rerun") from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
@@ -124,6 +134,11 @@ class ShardStore:
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+        except OSError as exc:
+            if _is_disk_full(exc):
+                raise MagpieError(f"disk full writing chunk {index} of {self.path}: free space (or quota) and "
+                                  "rerun; the chunks committed before it are kept") from exc
+            raise
         finally:
             tmp.unlink(missing_ok=True)
         _fsync_dir(self.path)
@@ -151,8 +166,12 @@ class ShardStore:
         return [json.loads(line) for line in lines if line.strip()]
 
     def log_attempt(self, record: dict) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        append_line(self.attempts_path, record)
+        """Best effort: a full disk must not hide the error that is being recorded."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            append_line(self.attempts_path, record)
+        except OSError as exc:
+            logging.getLogger("magpie_hpc").warning("could not record attempt in %s: %s", self.attempts_path, exc)
 
     def remove_stale_temps(self, older_than: float = 3600) -> None:
         """Temp files of writers killed mid-chunk; never a committed chunk."""

@@ -8,7 +8,12 @@ itself with the same effect.
 from __future__ import annotations
 
 import logging
+import os
+import random
+import shutil
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import submitit
@@ -18,13 +23,40 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
+def _private_caches() -> None:
+    """Hundreds of tasks starting at once must not write one compile cache: each task gets its own
+    (the model cache is only read: jobs run with HF_HUB_OFFLINE=1)."""
+    task = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{os.environ.get('SLURM_ARRAY_TASK_ID', 0)}"
+    root = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / f"magpie-{task}"
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(root / "vllm"))
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+
+
 class ShardTask(submitit.helpers.Checkpointable):
     def __call__(self, run_dir: str, stage: str, domain: str, shard: int) -> dict:
+        from ..context import RunContext
         from ..stages import run_shard
 
         _logging()
-        logging.getLogger("magpie_hpc").info("task: %s %s shard %d in %s", stage, domain, shard, run_dir)
-        return run_shard(Path(run_dir), stage, domain, shard)
+        log = logging.getLogger("magpie_hpc")
+        ctx = RunContext(Path(run_dir))
+        jitter = ctx.cfg.fault_tolerance.start_jitter_seconds
+        if jitter and ctx.store.shard(stage, domain, shard).done() is None:
+            time.sleep(random.uniform(0, jitter))  # no start-up stampede on the filesystem and caches
+        _private_caches()
+        log.info("task: %s %s shard %d in %s (restart %s)", stage, domain, shard, run_dir,
+                 os.environ.get("SLURM_RESTART_COUNT", "0"))
+        return run_shard(Path(run_dir), stage, domain, shard, ctx=ctx)
+
+    def checkpoint(self, *args, **kwargs):
+        """Time limit near (USR2): requeue the same shard; it resumes after its last committed chunk."""
+        if shutil.which("scontrol") is None:
+            logging.getLogger("magpie_hpc").warning(
+                "time limit: cannot requeue from this node (no scontrol); the shard keeps its committed "
+                "chunks and is left for `python -m magpie_hpc resubmit RUN_DIR`")
+            return None
+        return super().checkpoint(*args, **kwargs)
 
 
 class MergeTask(submitit.helpers.Checkpointable):

@@ -1,0 +1,75 @@
+"""Resubmit what preemption, failures or cancelled dependencies left undone, and only that.
+
+A shard is resubmitted when it has no done marker, no task of it is pending or running, and it
+has not reached its attempt cap. Dependents stuck on DependencyNeverSatisfied are cancelled and
+resubmitted on the new job ids. Running it twice in a row submits nothing the second time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from ..context import RunContext
+from ..plan import stage_shards
+from . import cluster
+from .jobs import task_states
+from .submit import SHARD_STAGES, Piece, SubmitPlan, Submitter
+
+log = logging.getLogger("magpie_hpc")
+
+
+@dataclass
+class Resubmission:
+    pieces: list[Piece] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)  # stuck dependents
+    failed: list[str] = field(default_factory=list)  # shards past their attempt cap
+    active: int = 0  # tasks still pending or running, left alone
+    source: str = "none"
+
+
+def _stuck(reason: str) -> bool:
+    return "DependencyNeverSatisfied" in reason
+
+
+def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmission:
+    store, cfg = ctx.store, ctx.cfg
+    states, source = task_states(store)
+    result = Resubmission(source=source)
+    stuck = sorted({s.job_id for s in states.values() if s.state == "PENDING" and _stuck(s.reason)})
+    if stuck:
+        cluster.scancel(stuck)
+        result.cancelled = stuck
+    todo: dict[tuple[str, str], list[int]] = {}
+    active: dict[tuple[str, str], list[str]] = {}
+    for stage in SHARD_STAGES:
+        for domain in cfg.domains:
+            for shard in stage_shards(cfg, stage, domain):
+                shard_store = store.shard(stage, domain, shard.shard)
+                if shard_store.done() is not None:
+                    continue
+                state = states.get((stage, domain, shard.shard))
+                if state is not None and state.active and state.job_id not in stuck:
+                    ids = active.setdefault((stage, domain), [])
+                    if state.array_job_id not in ids:
+                        ids.append(state.array_job_id)
+                    result.active += 1
+                    continue
+                starts = [a for a in shard_store.attempts() if a.get("event") == "start"]
+                if len(starts) >= cfg.fault_tolerance.max_attempts:
+                    result.failed.append(f"{stage} {domain} shard {shard.shard}")
+                    continue
+                todo.setdefault((stage, domain), []).append(shard.shard)
+    merge_state = states.get(("merge", "all", 0))
+    merge_done = store.shard("merge", "all", 0).done() is not None
+    merge_active = merge_state is not None and merge_state.active and merge_state.job_id not in stuck
+    if todo and merge_active:
+        # The queued merge waits on the old jobs only; replace it with one that waits on the new ones.
+        cluster.scancel([merge_state.job_id])
+        result.cancelled.append(merge_state.job_id)
+        merge_active = False
+    need_merge = not merge_done and not merge_active and not result.failed
+    if todo or need_merge:
+        plan = SubmitPlan(todo=todo, active=active, merge=need_merge)
+        result.pieces = (submitter or Submitter(ctx)).submit(plan)
+    return result
