@@ -113,6 +113,12 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from .status import status_command
+
+    return status_command(args.run_dir, as_json=args.json, watch=args.watch)
+
+
 def _report(args: argparse.Namespace) -> int:
     from .quality.report import report
 
@@ -170,6 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path)
     report.add_argument("--json", action="store_true", help="print the figures as JSON")
     report.set_defaults(func=_report)
+
+    status = sub.add_parser("status", help="where a run stands: shards, records, throughput, ETA, failures "
+                                           "(exit 0 complete or progressing, 1 a shard failed, 2 not a run)")
+    status.add_argument("run_dir", type=Path)
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--watch", nargs="?", type=float, const=30.0, metavar="SECONDS",
+                       help="redraw every SECONDS (default 30) until nothing is queued or running")
+    shown.add_argument("--json", action="store_true", help="one JSON document (schema: magpie_hpc/status_schema.json)")
+    status.set_defaults(func=_status)
 
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight models for tests and demos")
     tiny.add_argument("dir")

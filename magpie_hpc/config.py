@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import registry
 from .errors import ConfigError
+from .quality.settings import QualityConfig
 
 STAGES = ("instructions", "select", "responses", "multi_responses", "rewards", "merge")
 GPU_STAGES = ("instructions", "responses", "multi_responses", "rewards")
@@ -190,6 +191,7 @@ class RunConfig(_Strict):
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
     fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @field_validator("domains", mode="before")
     @classmethod

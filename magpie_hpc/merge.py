@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,9 +21,16 @@ from . import __version__
 from .context import RunContext
 from .errors import IncompleteRunError
 from .plan import instruction_id, stage_shards
-from .store import write_atomic, write_json_atomic
+from .quality.answers import extract_boxed, majority_answer, normalize_answer
+from .quality.dpo import SKIP_REASONS, choose_pair, dpo_record
+from .quality.plots import PLOTS, DomainSamples, write_plots
+from .quality.report import domain_flags, quality_figures
+from .run_summary import build_run_summary, render_run_summary
+from .stages.select import read_duplicates
+from .store import RunStore, write_atomic, write_json_atomic
 
 BATCH = 512
+PLOTS_DIR = "plots"
 
 
 def _null_to_string(dtype: pa.DataType) -> pa.DataType:
@@ -96,8 +104,15 @@ def file_names(domain: str, num_responses: int) -> dict[str, str]:
         "instructions": f"{domain}_ins.json",
         "sft_data": f"{domain}_ins_res.json",
         "preference_data": f"{domain}_ins_{num_responses}res_armorm.json",
+        "dpo_data": f"{domain}_dpo.json",
         "info": "dataset_info.json",
     }
+
+
+def final_answers(answers: list[str | None], complete: list[bool]) -> tuple[list[str | None], list[str | None]]:
+    """(raw, normalised) last \\boxed{} of each complete response's answer part; None when it has none."""
+    raw = [extract_boxed(a) if ok and a else None for a, ok in zip(answers, complete)]
+    return raw, [(normalize_answer(b) or None) if b is not None else None for b in raw]
 
 
 def missing_shards(ctx: RunContext) -> list[str]:
@@ -135,6 +150,8 @@ class DomainMerger:
         self.response_prompt = ctx.prompts.response_prompt("{instruction}")[0]
         self.selection = ctx.selection(domain).to_pylist()
         self.stats: dict = {}
+        self.samples = DomainSamples()  # small numbers for the plots, collected while streaming
+        self.quality: dict = {}
 
     def _base(self, row: dict) -> dict:
         return {
@@ -161,6 +178,7 @@ class DomainMerger:
         writer = TableWriter(self.out / self.names["instructions"])
         for row in self.selection:
             writer.write(self._base(row))
+            self.samples.instruction_tokens.append(row["instruction_tokens"])
         writer.close()
         self.stats["instructions"] = writer.count
 
@@ -169,6 +187,7 @@ class DomainMerger:
         excluded = 0
         for start, rows in _shard_rows(self.ctx, "responses", self.domain):
             for offset, row in enumerate(rows):
+                self.samples.sft_response_tokens.append(row["output_tokens"][0])
                 if not row["complete"][0]:  # truncated or answerless responses stay out of SFT (defect 7)
                     excluded += 1
                     continue
@@ -187,9 +206,13 @@ class DomainMerger:
         self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded)
 
     def write_preference(self) -> None:
-        m = self.cfg.multi_responses
+        """The preference file and, from the same stream, the DPO file (quality/dpo.py's rule)."""
+        m, q = self.cfg.multi_responses, self.cfg.quality
         writer = TableWriter(self.out / self.names["preference_data"])
-        truncated = total = 0
+        dpo = TableWriter(self.out / self.names["dpo_data"])
+        truncated = total = disagreeing = 0
+        agreements: list[float] = []
+        skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
         rewards = _shard_rows(self.ctx, "rewards", self.domain)
         for (start, rows), (_, scored) in zip(_shard_rows(self.ctx, "multi_responses", self.domain), rewards):
             for offset, (row, score_row) in enumerate(zip(rows, scored)):
@@ -197,6 +220,18 @@ class DomainMerger:
                 if len(scores) != len(row["responses"]) or len(scores) != m.num_responses:
                     raise IncompleteRunError(f"merge: {row['id']} has {len(row['responses'])} responses and "
                                              f"{len(scores)} scores, expected {m.num_responses}")
+                truncated += sum(row["truncated"])
+                total += len(row["truncated"])
+                self.samples.preference_response_tokens.extend(row["output_tokens"])
+                self.samples.scores.extend(scores)
+                raw, normalized = final_answers(row["answers"], row["complete"])
+                majority, agreement = majority_answer(raw)
+                agree = majority is not None and normalized.count(majority) >= 2
+                agreements.append(agreement)
+                disagreeing += not agree
+                if not agree and q.drop_disagreeing:
+                    skipped["disagreeing"] += 1
+                    continue
                 record = self._base(self.selection[start + offset])
                 del record["response"]
                 record.update(
@@ -208,13 +243,39 @@ class DomainMerger:
                     reasonings=row["reasonings"], answers=row["answers"], finish_reasons=row["finish_reasons"],
                     prompt_tokens=row["prompt_tokens"], output_tokens=row["output_tokens"],
                     truncated=row["truncated"], complete=row["complete"],
+                    final_answers=normalized, majority_answer=majority, agreement=agreement, answers_agree=agree,
                 )
-                truncated += sum(row["truncated"])
-                total += len(row["truncated"])
                 writer.write(record)
+                # A DPO side must be complete and hold a non-empty answer part.
+                usable = [bool(ok and a and a.strip()) for ok, a in zip(row["complete"], row["answers"])]
+                pair, reason = choose_pair(row["responses"], scores, usable, q.dpo_min_margin)
+                if pair is None:
+                    skipped[reason] += 1
+                    continue
+                dpo.write(dpo_record(row["id"], record["instruction"], row["responses"], pair))
+                self.samples.margins.append(pair.margin)
         writer.close()
+        dpo.close()
         self.stats.update(preference_records=writer.count,
-                          preference_truncation_rate=round(truncated / total, 4) if total else 0.0)
+                          preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
+                          answers_disagreeing=disagreeing, preference_dropped_disagreeing=skipped["disagreeing"],
+                          dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()})
+        self.quality = dict(truncated=truncated, responses=total, agreements=agreements, disagreeing=disagreeing,
+                            dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped)
+
+    def quality_section(self) -> dict:
+        """dataset_info.json's `quality`: what `python -m magpie_hpc report` prints, flags included."""
+        drop_reasons: Counter = Counter()
+        for shard in stage_shards(self.cfg, "instructions", self.domain):
+            done = self.ctx.store.shard("instructions", self.domain, shard.shard).done() or {}
+            drop_reasons.update(done.get("drop_reasons", {}))
+        duplicates = read_duplicates(self.ctx.store, self.domain)
+        figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
+                                  sft_excluded=self.stats["sft_excluded_incomplete"], **self.quality)
+        self.stats.update(exact_duplicates_dropped=figures["exact_duplicates_dropped"],
+                          near_duplicates_dropped=figures["near_duplicates_dropped"])
+        figures["flags"] = domain_flags(self.domain, figures, self.cfg.quality)
+        return figures
 
     def dataset_info(self) -> dict:
         s, m = self.settings, self.cfg.multi_responses
@@ -233,9 +294,11 @@ class DomainMerger:
                 "reward_model": self.cfg.reward_model,
                 "reward_scored_part": "full" if self.cfg.rewards.score_reasoning else "answer",
                 "seed": self.cfg.seed,
+                "quality_settings": self.cfg.quality.model_dump(),
             },
             "files": {k: v for k, v in self.names.items() if k != "info"},
             "counts": self.stats,
+            "quality": self.quality_section(),
         }
 
     def run(self) -> dict:
@@ -243,20 +306,31 @@ class DomainMerger:
         self.write_instructions()
         self.write_sft()
         self.write_preference()
+        self.selection = []  # the texts are written; keep only the small numbers for the plots
         info = self.dataset_info()
         write_json_atomic(self.out / self.names["info"], info)
         return info
 
 
-def merge_run(run_dir: Path | str, ctx: RunContext | None = None) -> dict:
-    """Write the dataset; raises IncompleteRunError listing what is missing, before writing anything."""
+def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
+              accounting: Callable[[RunStore], dict | None] | None = None) -> dict:
+    """Write the dataset; raises IncompleteRunError listing what is missing, before writing anything.
+    `accounting` (the SLURM merge task passes `slurm.accounting.run_accounting`) gives the run
+    summary its GPU-hours; without it they are wall-clock seconds from the done markers."""
     ctx = ctx or RunContext(Path(run_dir))
     missing = missing_shards(ctx)
     if missing:
         shown = "; ".join(missing[:10]) + (f"; and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise IncompleteRunError(f"merge: {len(missing)} shard(s) not done: {shown}; run `python -m magpie_hpc resubmit {ctx.run_dir}`")
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    infos = {d: DomainMerger(ctx, d, date).run() for d in ctx.cfg.domains}
+    infos, samples = {}, {}
+    for d in ctx.cfg.domains:
+        merger = DomainMerger(ctx, d, date)
+        infos[d], samples[d] = merger.run(), merger.samples
+    rates = {d: {k: info["quality"][k] for k in ("truncation_rate", "sft_excluded_rate", "agreement_rate")}
+             for d, info in infos.items()}
+    plots = write_plots(ctx.run_dir / PLOTS_DIR, samples, rates, ctx.cfg.quality.model_dump())
+    del samples
     cfg = ctx.cfg
     total = cfg.total_problems
     all_six = len(cfg.domains) == len(cfg.domain_settings)
@@ -272,36 +346,154 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None) -> dict:
         "reward_model": cfg.reward_model, "magpie_hpc_version": __version__,
         "run": ctx.manifest.get("run_name"),
         "summary": {d: info["counts"] for d, info in infos.items()},
+        "quality_settings": cfg.quality.model_dump(),
+        "quality_flags": [f for info in infos.values() for f in info["quality"]["flags"]],
+        "plots": [f"{PLOTS_DIR}/{name}" for name in plots],
     }
+    combined["run_summary"] = build_run_summary(ctx, accounting)
     write_json_atomic(ctx.run_dir / "combined_dataset_info.json", combined)
-    write_atomic(ctx.run_dir / "README.md", render_readme(combined, infos).encode())
+    readme = render_readme(combined, infos) + render_run_summary(combined["run_summary"])
+    write_atomic(ctx.run_dir / "README.md", readme.encode())
     ctx.store.shard("merge", "all", 0).mark_done({"stage": "merge", "finished": date, "total_problems": total})
     return combined
 
 
+# The card's configs: one per domain and file kind, named `<domain>_<suffix>`, and the count that
+# says whether the file holds records (`datasets` cannot load an empty file).
+CARD_CONFIGS = (("instructions", "instructions", "instructions"), ("sft", "sft_data", "sft_records"),
+                ("preference", "preference_data", "preference_records"), ("dpo", "dpo_data", "dpo_pairs"))
+
+
+def _size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def card_configs(combined: dict, infos: dict[str, dict]) -> list[dict]:
+    """[{"config_name", "data_files"}] for every non-empty Parquet table, paths relative to the run dir."""
+    configs = []
+    for d, info in infos.items():
+        directory = combined["domains"][d]["directory"]
+        for suffix, key, count in CARD_CONFIGS:
+            if info["counts"].get(count, 0) > 0:
+                parquet = Path(info["files"][key]).with_suffix(".parquet").name
+                configs.append({"config_name": f"{d}_{suffix}", "data_files": f"{directory}/{parquet}"})
+    return configs
+
+
 def render_readme(combined: dict, infos: dict[str, dict]) -> str:
+    """The run's README.md: a Hugging Face dataset card (YAML front matter with one config per domain
+    and file kind), then counts, pictures, the settings used and the known limits."""
     files = combined["files_per_domain"]
+    q = combined.get("quality_settings", {})
+    first = next(iter(infos))
+    params = infos[first]["parameters"]
+    configs = card_configs(combined, infos)
+    yaml = [
+        "---", "license: other", "task_categories:", "- text-generation", "language:", "- en",
+        "tags:", "- math", "- synthetic", "- magpie",
+        f"pretty_name: {json.dumps(combined['dataset_name'])}",
+        "size_categories:", f"- {_size_category(combined['total_problems'])}", "configs:",
+    ]
+    for c in configs:
+        yaml += [f"- config_name: {json.dumps(c['config_name'])}", f"  data_files: {json.dumps(c['data_files'])}"]
+    yaml.append("---")
+
     lines = [
-        f"# {combined['dataset_name']}", "",
-        f"Math problems synthesised with the Magpie method by `{combined['model']}`, "
-        f"answered by the same model and scored by `{combined['reward_model']}`. "
-        f"Generated {combined['generation_date']} by magpie-hpc {combined['magpie_hpc_version']}.", "",
-        "| domain | problems | SFT records | preference records | truncation (preference) |",
-        "| --- | --- | --- | --- | --- |",
+        *yaml, "", f"# {combined['dataset_name']}", "",
+        f"Research-level math problems synthesised with the Magpie method by `{combined['model']}` (the model "
+        "writes the question from its pre-query template alone), answered by the same model and scored by "
+        f"`{combined['reward_model']}`. Generated {combined['generation_date']} by magpie-hpc "
+        f"{combined['magpie_hpc_version']} (run `{combined.get('run')}`).", "",
+        "## Contents", "",
+        "| domain | problems | SFT records | preference records | DPO pairs | duplicates removed (exact / near) "
+        "| truncated (preference) | answers agree |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for d, info in infos.items():
-        c = info["counts"]
-        lines.append(f"| {d} | {info['problem_count']} | {c['sft_records']} | {c['preference_records']} | "
-                     f"{c['preference_truncation_rate']:.1%} |")
+        c, qual = info["counts"], info["quality"]
+        lines.append(
+            f"| {d} | {info['problem_count']} | {c['sft_records']} | {c['preference_records']} | {c['dpo_pairs']} | "
+            f"{qual['exact_duplicates_dropped'] + qual['instruction_stage_duplicates']} / "
+            f"{qual['near_duplicates_dropped']} | {qual['truncation_rate']:.1%} | {qual['agreement_rate']:.1%} |")
     lines += [
-        "", "## Files per domain", "",
-        f"- `{files['instructions']}`: instructions only (`instruction`, `id`, generation settings).",
-        f"- `{files['sft_data']}`: SFT data, `instruction` + `response`; responses that were cut off "
-        "(finish_reason `length`, or a reasoning model that never closed `</think>`) are left out.",
-        f"- `{files['preference_data']}`: `instruction`, `responses`, `scores` (also as `rewards_armorm`).",
-        f"- `{files['info']}`: per-domain metadata. Each JSON file has a Parquet twin beside it.", "",
-        "## Loading", "", "```python", "import json",
-        f"records = json.load(open('algebra/{files['sft_data'].replace('<domain>', 'algebra')}'))",
-        "```", "",
+        "", f"*answers agree*: share of problems whose most common final answer is given by at least "
+        f"{infos[first]['quality']['agreement_level']:.0%} of the {params['num_preference_responses']} responses. "
+        "Every figure, with the DPO problems skipped by reason, is in each domain's `dataset_info.json` "
+        "(`counts`, `quality`); `python -m magpie_hpc report RUN_DIR` prints them and flags thresholds.", "",
+    ]
+    flags = combined.get("quality_flags", [])
+    if flags:
+        lines += ["**Quality flags** (thresholds of `[quality]`):", "", *[f"- {f}" for f in flags], ""]
+
+    lines += [
+        "## Configs and files", "",
+        "Each domain folder holds these files, each JSON file with a Parquet twin beside it; the card's "
+        "configs (`<domain>_instructions`, `<domain>_sft`, `<domain>_preference`, `<domain>_dpo`) point at "
+        "the Parquet files.", "",
+        f"- `{files['instructions']}` (`_instructions`): instructions only (`id`, `instruction`, "
+        "`pre_query_template`, `gen_input_configs` with the seed, `instruction_tokens`).",
+        f"- `{files['sft_data']}` (`_sft`): `instruction` + `response`, with `reasoning` and `answer` split at "
+        "`</think>`; responses that were cut off (finish_reason `length`, or a reasoning model that never "
+        "closed `</think>`) are left out.",
+        f"- `{files['preference_data']}` (`_preference`): `instruction`, `responses`, `scores` (also as "
+        "`rewards_armorm`), per response `finish_reasons`, `truncated`, `complete`, `final_answers` (normalised "
+        "last `\\boxed{}` of the answer part, null when none or incomplete), and per problem `majority_answer`, "
+        "`agreement` (its share of the responses) and `answers_agree` (some answer given twice)"
+        + ("; problems whose answers never agree are left out." if q.get("drop_disagreeing") else "."),
+        f"- `{files['dpo_data']}` (`_dpo`): TRL `DPOTrainer` conversational format: `prompt` "
+        "(`[{role: user, content}]`), `chosen` and `rejected` (`[{role: assistant, content}]`), with "
+        "`score_chosen`, `score_rejected`, `margin`. Chosen is the highest-scored complete response, rejected "
+        "the lowest-scored complete response with a different text; problems with fewer than two distinct "
+        "complete responses or equal scores"
+        + (f", or a margin below {q['dpo_min_margin']:g}," if q.get("dpo_min_margin") else "")
+        + " give no pair.",
+        f"- `{files['info']}`: per-domain metadata, counts and quality figures.", "",
+        "## Loading", "", "```python", "from datasets import load_dataset", "",
+        "# one file", f"dpo = load_dataset(\"parquet\", data_files=\"{first}/{first}_dpo.parquet\")[\"train\"]",
+        "# a config of this card (a local copy of the folder, or its Hub repository)",
+        f"sft = load_dataset(\"path/to/this/folder\", \"{first}_sft\")[\"train\"]", "```", "",
+    ]
+    if combined.get("plots"):
+        lines += ["## Pictures", ""]
+        for path in combined["plots"]:
+            caption = PLOTS.get(Path(path).name, Path(path).stem)
+            lines += [f"![{caption}]({path})", "", f"*{caption}.*", ""]
+
+    lines += [
+        "## Settings used", "",
+        f"- Generator: `{combined['model']}`; reward model: `{combined['reward_model']}`, scoring the "
+        f"{'reasoning and answer' if params['reward_scored_part'] == 'full' else 'answer part only'}.",
+        f"- Preference responses: {params['num_preference_responses']} per problem, temperature "
+        f"{params['preference_temperature']:g}, top_p {params['preference_top_p']:g}; run seed {params['seed']}.",
+        f"- Instructions: advanced reasoning mode {params['advanced_reasoning_mode']}; cleaned (cut-off "
+        "questions, appended answers, typed-out template tokens) and de-duplicated: exact duplicates, then "
+        + (f"near-duplicates across the whole domain (estimated Jaccard of character 5-grams >= "
+           f"{q.get('near_dup_threshold', 0.85):g})." if q.get("near_dedup", True) else "no near-duplicate removal."),
+        f"- Quality settings: `{json.dumps(q)}`.", "",
+        "| domain | instruction temperature | response temperature | max tokens (instruction / response) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for d, info in infos.items():
+        p = info["parameters"]
+        lines.append(f"| {d} | {p['instruction_temperature']:g} | {p['response_temperature']:g} | "
+                     f"{p['max_tokens_instruction']} / {p['max_tokens_response']} |")
+    lines += [
+        "", "## Known limits", "",
+        "- No ground truth: `majority_answer` and `agreement` measure self-consistency, not correctness. "
+        "Answers are compared as normalised LaTeX, never evaluated, so equal values written differently "
+        "(`0.5` and `\\frac{1}{2}`) count as disagreeing.",
+        "- Reward scores come from one reward model, uncalibrated across domains; a DPO margin is a score "
+        "difference, not a probability.",
+        "- The questions are written by the model itself: some may be ill-posed, unsolvable or trivially easy; "
+        "nothing checks them against public benchmarks (contamination) or across domains (near-duplicates are "
+        "removed within each domain only, by a MinHash estimate).",
+        "- The SFT file holds fewer records than problems when responses were cut off; the preference file "
+        "keeps cut-off responses, marked by `truncated` and `complete`.",
+        "- `datasets` cannot load a file without records; such files are left out of the configs above.",
+        f"- License: the records are output of `{combined['model']}` and `{combined['reward_model']}`; their "
+        "licenses and terms of use apply (`license: other`).", "",
     ]
     return "\n".join(lines)

@@ -24,7 +24,8 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int = 7) -> 
     files = combined["files_per_domain"]
     assert files == {
         "instructions": "<domain>_ins.json", "sft_data": "<domain>_ins_res.json",
-        "preference_data": f"<domain>_ins_{num_responses}res_armorm.json", "info": "dataset_info.json",
+        "preference_data": f"<domain>_ins_{num_responses}res_armorm.json", "dpo_data": "<domain>_dpo.json",
+        "info": "dataset_info.json",
     }
     all_ids: set[str] = set()
     for domain, count in counts.items():

@@ -1,8 +1,12 @@
 """Per-domain selection (CPU): all instruction shards -> exactly `count` distinct instructions with
 stable ids `<domain>-<index>`. Runs once per domain, before any response is generated, so no GPU
-time goes to duplicates."""
+time goes to duplicates: exact ones first, then near-duplicates across every shard of the domain
+(`quality.near_dedup`), both counted in `near_duplicates.json` beside the shard."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -10,7 +14,24 @@ import pyarrow.compute as pc
 from ..errors import MagpieError
 from ..plan import instruction_id, stage_shards
 from ..quality.cleaning import normalize_for_dedup
+from ..quality.neardup import NearDuplicate, find_near_duplicates
+from ..store import RunStore, write_json_atomic
 from .base import ShardWork
+
+DUPLICATES_FILE = "near_duplicates.json"
+
+
+def duplicates_path(store: RunStore, domain: str) -> Path:
+    """work/select/<domain>/near_duplicates.json, beside the select shard."""
+    return store.shard("select", domain, 0).path.parent / DUPLICATES_FILE
+
+
+def read_duplicates(store: RunStore, domain: str) -> dict | None:
+    """What select recorded about dropped duplicates, or None (a run from before this file)."""
+    try:
+        return json.loads(duplicates_path(store, domain).read_text())
+    except FileNotFoundError:
+        return None
 
 
 class SelectWork(ShardWork):
@@ -19,6 +40,36 @@ class SelectWork(ShardWork):
 
     def next_chunk(self, committed: list[pa.Table]) -> str | None:
         return None if committed else "all"
+
+    def _duplicates_path(self) -> Path:
+        return duplicates_path(self.ctx.store, self.domain)
+
+    def _drop_near_duplicates(self, unique: list[dict]) -> tuple[list[dict], list[NearDuplicate]]:
+        """Across the whole domain, in candidate order: the first of each cluster is kept."""
+        q = self.cfg.quality
+        if not q.near_dedup:
+            return unique, []
+        near = find_near_duplicates([r["instruction"] for r in unique], threshold=q.near_dup_threshold)
+        dropped = {d.index for d in near}
+        return [r for i, r in enumerate(unique) if i not in dropped], near
+
+    def _record_duplicates(self, candidates: int, exact: int, near: list[NearDuplicate], unique: list[dict]) -> None:
+        """work/select/<domain>/near_duplicates.json: the counts the merge and `report` read, and
+        every near-duplicate dropped with the instruction it duplicates."""
+        q = self.cfg.quality
+        write_json_atomic(self._duplicates_path(), {
+            "domain": self.domain, "near_dedup": q.near_dedup, "threshold": q.near_dup_threshold,
+            "candidates": candidates, "exact_duplicates": exact, "near_duplicates_dropped": len(near),
+            "near_duplicates": [
+                {"instruction": unique[d.index]["instruction"],
+                 "duplicate_of_instruction": unique[d.duplicate_of]["instruction"],
+                 "similarity": round(d.similarity, 4),
+                 "source_shard": unique[d.index]["source_shard"], "source_sample": unique[d.index]["sample"],
+                 "duplicate_of_source_shard": unique[d.duplicate_of]["source_shard"],
+                 "duplicate_of_source_sample": unique[d.duplicate_of]["sample"]}
+                for d in near
+            ],
+        })
 
     def run_chunk(self, engine, chunk, index: int, committed: list[pa.Table]) -> pa.Table:
         count = self.cfg.domain(self.domain).count
@@ -32,19 +83,22 @@ class SelectWork(ShardWork):
                     ["instruction", "sample", "seed", "created", "output_tokens"]).to_pylist()
             )
         seen: set[str] = set()
-        chosen = []
+        unique = []
         for row in candidates:  # shard order, then sample order: the same choice on every rerun
             key = normalize_for_dedup(row["instruction"])
             if key in seen:
                 continue
             seen.add(key)
-            chosen.append(row)
-            if len(chosen) == count:
-                break
+            unique.append(row)
+        chosen, near = self._drop_near_duplicates(unique)
+        self._record_duplicates(len(candidates), len(candidates) - len(unique), near, unique)
+        chosen = chosen[:count]
         if len(chosen) < count:
             raise MagpieError(
-                f"select {self.domain}: only {len(chosen)} distinct clean instructions for {count} problems; "
-                "raise instructions.oversample in the config and relaunch into the same run directory"
+                f"select {self.domain}: only {len(chosen)} distinct clean instructions for {count} problems "
+                f"({len(candidates) - len(unique)} exact and {len(near)} near duplicates dropped, see "
+                f"{self._duplicates_path()}); raise instructions.oversample in the config and relaunch into "
+                "the same run directory"
             )
         return pa.table({
             "id": [instruction_id(self.domain, i) for i in range(count)],

@@ -1,0 +1,45 @@
+"""Dataset-quality settings (`[quality]` in a run config): near-duplicate removal at select,
+answer agreement and DPO pairs at merge, and the thresholds `python -m magpie_hpc report` flags.
+
+Kept free of other magpie_hpc imports so `config.py` can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# A problem "agrees" when its majority final answer is shared by at least this share of its
+# responses (4 of 7). The report's agreement rate is the share of problems that agree.
+AGREEMENT_LEVEL = 0.5
+
+
+class QualityConfig(BaseModel):
+    """What makes the dataset trainable without cleaning it first."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    near_dedup: bool = Field(
+        default=True,
+        description="Drop near-duplicate instructions across the whole domain at select (false: exact dedup only).")
+    near_dup_threshold: float = Field(
+        default=0.85, gt=0, le=1,
+        description="Estimated Jaccard similarity (character 5-grams, MinHash) at or above which an instruction "
+                    "is a near-duplicate of an earlier one. 1.0 drops only texts whose shingle sets are equal "
+                    "(they differ in spacing, case or punctuation); near_dedup = false turns it off.")
+    dpo_min_margin: float = Field(
+        default=0.0, ge=0,
+        description="Smallest reward margin (chosen - rejected) of a DPO pair; a pair also needs a margin > 0.")
+    drop_disagreeing: bool = Field(
+        default=False,
+        description="Leave out of the preference and DPO files the problems whose final answers never agree "
+                    "(no answer given by two responses); by default they are kept with answers_agree = false.")
+    max_truncation_rate: float = Field(
+        default=0.1, ge=0, le=1,
+        description="Report flag: share of preference responses cut off by max_tokens above this.")
+    max_duplicate_rate: float = Field(
+        default=0.2, ge=0, le=1,
+        description="Report flag: share of clean instructions that were exact or near duplicates above this.")
+    min_agreement_rate: float = Field(
+        default=0.5, ge=0, le=1,
+        description=f"Report flag: share of problems whose majority answer has agreement >= {AGREEMENT_LEVEL} "
+                    "below this.")
