@@ -74,7 +74,12 @@ def _sacct_rows(job_ids: list[str]) -> list[dict]:
 
 
 def _squeue_rows(job_ids: list[str]) -> list[dict]:
-    out = cluster.run_cmd(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%N|%r|%M"])
+    try:
+        out = cluster.run_cmd(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i|%T|%N|%r|%M"])
+    except cluster.SlurmError as exc:
+        if "Invalid job id" in str(exc):  # every job already left slurmctld's memory
+            return []
+        raise
     rows = []
     for line in out.splitlines():
         if line.strip():
@@ -101,7 +106,9 @@ def task_states(store: RunStore, *, use_sacct: bool | None = None) -> tuple[dict
     job_ids = sorted({j.split("_")[0] for j in mapping}, key=int)
     if use_sacct is None:
         use_sacct = accounting_available()
-    rows = _sacct_rows(job_ids) if use_sacct else _squeue_rows(job_ids)
+    # squeue is authoritative for what is queued now (sacct can lag a fresh submission by seconds),
+    # so its rows come last and win; sacct adds the history of what already ended.
+    rows = (_sacct_rows(job_ids) if use_sacct else []) + _squeue_rows(job_ids)
     states: dict[tuple[str, str, int], TaskState] = {}
     for row in rows:
         job_id = row["JobID"]
@@ -112,10 +119,16 @@ def task_states(store: RunStore, *, use_sacct: bool | None = None) -> tuple[dict
         key = mapping[job_id]
         state = row["State"].split()[0].rstrip("+")  # "CANCELLED by 0" -> CANCELLED
         prev = states.get(key)
-        history = (prev.history if prev else []) + [state]
+        live = "ElapsedRaw" not in row  # a squeue row: the same run sacct may already have listed
+        history = (prev.history if prev else []) + ([] if live and prev and prev.job_id == job_id else [state])
         if prev is not None and int(prev.array_job_id) > int(job_id.split("_")[0]):
             prev.history = history
             continue  # an older submission's record: keep the newer one
+        if live and prev is not None and prev.job_id == job_id:
+            prev.state, prev.reason, prev.node = state, row.get("Reason", ""), row.get("NodeList", "") or prev.node
+            if prev.history:
+                prev.history[-1] = state
+            continue
         states[key] = TaskState(
             *key, job_id=job_id, state=state, exit_code=row.get("ExitCode", ""), node=row.get("NodeList", ""),
             reason=row.get("Reason", ""), elapsed_seconds=int(row.get("ElapsedRaw") or 0),

@@ -88,22 +88,6 @@ def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_pa
         assert _t(reward0["Start"]) < _t(multi1["End"]), (reward0, multi1)
 
 
-def test_arrays_split_at_max_array_size(slurm_args, tmp_path, capsys):
-    max_size = int(next(line.split("=")[1] for line in sh("scontrol", "show", "config").splitlines()
-                        if line.startswith("MaxArraySize")))
-    count = max_size + 4
-    cfg = small_config(tmp_path / "small.toml", sharding={"instructions": 64, "responses": 1,
-                                                          "multi_responses": 64, "chunk_size": 8})
-    run_dir = _launch([*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys)
-    pieces = [j for j in run_jobs(run_dir) if j["stage"] == "responses"]
-    assert [len(p["shards"]) for p in pieces] == [max_size, 4]
-    assert pieces[1]["shards"] == list(range(max_size, count))  # task i of piece 2 runs shard max_size + i
-    wait_for_run(run_dir, timeout=900)
-    done = {p.name for p in (run_dir / "work" / "responses" / "number_theory").glob("shard-*") if (p / "DONE.json").exists()}
-    assert len(done) == count
-    check_run(run_dir, {"number_theory": count})
-
-
 def test_failing_shard_cancels_dependents_and_blocks_merge(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "small.toml", engine={"synthetic_fail": ["multi_responses:statistics:1"]})
     run_dir = _launch([*slurm_args, "--domains", "statistics", "--count", "4", "--config", str(cfg)], capsys)

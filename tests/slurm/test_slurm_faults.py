@@ -1,0 +1,149 @@
+"""Preemption, a node lost mid-run, failed shards and resubmission, on the real dev cluster.
+In every case the final files hold each id exactly once and exactly the requested counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import small_config
+from dataset_checks import check_run
+from magpie_hpc.cli import main
+from slurm_helpers import REPO, devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run
+
+FAST_FT = {"heartbeat_seconds": 1.0, "stale_seconds": 8.0, "start_jitter_seconds": 0.0}
+
+
+@pytest.fixture()
+def slurm_args(synthetic_args):
+    return [a if a != "local" else "slurm" for a in synthetic_args] + ["--profile", devcluster_profile()]
+
+
+def _launch(args: list[str], capsys) -> Path:
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return Path(captured.out.strip().splitlines()[-1])
+
+
+def _shard_job_states(run_dir: Path, stage: str) -> dict[int, list[str]]:
+    """Every state each shard's tasks went through (sacct --duplicates keeps requeued runs)."""
+    out: dict[int, list[str]] = {}
+    for job in run_jobs(run_dir):
+        if job["stage"] != stage:
+            continue
+        text = sh("sacct", "-X", "-n", "-P", "--duplicates", "-j", job["job_id"], "-o", "JobID,State")
+        for line in text.splitlines():
+            job_id, state = line.split("|")
+            index = int(job_id.split("_")[1]) if "_" in job_id else 0
+            out.setdefault(job["shards"][index], []).append(state.split()[0])
+    return out
+
+
+def _wait(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)
+
+
+def test_preemption_requeues_and_resumes(slurm_args, tmp_path, capsys):
+    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 60.0},
+                       sharding={"instructions": 8, "responses": 4, "multi_responses": 2, "chunk_size": 1},
+                       fault_tolerance=FAST_FT)
+    run_dir = _launch([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
+    multi = run_dir / "work" / "multi_responses" / "algebra"
+    # Preempt once a multi-response task has committed a chunk and is working on the next.
+    _wait(lambda: any((multi / f"shard-0000{i}" / "part-00000.parquet").exists() for i in (0, 1)), 300)
+    started = {i for i in (0, 1) if (multi / f"shard-0000{i}" / "part-00000.parquet").exists()
+               and not (multi / f"shard-0000{i}" / "DONE.json").exists()}
+    high = sh("sbatch", "--parsable", "-p", "high", "-N2", "--gres=gpu:2", "--wrap", "sleep 5").strip()
+    try:
+        wait_for_run(run_dir, timeout=600)
+    finally:
+        subprocess.run(["scancel", high], check=False)
+    states = _shard_job_states(run_dir, "multi_responses")
+    preempted = [s for s, hist in states.items() if "PREEMPTED" in hist]
+    assert preempted, states
+    for shard in preempted:
+        assert states[shard][-1] == "COMPLETED", states
+        done = json.loads((multi / f"shard-{shard:05d}" / "DONE.json").read_text())
+        attempts = [json.loads(l) for l in (multi / f"shard-{shard:05d}" / "attempts.jsonl").read_text().splitlines()]
+        assert max(int(a.get("restart_count") or 0) for a in attempts if a["event"] == "start") >= 1
+        if shard in started:  # it had a committed chunk: the requeued run resumed after it
+            assert done["resumed_at_chunk"] >= 1
+    check_run(run_dir, {"algebra": 4})
+
+
+def test_node_lost_mid_run_work_completes_on_other_node(slurm_args, tmp_path, capsys):
+    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 40.0},
+                       sharding={"instructions": 8, "responses": 1, "multi_responses": 4, "chunk_size": 1},
+                       fault_tolerance=FAST_FT)
+    run_dir = _launch([*slurm_args, "--domains", "geometry", "--count", "4", "--config", str(cfg)], capsys)
+    responses = [j for j in run_jobs(run_dir) if j["stage"] == "responses"][0]["job_id"]
+    _wait(lambda: any(r["NodeList"] == "node2" and r["State"] == "RUNNING" for r in sacct([responses])), 300)
+    node = str(REPO / "hpc" / "devcluster" / "node.sh")
+    subprocess.run([node, "kill", "node2"], check=True, capture_output=True)
+    try:
+        wait_for_run(run_dir, timeout=600)
+        lost = [r for r in sacct([responses]) if r["NodeList"] == "node2"]
+        states = _shard_job_states(run_dir, "responses")
+        assert any("NODE_FAIL" in hist for hist in states.values()) or not lost, states
+    finally:
+        subprocess.run([node, "start", "node2"], check=True, capture_output=True)
+        sh("scontrol", "update", "nodename=node2", "state=resume", check=False)
+    check_run(run_dir, {"geometry": 4})
+
+
+def test_failed_shard_blocks_dependents_and_resubmit_completes(slurm_args, tmp_path, capsys):
+    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": ["multi_responses:calculus:1:1"]},
+                       fault_tolerance=FAST_FT)
+    run_dir = _launch([*slurm_args, "--domains", "calculus", "--count", "4", "--config", str(cfg)], capsys)
+    wait_for_run(run_dir, timeout=600)
+    assert _shard_job_states(run_dir, "multi_responses")[1] == ["FAILED"]
+    assert _shard_job_states(run_dir, "rewards")[1] == ["CANCELLED"]  # its dependent did not run
+    assert not (run_dir / "work" / "rewards" / "calculus" / "shard-00001" / "DONE.json").exists()
+    assert not (run_dir / "combined_dataset_info.json").exists()
+
+    before = len(run_jobs(run_dir))
+    assert main(["resubmit", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    new = run_jobs(run_dir)[before:]
+    assert {(j["stage"], tuple(j["shards"])) for j in new} == {
+        ("multi_responses", (1,)), ("rewards", (1,)), ("merge", (0,))}, out
+    rewards = next(j for j in new if j["stage"] == "rewards")
+    assert rewards["dependency"].startswith("aftercorr:")
+    # Twice in a row: the second submits nothing (the first's jobs are queued or running).
+    assert main(["resubmit", str(run_dir)]) == 0
+    assert "nothing to resubmit" in capsys.readouterr().out
+    assert len(run_jobs(run_dir)) == before + 3
+    wait_for_run(run_dir, timeout=600)
+    check_run(run_dir, {"calculus": 4})
+    assert main(["resubmit", str(run_dir)]) == 0
+    assert "nothing to resubmit" in capsys.readouterr().out
+
+
+def test_resubmit_shard_above_max_array_size(slurm_args, tmp_path, capsys):
+    max_size = int(next(line.split("=")[1] for line in sh("scontrol", "show", "config").splitlines()
+                        if line.startswith("MaxArraySize")))
+    count = max_size + 3
+    target = max_size + 1  # lives in the second piece of the split array
+    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": [f"responses:number_theory:{target}:1"]},
+                       sharding={"instructions": 64, "responses": 1, "multi_responses": 64, "chunk_size": 8},
+                       fault_tolerance=FAST_FT)
+    run_dir = _launch([*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys)
+    pieces = [j for j in run_jobs(run_dir) if j["stage"] == "responses"]
+    assert [len(p["shards"]) for p in pieces] == [max_size, 3]
+    wait_for_run(run_dir, timeout=600)
+    assert main(["resubmit", str(run_dir)]) == 0
+    capsys.readouterr()
+    again = [j for j in run_jobs(run_dir) if j["stage"] == "responses"][-1]
+    assert again["shards"] == [target]  # index 0 of the new array runs shard max_size + 1
+    wait_for_run(run_dir, timeout=600)
+    done = json.loads((run_dir / "work" / "responses" / "number_theory" / f"shard-{target:05d}" / "DONE.json").read_text())
+    assert done["job_id"].startswith(again["job_id"]) or done["array_task"] == "0"
+    check_run(run_dir, {"number_theory": count})
