@@ -55,6 +55,8 @@ def _task_ids(store: RunStore) -> dict[str, tuple[str, str, int]]:
             continue
         for index, shard in enumerate(job["shards"]):
             mapping[f"{job['job_id']}_{index}"] = (job["stage"], job["domain"], shard)
+        if len(job["shards"]) == 1:  # submitit submits a one-task array as a plain job
+            mapping[job["job_id"]] = (job["stage"], job["domain"], job["shards"][0])
     return mapping
 
 
