@@ -72,3 +72,18 @@ def test_dry_run_writes_nothing(synthetic_args, tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"total_problems": 44000' in out
     assert not (tmp_path / "data").exists()
+
+
+def test_unwritable_output_root(synthetic_args, tmp_path, capsys):
+    """A read-only filesystem (root can write anywhere else): one line, exit 2, nothing written."""
+    import subprocess
+
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], check=True)
+    try:
+        args = [a if a != str(tmp_path / "data") else str(mount / "data") for a in synthetic_args]
+        code, err = _run([*args, "--count", "2"], tmp_path, capsys)
+        assert code == 2 and "output_root" in err and err.count("\n") == 1, err
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -54,6 +54,33 @@ def _open_engine(work: ShardWork, ctx: RunContext, task: TaskRef, resume_chunk: 
     return engines.generator(build) if engines else build()
 
 
+def _tokens(table: pa.Table) -> int:
+    if "output_tokens" not in table.column_names:
+        return 0
+    return int(sum(sum(v) if isinstance(v, list) else v for v in table["output_tokens"].to_pylist()))
+
+
+def _log_progress(stage, domain, shard, shard_range, committed, table, chunk_seconds) -> None:
+    """One line per chunk in the job log: rows and tokens per second, and the shard's ETA."""
+    rows = sum(t.num_rows for t in committed)
+    rate = table.num_rows / chunk_seconds if chunk_seconds > 0 else 0.0
+    tokens_rate = _tokens(table) / chunk_seconds if chunk_seconds > 0 else 0.0
+    eta = ""
+    if stage not in ("instructions", "select") and rate > 0:
+        eta = f", ETA {max(shard_range.size - rows, 0) / rate:.0f}s"
+    log.info("%s %s shard %d: chunk %d committed (%d rows, %.1fs, %.2f rows/s, %.0f tokens/s%s)", stage, domain,
+             shard, len(committed) - 1, table.num_rows, chunk_seconds, rate, tokens_rate, eta)
+
+
+def _gpu_name() -> str | None:
+    import sys
+
+    torch = sys.modules.get("torch")  # only if an engine already imported it: no import cost here
+    if torch is not None and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return None
+
+
 def _summary(stage: str, committed: list[pa.Table]) -> dict:
     rows = sum(t.num_rows for t in committed)
     summary: dict = {"rows": rows, "chunks": len(committed)}
@@ -62,8 +89,7 @@ def _summary(stage: str, committed: list[pa.Table]) -> dict:
     table = pa.concat_tables(committed, promote_options="default")
     names = set(table.column_names)
     if "output_tokens" in names:
-        out = table["output_tokens"].to_pylist()
-        summary["output_tokens"] = int(sum(sum(v) if isinstance(v, list) else v for v in out))
+        summary["output_tokens"] = _tokens(table)
     if "prompt_tokens" in names:
         summary["prompt_tokens"] = int(sum(table["prompt_tokens"].to_pylist()))
     if "finish_reasons" in names:
@@ -226,12 +252,11 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
         store.commit(len(committed), table)
         committed.append(table)
         watchdog.progress()
-        elapsed = time.monotonic() - chunk_started
-        log.info("%s %s shard %d: chunk %d committed (%d rows, %.1fs)", stage, domain, shard,
-                 len(committed) - 1, table.num_rows, elapsed)
+        _log_progress(stage, domain, shard, shard_range, committed, table, time.monotonic() - chunk_started)
     summary = {
         "stage": stage, "domain": domain, "shard": shard, **_summary(stage, committed),
         "resumed_at_chunk": resumed_at, "attempt": attempt, "model_load_seconds": round(load_seconds, 3),
+        "gpu": _gpu_name(),
         "seconds": round(time.monotonic() - started, 3), "host": socket.gethostname(),
         "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
         "finished": time.time(),
