@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..context import RunContext
 from ..plan import stage_shards
 from . import cluster
-from .jobs import task_states
+from .accounting import shard_states
 from .submit import SHARD_STAGES, Piece, SubmitPlan, Submitter
 
 log = logging.getLogger("magpie_hpc")
@@ -34,8 +34,9 @@ def _stuck(reason: str) -> bool:
 
 def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmission:
     store, cfg = ctx.store, ctx.cfg
-    states, source = task_states(store)
-    result = Resubmission(source=source)
+    found = shard_states(store)
+    states = found.shards
+    result = Resubmission(source=found.source)
     stuck = sorted({s.job_id for s in states.values() if s.state == "PENDING" and _stuck(s.reason)})
     if stuck:
         cluster.scancel(stuck)

@@ -205,8 +205,8 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
                               f"{errors[-1] if errors else 'none recorded (killed)'}")
         attempt = len(attempts) + 1
         identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
-                    "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
-                    "restart_count": os.environ.get("SLURM_RESTART_COUNT")}
+                    "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+                    "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT")}
         store.log_attempt({"event": "start", "time": time.time(), **identity})
 
         def on_stall(idle: float) -> None:
@@ -258,8 +258,8 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
         "resumed_at_chunk": resumed_at, "attempt": attempt, "model_load_seconds": round(load_seconds, 3),
         "gpu": _gpu_name(),
         "seconds": round(time.monotonic() - started, 3), "host": socket.gethostname(),
-        "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
-        "finished": time.time(),
+        "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+        "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "finished": time.time(),
     }
     if engine is not None and engines is None:
         engine.close()

@@ -1,0 +1,235 @@
+"""What a run cost and produced, per stage and domain: the merge's `run_summary` and its README
+section, and the disk-side numbers `status` shows.
+
+No SLURM here: GPU-hours come from an accounting callable the SLURM merge task passes in
+(`slurm.accounting.run_accounting`: every task run's elapsed seconds x GPUs, preempted and failed
+runs included). Without one (local executor, or accounting unavailable) they are the wall-clock
+seconds of each shard's final attempt from DONE.json, and labelled so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .config import GPU_STAGES
+from .plan import instruction_target, stage_shards
+from .store import RunStore, ShardStore
+
+SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
+# DONE.json fields that count what a stage produced: instructions keep `kept` of `rows` samples.
+RECORD_UNIT = {"instructions": "clean instructions", "select": "problems", "responses": "problems",
+               "multi_responses": "problems", "rewards": "problems"}
+# Errors a task records when SIGTERM stopped it (preemption, scancel, time limit).
+INTERRUPTED = "Interrupted:"
+
+Accounting = Callable[[RunStore], "dict | None"]
+
+
+def shard_target(cfg, stage: str, shard_range) -> int:
+    """Records a shard holds when done: clean instructions for stage 1, problems elsewhere."""
+    return instruction_target(cfg, shard_range) if stage == "instructions" else shard_range.size
+
+
+def done_records(stage: str, done: dict) -> int:
+    return int(done.get("kept", done.get("rows", 0))) if stage == "instructions" else int(done.get("rows", 0))
+
+
+@dataclass
+class ShardDisk:
+    """One shard as the disk has it: done marker, attempts, committed progress."""
+
+    done: dict | None
+    attempts: list[dict]
+    records: int = 0  # done or committed so far
+    output_tokens: int = 0
+    starts: list[dict] = field(default_factory=list)
+
+    @property
+    def last_end(self) -> dict | None:
+        ends = [a for a in self.attempts if a.get("event") == "end"]
+        return ends[-1] if ends else None
+
+    @property
+    def last_error(self) -> str | None:
+        errors = [a["error"] for a in self.attempts if a.get("event") == "end" and a.get("error")]
+        return errors[-1] if errors else None
+
+    @property
+    def open_attempt(self) -> bool:
+        """The newest start has no end: running, or killed before it could record one."""
+        if not self.starts:
+            return False
+        last = self.starts[-1].get("attempt")
+        return not any(a.get("event") == "end" and a.get("attempt") == last for a in self.attempts)
+
+    @property
+    def retries(self) -> int:
+        return max(0, len(self.starts) - 1)
+
+    @property
+    def interrupted(self) -> int:
+        return sum(1 for a in self.attempts if str(a.get("error", "")).startswith(INTERRUPTED))
+
+    @property
+    def first_start(self) -> float | None:
+        return min((a["time"] for a in self.starts if a.get("time")), default=None)
+
+    @property
+    def last_activity(self) -> float | None:
+        times = [a["time"] for a in self.attempts if a.get("time")]
+        if self.done and self.done.get("finished"):
+            times.append(self.done["finished"])
+        return max(times, default=None)
+
+
+def _committed_progress(stage: str, store: ShardStore) -> tuple[int, int]:
+    """(records, output tokens) in the committed chunks of a shard that is not done yet."""
+    indices = store.committed_indices()
+    if not indices:
+        return 0, 0
+    import pyarrow.parquet as pq
+
+    records = tokens = 0
+    for index in indices:
+        try:
+            if stage == "instructions":
+                table = pq.read_table(store.chunk_path(index), columns=["instruction", "output_tokens"])
+                records += table.num_rows - table["instruction"].null_count
+            elif stage in ("responses", "multi_responses"):
+                table = pq.read_table(store.chunk_path(index), columns=["output_tokens"])
+                records += table.num_rows
+            else:
+                records += pq.read_metadata(store.chunk_path(index)).num_rows
+                continue
+        except Exception:  # noqa: BLE001 - a chunk being replaced or corrupt: progress only
+            continue
+        for value in table["output_tokens"].to_pylist():
+            tokens += sum(value) if isinstance(value, list) else int(value or 0)
+    return records, tokens
+
+
+def read_shard(stage: str, store: ShardStore, *, progress: bool = True) -> ShardDisk:
+    done = store.done()
+    attempts = store.attempts()
+    disk = ShardDisk(done, attempts, starts=[a for a in attempts if a.get("event") == "start"])
+    if done is not None:
+        disk.records, disk.output_tokens = done_records(stage, done), int(done.get("output_tokens", 0))
+    elif progress:
+        disk.records, disk.output_tokens = _committed_progress(stage, store)
+    return disk
+
+
+def _truncation(done: dict) -> tuple[int, int]:
+    reasons = done.get("finish_reasons") or {}
+    return int(reasons.get("length", 0)), int(sum(reasons.values()))
+
+
+def _empty() -> dict:
+    return {"gpu_seconds": 0.0, "gpu_hours": 0.0, "shards": 0, "records": 0, "output_tokens": 0, "prompt_tokens": 0,
+            "truncated": 0, "completions": 0, "truncation_rate": None, "attempts": 0, "retries": 0,
+            "preemptions": 0, "slurm_task_runs": 0}
+
+
+def _add(into: dict, other: dict) -> None:
+    for key, value in other.items():
+        if key not in ("gpu_hours", "truncation_rate"):
+            into[key] += value
+
+
+def _finish(metrics: dict) -> dict:
+    metrics["gpu_seconds"] = round(metrics["gpu_seconds"], 1)
+    metrics["gpu_hours"] = round(metrics["gpu_seconds"] / 3600, 4)
+    metrics["truncation_rate"] = round(metrics["truncated"] / metrics["completions"], 4) if metrics["completions"] else None
+    return metrics
+
+
+def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
+    """GPU-hours, tokens, truncation, attempts, retries and preemptions per stage and domain."""
+    cfg, store = ctx.cfg, ctx.store
+    acct, note = None, None
+    if accounting is not None:
+        try:
+            acct = accounting(store)
+        except Exception as exc:  # noqa: BLE001 - the summary must never fail the merge
+            note = f"accounting failed ({type(exc).__name__}: {exc}); "
+    per: dict[tuple[str, str], dict] = {}
+    for stage in SHARD_STAGES:
+        for domain in cfg.domains:
+            m = _empty()
+            for shard in stage_shards(cfg, stage, domain):
+                disk = read_shard(stage, store.shard(stage, domain, shard.shard), progress=False)
+                done = disk.done or {}
+                m["shards"] += 1
+                m["records"] += disk.records
+                m["output_tokens"] += int(done.get("output_tokens", 0))
+                m["prompt_tokens"] += int(done.get("prompt_tokens", 0))
+                truncated, completions = _truncation(done)
+                m["truncated"] += truncated
+                m["completions"] += completions
+                m["attempts"] += len(disk.starts)
+                m["retries"] += disk.retries
+                if acct is None:
+                    m["preemptions"] += disk.interrupted
+                    if stage in GPU_STAGES:
+                        m["gpu_seconds"] += float(done.get("seconds", 0.0))
+            per[(stage, domain)] = m
+    if acct is not None:
+        for rec in acct.get("records", []):
+            m = per.get((rec["stage"], rec["domain"]))
+            if m is None:
+                continue
+            m["gpu_seconds"] += float(rec.get("elapsed_seconds", 0)) * int(rec.get("gpus", 0))
+            m["slurm_task_runs"] += 1
+            if rec.get("state") in ("PREEMPTED", "NODE_FAIL", "REQUEUED"):
+                m["preemptions"] += 1
+        source = acct.get("source", "sacct")
+        note = ("SLURM accounting: elapsed seconds x allocated GPUs of every run of every task "
+                "(failed, preempted and requeued runs included)")
+    else:
+        source = "wall_clock"
+        note = (note or "") + ("no SLURM accounting: wall-clock seconds of each shard's final attempt "
+                               "(DONE.json `seconds`), one GPU assumed per GPU stage; earlier attempts not counted")
+    stages: dict[str, dict] = {}
+    total = _empty()
+    for stage in SHARD_STAGES:
+        stage_total = _empty()
+        for domain in cfg.domains:
+            _add(stage_total, per[(stage, domain)])
+        _add(total, stage_total)
+        stages[stage] = {"total": _finish(stage_total),
+                         "domains": {d: _finish(per[(stage, d)]) for d in cfg.domains}}
+    return {"gpu_hours_source": source, "gpu_hours_note": note, "total": _finish(total), "stages": stages}
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.2f}" if hours >= 1 else f"{hours:.4f}"
+
+
+def _pct(rate: float | None) -> str:
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def render_run_summary(summary: dict) -> str:
+    """The dataset README's "Run summary" section (Markdown)."""
+    label = "GPU-hours" if summary["gpu_hours_source"] != "wall_clock" else "wall-clock hours"
+    lines = [
+        "", "## Run summary", "",
+        f"{label} per stage and domain ({summary['gpu_hours_note']}). Tokens are generated tokens; "
+        "truncation is the share of completions that hit `max_tokens`; attempts are task starts "
+        "recorded in each shard's `attempts.jsonl`, retries those beyond the first.", "",
+        f"| stage | domain | {label} | tokens | truncated | attempts | retries | preemptions |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for stage, block in summary["stages"].items():
+        rows = list(block["domains"].items())
+        if len(rows) > 1:
+            rows.append(("all", block["total"]))
+        for domain, m in rows:
+            lines.append(f"| {stage} | {domain} | {_hours(m['gpu_hours'])} | {m['output_tokens']:,} | "
+                         f"{_pct(m['truncation_rate'])} | {m['attempts']} | {m['retries']} | {m['preemptions']} |")
+    t = summary["total"]
+    lines.append(f"| **total** | | **{_hours(t['gpu_hours'])}** | **{t['output_tokens']:,}** | {_pct(t['truncation_rate'])} | "
+                 f"{t['attempts']} | {t['retries']} | {t['preemptions']} |")
+    lines.append("")
+    return "\n".join(lines)
