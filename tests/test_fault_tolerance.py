@@ -197,3 +197,31 @@ def test_not_a_run_directory(tmp_path, capsys):
     assert main(["resubmit", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "not a magpie-hpc run directory" in err and err.count("\n") == 1
+
+
+def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_path):
+    """Cleaning and dedup left too few: select reopens the last instruction shard for the
+    difference (resuming after its chunks) instead of asking a person to change the config."""
+    from magpie_hpc.stages.select import NeedMoreInstructions
+
+    run_dir = make_run(tiny_models, tmp_path, count=6)
+    store = RunStore(run_dir)
+    ins = store.shard("instructions", "algebra", 0)
+    chunks_before = ins.committed_indices()
+    # Lose most of the clean instructions, as a heavy duplicate rate would.
+    table = pq.read_table(ins.chunk_path(0))
+    keep = [text if i < 2 else None for i, text in enumerate(table["instruction"].to_pylist())]
+    pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction",
+                                    __import__("pyarrow").array(keep, "string")), ins.chunk_path(0))
+    for later in chunks_before[1:]:
+        ins.chunk_path(later).unlink()
+    sel = store.shard("select", "algebra", 0)
+    import shutil
+
+    shutil.rmtree(sel.path)
+    with pytest.raises(NeedMoreInstructions, match="reopened instructions shard 0"):
+        run_shard(run_dir, "select", "algebra", 0)
+    assert ins.done() is None  # reopened
+    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    assert summary["resumed_at_chunk"] == 1 and summary["kept"] >= 6
+    assert run_shard(run_dir, "select", "algebra", 0)["rows"] == 6

@@ -14,6 +14,7 @@ from ..engine import EngineCache
 from ..merge import merge_run
 from ..plan import stage_shards
 from ..stages import run_shard
+from ..stages.select import NeedMoreInstructions
 from .base import Executor
 
 log = logging.getLogger("magpie_hpc")
@@ -31,8 +32,21 @@ class LocalExecutor(Executor):
             for stage in ORDER:
                 for domain in ctx.cfg.domains:
                     for shard in stage_shards(ctx.cfg, stage, domain):
-                        summary = run_shard(run_dir, stage, domain, shard.shard, engines=engines, ctx=ctx)
-                        log.info("%s %s shard %d done: %d rows", stage, domain, shard.shard, summary.get("rows", 0))
+                        self._run(ctx, engines, stage, domain, shard.shard)
         finally:
             engines.close()
         return merge_run(run_dir, ctx=ctx)
+
+    def _run(self, ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> None:
+        for _ in range(ctx.cfg.fault_tolerance.max_attempts):
+            try:
+                summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+                break
+            except NeedMoreInstructions as exc:
+                # What `resubmit` does on SLURM: generate the missing instructions, select again.
+                log.warning("%s", exc)
+                for ins in stage_shards(ctx.cfg, "instructions", domain):
+                    run_shard(ctx.run_dir, "instructions", domain, ins.shard, engines=engines, ctx=ctx)
+        else:
+            summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+        log.info("%s %s shard %d done: %d rows", stage, domain, shard, summary.get("rows", 0))

@@ -4,6 +4,7 @@ keeps generating until it holds its target of clean, distinct instructions."""
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -28,11 +29,16 @@ class InstructionsWork(ShardWork):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.target = instruction_target(self.cfg, self.shard)
+        self.target = instruction_target(self.cfg, self.shard) + self._topup()
         self.settings = self.cfg.domain(self.domain)
         self.template, self.prompt_ids = self.ctx.prompts.magpie_prompt(
             self.settings, self.cfg.instructions.max_difficulty
         )
+
+    def _topup(self) -> int:
+        """Extra instructions asked for by a select that came up short (stages/select.py)."""
+        path = self.ctx.store.shard(self.stage, self.domain, self.shard.shard).path / "topup.json"
+        return json.loads(path.read_text())["extra"] if path.exists() else 0
 
     def next_chunk(self, committed: list[pa.Table]) -> int | None:
         kept = sum(_kept(t) for t in committed)

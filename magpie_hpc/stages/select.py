@@ -6,6 +6,7 @@ time goes to duplicates: exact ones first, then near-duplicates across every sha
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,6 +33,24 @@ def read_duplicates(store: RunStore, domain: str) -> dict | None:
         return json.loads(duplicates_path(store, domain).read_text())
     except FileNotFoundError:
         return None
+
+
+class NeedMoreInstructions(MagpieError):
+    """Too few distinct instructions survived: the last instruction shard was reopened for more."""
+
+
+TOPUP_FILE = "topup.json"
+
+
+def reopen_for_more(ctx, domain: str, shard: int, missing: int) -> int:
+    """Raise the shard's target by `missing` (plus half again for the next round's losses) and drop
+    its done marker, so rerunning it generates only the difference (it resumes after its chunks)."""
+    store = ctx.store.shard("instructions", domain, shard)
+    path = store.path / TOPUP_FILE
+    extra = (json.loads(path.read_text())["extra"] if path.exists() else 0) + math.ceil(missing * 1.5)
+    write_json_atomic(path, {"extra": extra})
+    store.done_path.unlink(missing_ok=True)
+    return extra
 
 
 class SelectWork(ShardWork):
@@ -94,11 +113,13 @@ class SelectWork(ShardWork):
         self._record_duplicates(len(candidates), len(candidates) - len(unique), near, unique)
         chosen = chosen[:count]
         if len(chosen) < count:
-            raise MagpieError(
+            shards = stage_shards(self.cfg, "instructions", self.domain)
+            extra = reopen_for_more(self.ctx, self.domain, shards[-1].shard, count - len(chosen))
+            raise NeedMoreInstructions(
                 f"select {self.domain}: only {len(chosen)} distinct clean instructions for {count} problems "
                 f"({len(candidates) - len(unique)} exact and {len(near)} near duplicates dropped, see "
-                f"{self._duplicates_path()}); raise instructions.oversample in the config and relaunch into "
-                "the same run directory"
+                f"{self._duplicates_path()}); reopened instructions shard {shards[-1].shard} for {extra} more: "
+                "run `python -m magpie_hpc resubmit RUN_DIR`"
             )
         return pa.table({
             "id": [instruction_id(self.domain, i) for i in range(count)],
