@@ -16,8 +16,10 @@ from ..plan import derive_seed, instruction_target
 from ..quality.cleaning import clean_instruction, normalize_for_dedup
 from .base import ShardWork
 
-# A chunk that keeps nothing this many times running means a broken model or template, not bad luck.
+# Chunks in a row that kept nothing, over at least this many samples, mean a broken model or
+# template, not bad luck.
 MAX_EMPTY_CHUNKS = 3
+MIN_EMPTY_SAMPLES = 200
 
 
 def _kept(table: pa.Table) -> int:
@@ -44,11 +46,16 @@ class InstructionsWork(ShardWork):
         kept = sum(_kept(t) for t in committed)
         if kept >= self.target:
             return None
-        recent = [_kept(t) for t in committed[-MAX_EMPTY_CHUNKS:]]
-        if len(recent) == MAX_EMPTY_CHUNKS and not any(recent):
+        empty = []
+        for table in reversed(committed):
+            if _kept(table):
+                break
+            empty.append(table.num_rows)
+        if len(empty) >= MAX_EMPTY_CHUNKS and sum(empty) >= MIN_EMPTY_SAMPLES:
             raise MagpieError(
-                f"instructions {self.domain} shard {self.shard.shard}: the last {MAX_EMPTY_CHUNKS} chunks "
-                "kept no instruction; check the model's template and stop strings (see the chunk files' drop_reason)"
+                f"instructions {self.domain} shard {self.shard.shard}: the last {len(empty)} chunks "
+                f"({sum(empty)} samples) kept no instruction; check the model's template and stop strings "
+                "(see the chunk files' drop_reason)"
             )
         sampled = sum(t.num_rows for t in committed)
         keep_rate = max(kept / sampled, 0.05) if sampled else 0.7
