@@ -30,32 +30,6 @@ ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONF
 SACCT_FIELDS = ["JobID", "State", "ExitCode", "Start", "End", "Elapsed", "ElapsedRaw", "NodeList", "Reason",
                 "AllocTRES"]
 
-@dataclass
-class TaskState:
-    """The latest SLURM record of one shard (the newest submission wins)."""
-
-    stage: str
-    domain: str
-    shard: int
-    job_id: str  # "123_4" for array tasks, "125" for single jobs
-    state: str = "UNKNOWN"
-    exit_code: str = ""
-    node: str = ""
-    reason: str = ""
-    elapsed_seconds: int = 0
-    start: str = ""
-    end: str = ""
-    gpus: int = 0
-    history: list[str] = field(default_factory=list)  # every state this shard's tasks went through
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
-
-    @property
-    def array_job_id(self) -> str:
-        return self.job_id.split("_")[0]
-
 
 def _gpus(tres: str) -> int:
     for item in tres.split(","):
@@ -105,10 +79,20 @@ class TaskRecord:
 
 
 @dataclass
-class ShardState(TaskState):
-    """TaskState plus the states of the current job only (history spans every submission)."""
+class ShardState(TaskRecord):
+    """The latest SLURM record of one shard (the newest submission wins), with the states of every
+    submission (`history`) and of the current job only (`job_history`)."""
 
+    history: list[str] = field(default_factory=list)
     job_history: list[str] = field(default_factory=list)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE
+
+    @property
+    def array_job_id(self) -> str:
+        return self.job_id.split("_")[0]
 
     @property
     def requeued(self) -> bool:
