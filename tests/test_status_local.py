@@ -15,6 +15,7 @@ import pytest
 from conftest import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.errors import ConfigError
+from magpie_hpc.slurm import accounting
 from magpie_hpc.status import SCHEMA_PATH, RunStatus, collect_status, render_table, schema_text, status_command
 
 STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
@@ -248,3 +249,14 @@ def test_failing_sacct_falls_back_to_squeue(broken_run, tmp_path, monkeypatch):
     status = collect_status(broken_run)
     assert status.source == "squeue" and "Problem talking to the database" in status.source_note
     assert _row(status, "multi_responses", "algebra").running == 1
+
+
+def test_array_record_stands_for_tasks_cancelled_before_the_array_split():
+    # slurmdbd, as seen in CI: task 0 ran under its own record; task 1, cancelled because its
+    # aftercorr twin failed, is recorded only under the array's record.
+    rows = [{"JobID": "667_0", "State": "COMPLETED"}, {"JobID": "667_[0-1%2]", "State": "CANCELLED by 0"},
+            {"JobID": "668", "State": "FAILED"}]
+    pieces = {"667": [("rewards", "calculus", 0), ("rewards", "calculus", 1)], "668": [("merge", "all", 0)]}
+    got = {(r.stage, r.shard, r.job_id, r.state) for r in accounting._records(rows, pieces)}
+    assert got == {("rewards", 0, "667_0", "COMPLETED"), ("rewards", 1, "667_1", "CANCELLED"),
+                   ("merge", 0, "668", "FAILED")}

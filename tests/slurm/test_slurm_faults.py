@@ -13,6 +13,8 @@ import pytest
 from conftest import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
+from magpie_hpc.slurm.accounting import task_records
+from magpie_hpc.store import RunStore
 from slurm_helpers import REPO, devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run
 
 FAST_FT = {"heartbeat_seconds": 1.0, "stale_seconds": 8.0, "start_jitter_seconds": 0.0}
@@ -31,16 +33,13 @@ def _launch(args: list[str], capsys) -> Path:
 
 
 def _shard_job_states(run_dir: Path, stage: str) -> dict[int, list[str]]:
-    """Every state each shard's tasks went through (sacct --duplicates keeps requeued runs)."""
+    """Every state each shard's tasks went through (sacct --duplicates keeps requeued runs). Read
+    through the package's accounting reader: slurmdbd may record a task that was cancelled before
+    its array split under the array's record (`667_[0-1%2]`), which only that reader maps back."""
     out: dict[int, list[str]] = {}
-    for job in run_jobs(run_dir):
-        if job["stage"] != stage:
-            continue
-        text = sh("sacct", "-X", "-n", "-P", "--duplicates", "-j", job["job_id"], "-o", "JobID,State")
-        for line in text.splitlines():
-            job_id, state = line.split("|")
-            index = int(job_id.split("_")[1]) if "_" in job_id else 0
-            out.setdefault(job["shards"][index], []).append(state.split()[0])
+    for record in task_records(RunStore(run_dir)):
+        if record.stage == stage:
+            out.setdefault(record.shard, []).append(record.state)
     return out
 
 
