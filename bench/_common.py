@@ -71,8 +71,10 @@ def median(values):
 
 
 def write_results(name: str, payload: dict) -> Path:
+    """bench/results/NAME.json (full run) or NAME.quick.json (--quick), so that a quick rerun never
+    overwrites the figures BENCHMARKS.md quotes."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / (f"{name}.quick.json" if payload.get("quick") else f"{name}.json")
     payload = {"benchmark": name, "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
                "argv": sys.argv[1:], **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
@@ -100,8 +102,8 @@ def make_run(root: Path, *, engine: dict, count: int | None = None, counts: dict
     cfg = load_config(cfg_path, {"model": str(models.deepseek), "reward_model": str(models.reward),
                                  "output_root": str(root / "data"), "domains": domains, "executor": "local"},
                       count=count, counts=counts)
-    model, reward, _ = validate(cfg)
-    return create_run(cfg, model, reward)
+    model, reward, prompts = validate(cfg)
+    return create_run(cfg, model, reward, prompts)
 
 
 def set_config(run_dir: Path, section: str, key: str, value) -> None:

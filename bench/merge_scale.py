@@ -195,8 +195,9 @@ def measured(args: list[str]) -> dict:
                "t = time.monotonic()\n"
                "rc = subprocess.run(sys.argv[1:]).returncode\n"
                "wall = time.monotonic() - t\n"
-               "print(json.dumps({'rc': rc, 'seconds': wall, "
-               "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))\n")
+               "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+               "print(json.dumps({'rc': rc, 'seconds': wall, 'cpu_seconds': ru.ru_utime + ru.ru_stime, "
+               "'peak_rss_mb': ru.ru_maxrss / 1024}))\n")
     out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, str(BENCH / "merge_scale.py"), "--child",
                           *args], capture_output=True, text=True)
     if out.returncode != 0:
@@ -242,9 +243,9 @@ def child_floor(run_dir: Path) -> None:
 
 def encoding_probe(run_dir: Path, domain: str, records: int = 300) -> dict:
     """Where the merge's per-record CPU goes, on its own output: the preference JSON encoding as the
-    merge does it (json.dumps indent=2, whose pure-Python encoder runs whenever indent is set) vs
-    msgspec (installed with vLLM) formatting the same bytes, and the answer normalisation the
-    merge runs 14 times per problem (final_answers + majority_answer)."""
+    merge did it first (json.dumps indent=2, whose pure-Python encoder runs whenever indent is set)
+    vs msgspec, which it uses now, formatting the same bytes; and the answer normalisation the
+    merge runs 14 times per problem (final_answers + majority_answer, uncached here)."""
     import msgspec
 
     from magpie_hpc.merge import final_answers
@@ -306,10 +307,10 @@ def one_size(total: int, keep: bool) -> dict:
               flush=True)
         merge = measured(["merge", str(run_dir)])
         out = output_bytes(run_dir, counts)
-        print(f"  merge {merge['seconds']:.0f}s, peak RSS {merge['peak_rss_mb']:.0f} MB, output "
+        print(f"  merge {merge['seconds']:.0f}s (CPU {merge['cpu_seconds']:.0f}s), peak RSS {merge['peak_rss_mb']:.0f} MB, output "
               f"{(out['json'] + out['parquet']) / 1e9:.2f} GB", flush=True)
         floor = measured(["floor", str(run_dir)])
-        print(f"  pyarrow floor {floor['seconds']:.0f}s", flush=True)
+        print(f"  pyarrow floor {floor['seconds']:.0f}s (CPU {floor['cpu_seconds']:.0f}s)", flush=True)
         probe = encoding_probe(run_dir, next(iter(counts)))
         print(f"  preference record: JSON {probe['json_ms_per_record']} ms (msgspec {probe['msgspec_ms_per_record']} ms,"
               f" {probe['byte_identical']}/{probe['records']} byte-identical), answers "

@@ -35,10 +35,10 @@ def _launch(args: argparse.Namespace) -> int:
 
         reconcile_config(args.resume, cfg, force=args.force)
         return _continue_run(args.resume)
-    model, reward, _ = validate(cfg)
+    model, reward, prompts = validate(cfg)
     executor = get_executor(cfg.executor or default_executor())
     executor.preflight(cfg)
-    run_dir = create_run(cfg, model, reward)
+    run_dir = create_run(cfg, model, reward, prompts)
     print(f"run directory: {run_dir}", file=sys.stderr)
     executor.run(run_dir)
     if executor.name == "slurm":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from .config import RunConfig
-from .models import PromptBuilder, ResolvedModel
+from .models import PromptBuilder, ResolvedModel, TemplateTexts
 from .store import RunStore
 
 
@@ -33,6 +33,12 @@ class RunContext:
     @cached_property
     def prompts(self) -> PromptBuilder:
         return PromptBuilder(self.model)
+
+    @cached_property
+    def template_texts(self) -> TemplateTexts:
+        """Frozen at launch; rendered from the tokenizer for a run.json written before they were."""
+        frozen = self.manifest.get("templates")
+        return TemplateTexts.from_json(frozen) if frozen else TemplateTexts.render(self.prompts, self.cfg)
 
     def selection(self, domain: str) -> pa.Table:
         """The domain's final instruction list (id, index, instruction, ...), read once per process."""

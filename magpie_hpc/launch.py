@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
-from .models import PromptBuilder, ResolvedModel, resolve_model, resolve_reward_model
+from .models import PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model
 from .plan import plan_summary
 from .store import RunStore
 
@@ -63,7 +63,7 @@ def check_writable(root: Path) -> None:
         raise ConfigError(f"output_root: {root} is not writable; pass --output-root DIR you can write to")
 
 
-def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str) -> Path:
+def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None = None) -> Path:
     check_writable(cfg.output_root)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     base = f"{model.basename}_{run_label(cfg)}_{stamp}"
@@ -86,6 +86,7 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str) -> Path:
         "config": frozen.model_dump(mode="json"),
         "model": {**asdict(model), "expected_stop_token_ids": list(model.expected_stop_token_ids)},
         "reward_model_path": reward_path,
+        "templates": TemplateTexts.render(prompts or PromptBuilder(model), cfg).to_json(),
         "plan": plan_summary(cfg),
     })
     return run_dir.resolve()
@@ -133,4 +134,5 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
                                                       "differences": diffs})
     manifest["config"] = new.model_copy(update={"executor": ctx.cfg.executor,
                                                 "output_root": ctx.cfg.output_root}).model_dump(mode="json")
+    manifest["templates"] = TemplateTexts.render(ctx.prompts, new).to_json()  # a domain text may have changed
     RunStore(run_dir).write_manifest(manifest)

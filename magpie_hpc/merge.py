@@ -1,19 +1,23 @@
 """The merge: every shard's chunks -> the dataset layout users load (SPEC.md), nothing else.
 
-Streams shard by shard, so memory is bounded by one shard whatever the run's size. Before writing,
-it proves the run complete: every shard done, every id of every range present exactly once.
+Streams every stage one committed chunk at a time, row by row in id order, so memory is bounded by
+one chunk and one output batch whatever the run's size. Before writing, it proves the run complete:
+every shard done; while writing, that every id of every range is present exactly once, in order.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import uuid
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,7 +25,8 @@ from . import __version__
 from .context import RunContext
 from .errors import IncompleteRunError
 from .plan import instruction_id, stage_shards
-from .quality.answers import extract_boxed, majority_answer, normalize_answer
+from .quality.answers import extract_boxed, majority_answer
+from .quality.answers import normalize_answer as _normalize_answer
 from .quality.dpo import SKIP_REASONS, choose_pair, dpo_record
 from .quality.plots import PLOTS, DomainSamples, write_plots
 from .quality.report import domain_flags, quality_figures
@@ -29,8 +34,19 @@ from .run_summary import build_run_summary, render_run_summary
 from .stages.select import read_duplicates
 from .store import RunStore, write_atomic, write_json_atomic
 
-BATCH = 512
+# An output batch goes to Parquet (one row group) at whichever comes first: a preference record is
+# ~100 KB of text, an instruction record ~1 KB, so a row cap alone would either bloat memory or
+# write tiny row groups.
+BATCH_ROWS = 8192
+BATCH_BYTES = 32 << 20
 PLOTS_DIR = "plots"
+
+# Each problem's answers are normalised twice (majority and per response) and many repeat.
+normalize_answer = functools.lru_cache(maxsize=1 << 16)(_normalize_answer)
+# msgspec writes the same JSON as json.dumps(indent=2, ensure_ascii=False) (floats may be spelled
+# differently, same values) about 3.5x faster: json's indenting encoder is pure Python, and it was
+# most of the merge's time (BENCHMARKS.md, merge at scale).
+_encode = msgspec.json.Encoder().encode
 
 
 def _null_to_string(dtype: pa.DataType) -> pa.DataType:
@@ -52,18 +68,22 @@ class TableWriter:
         self.json_path, self.parquet_path = json_path, json_path.with_suffix(".parquet")
         self._tmp_json = json_path.with_name(f".{json_path.name}.{uuid.uuid4().hex}.tmp")
         self._tmp_parquet = json_path.with_name(f".{self.parquet_path.name}.{uuid.uuid4().hex}.tmp")
-        self._json = open(self._tmp_json, "w", encoding="utf-8")
-        self._json.write("[")
+        self._json = open(self._tmp_json, "wb")
+        self._json.write(b"[")
         self._parquet: pq.ParquetWriter | None = None
         self._batch: list[dict] = []
+        self._batch_bytes = 0
         self.count = 0
 
     def write(self, record: dict) -> None:
-        text = json.dumps(record, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-        self._json.write(("\n  " if self.count == 0 else ",\n  ") + text)
+        # Formatted as the one element of a list, the record comes indented as inside the file's
+        # array: b'[\n  {...}\n]' minus the brackets is the element.
+        text = msgspec.json.format(_encode((record,)), indent=2)[2:-2]
+        self._json.write((b"\n" if self.count == 0 else b",\n") + text)
         self.count += 1
         self._batch.append(record)
-        if len(self._batch) >= BATCH:
+        self._batch_bytes += len(text)
+        if len(self._batch) >= BATCH_ROWS or self._batch_bytes >= BATCH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -74,11 +94,24 @@ class TableWriter:
             schema = pa.schema([pa.field(f.name, _null_to_string(f.type)) for f in inferred])
             self._parquet = pq.ParquetWriter(self._tmp_parquet, schema, compression="zstd")
         self._parquet.write_table(pa.Table.from_pylist(self._batch, schema=self._parquet.schema))
-        self._batch = []
+        self._batch, self._batch_bytes = [], 0
+
+    def __enter__(self) -> TableWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        self._json.close()  # failed half-way: leave no temporary files behind
+        if self._parquet is not None:
+            self._parquet.close()
+        for tmp in (self._tmp_json, self._tmp_parquet):
+            tmp.unlink(missing_ok=True)
 
     def close(self) -> None:
         self._flush()
-        self._json.write("\n]\n" if self.count else "]\n")
+        self._json.write(b"\n]\n" if self.count else b"]\n")
         self._json.flush()
         os.fsync(self._json.fileno())
         self._json.close()
@@ -126,17 +159,27 @@ def missing_shards(ctx: RunContext) -> list[str]:
     return missing
 
 
-def _shard_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[tuple[int, list[dict]]]:
-    """(start index, rows) per shard, after checking the rows are exactly the shard's ids in order."""
+def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
+    """A stage's rows of one domain in id order, one committed chunk in memory at a time; raises
+    unless every shard holds exactly its range's ids, once each, in order."""
     for shard in stage_shards(ctx.cfg, stage, domain):
-        rows = ctx.store.shard(stage, domain, shard.shard).read_all().to_pylist()
-        expected = [instruction_id(domain, i) for i in range(shard.start, shard.stop)]
-        if [r["id"] for r in rows] != expected:
+        store = ctx.store.shard(stage, domain, shard.shard)
+        index = shard.start
+        for chunk in store.committed_indices():
+            for row in pq.read_table(store.chunk_path(chunk)).to_pylist():
+                if index >= shard.stop or row["id"] != instruction_id(domain, index):
+                    index = -1
+                    break
+                yield row
+                index += 1
+            if index < 0:
+                break
+        if index != shard.stop:
             raise IncompleteRunError(
                 f"merge: {stage} {domain} shard {shard.shard} does not hold exactly ids "
-                f"{expected[0]}..{expected[-1]} once each; delete that shard folder and resubmit"
+                f"{instruction_id(domain, shard.start)}..{instruction_id(domain, shard.stop - 1)} once each; "
+                "delete that shard folder and resubmit"
             )
-        yield shard.start, rows
 
 
 class DomainMerger:
@@ -145,10 +188,8 @@ class DomainMerger:
         self.settings = self.cfg.domain(domain)
         self.out = ctx.run_dir / domain
         self.names = file_names(domain, self.cfg.multi_responses.num_responses)
-        template, _ = ctx.prompts.magpie_prompt(self.settings, self.cfg.instructions.max_difficulty)
-        self.pre_query = template
-        self.response_prompt = ctx.prompts.response_prompt("{instruction}")[0]
-        self.selection = ctx.selection(domain).to_pylist()
+        self.texts = ctx.template_texts
+        self.pre_query = self.texts.pre_query[domain]
         self.stats: dict = {}
         self.samples = DomainSamples()  # small numbers for the plots, collected while streaming
         self.quality: dict = {}
@@ -168,30 +209,35 @@ class DomainMerger:
 
     def _response_configs(self, temperature: float, top_p: float, max_tokens: int, n: int, seed: int) -> dict:
         return {
-            "prompt": self.response_prompt, "temperature": temperature, "top_p": top_p,
+            "prompt": self.texts.response_prompt, "temperature": temperature, "top_p": top_p,
             "repetition_penalty": self.cfg.responses.repetition_penalty, "max_tokens": max_tokens,
-            "stop_tokens": list(self.ctx.prompts.stop_strings), "output_generator": self.ctx.model.name,
+            "stop_tokens": list(self.texts.stop_strings), "output_generator": self.ctx.model.name,
             "engine": self.cfg.engine.kind, "n": n, "seed": seed,
         }
 
+    def _with_instructions(self, *stages: str) -> Iterator[tuple[dict, ...]]:
+        """(selected instruction, row of each stage) per problem, in id order."""
+        streams = [stage_rows(self.ctx, "select", self.domain)]
+        streams += [stage_rows(self.ctx, stage, self.domain) for stage in stages]
+        # stage_rows checks each stream's ids against the plan, so equal lengths mean equal ids
+        return zip(*streams, strict=True)
+
     def write_instructions(self) -> None:
-        writer = TableWriter(self.out / self.names["instructions"])
-        for row in self.selection:
-            writer.write(self._base(row))
-            self.samples.instruction_tokens.append(row["instruction_tokens"])
-        writer.close()
+        with TableWriter(self.out / self.names["instructions"]) as writer:
+            for (row,) in self._with_instructions():
+                writer.write(self._base(row))
+                self.samples.instruction_tokens.append(row["instruction_tokens"])
         self.stats["instructions"] = writer.count
 
     def write_sft(self) -> None:
-        writer = TableWriter(self.out / self.names["sft_data"])
         excluded = 0
-        for start, rows in _shard_rows(self.ctx, "responses", self.domain):
-            for offset, row in enumerate(rows):
+        with TableWriter(self.out / self.names["sft_data"]) as writer:
+            for selected, row in self._with_instructions("responses"):
                 self.samples.sft_response_tokens.append(row["output_tokens"][0])
                 if not row["complete"][0]:  # truncated or answerless responses stay out of SFT (defect 7)
                     excluded += 1
                     continue
-                record = self._base(self.selection[start + offset])
+                record = self._base(selected)
                 record.update(
                     response=row["responses"][0],
                     gen_response_configs=self._response_configs(
@@ -202,20 +248,17 @@ class DomainMerger:
                     output_tokens=row["output_tokens"][0], truncated=row["truncated"][0],
                 )
                 writer.write(record)
-        writer.close()
         self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded)
 
     def write_preference(self) -> None:
         """The preference file and, from the same stream, the DPO file (quality/dpo.py's rule)."""
         m, q = self.cfg.multi_responses, self.cfg.quality
-        writer = TableWriter(self.out / self.names["preference_data"])
-        dpo = TableWriter(self.out / self.names["dpo_data"])
         truncated = total = disagreeing = 0
-        agreements: list[float] = []
+        agreements = array("d")
         skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
-        rewards = _shard_rows(self.ctx, "rewards", self.domain)
-        for (start, rows), (_, scored) in zip(_shard_rows(self.ctx, "multi_responses", self.domain), rewards):
-            for offset, (row, score_row) in enumerate(zip(rows, scored)):
+        with (TableWriter(self.out / self.names["preference_data"]) as writer,
+              TableWriter(self.out / self.names["dpo_data"]) as dpo):
+            for selected, row, score_row in self._with_instructions("multi_responses", "rewards"):
                 scores = score_row["scores"]
                 if len(scores) != len(row["responses"]) or len(scores) != m.num_responses:
                     raise IncompleteRunError(f"merge: {row['id']} has {len(row['responses'])} responses and "
@@ -232,7 +275,7 @@ class DomainMerger:
                 if not agree and q.drop_disagreeing:
                     skipped["disagreeing"] += 1
                     continue
-                record = self._base(self.selection[start + offset])
+                record = self._base(selected)
                 del record["response"]
                 record.update(
                     responses=row["responses"],
@@ -254,8 +297,6 @@ class DomainMerger:
                     continue
                 dpo.write(dpo_record(row["id"], record["instruction"], row["responses"], pair))
                 self.samples.margins.append(pair.margin)
-        writer.close()
-        dpo.close()
         self.stats.update(preference_records=writer.count,
                           preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
                           answers_disagreeing=disagreeing, preference_dropped_disagreeing=skipped["disagreeing"],
@@ -306,7 +347,6 @@ class DomainMerger:
         self.write_instructions()
         self.write_sft()
         self.write_preference()
-        self.selection = []  # the texts are written; keep only the small numbers for the plots
         info = self.dataset_info()
         write_json_atomic(self.out / self.names["info"], info)
         return info

@@ -208,3 +208,31 @@ class PromptBuilder:
                 "the tokenizer is not the one the menu entry describes"
             )
         return tuple(ids)
+
+
+@dataclass(frozen=True)
+class TemplateTexts:
+    """The prompt texts the merge records (`pre_query_template`, `gen_response_configs.prompt`,
+    `stop_tokens`), rendered once at launch and frozen into run.json: the merge then needs no
+    tokenizer, hence no transformers/torch import (seconds and hundreds of MB on a CPU node)."""
+
+    pre_query: dict[str, str]  # domain -> Magpie prompt text
+    response_prompt: str  # the chat template around the literal placeholder "{instruction}"
+    stop_strings: tuple[str, ...]
+
+    @classmethod
+    def render(cls, prompts: PromptBuilder, cfg: RunConfig) -> TemplateTexts:
+        return cls(
+            pre_query={d: prompts.magpie_prompt(cfg.domain(d), cfg.instructions.max_difficulty)[0]
+                       for d in cfg.domains},
+            response_prompt=prompts.response_prompt("{instruction}")[0],
+            stop_strings=prompts.stop_strings,
+        )
+
+    def to_json(self) -> dict:
+        return {"pre_query": self.pre_query, "response_prompt": self.response_prompt,
+                "stop_strings": list(self.stop_strings)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> TemplateTexts:
+        return cls(dict(data["pre_query"]), data["response_prompt"], tuple(data["stop_strings"]))

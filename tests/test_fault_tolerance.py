@@ -33,8 +33,8 @@ def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
     cfg = load_config(small_config(root / "cfg.toml", **sections),
                       {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward),
                        "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=count)
-    model, reward, _ = validate(cfg)
-    run_dir = create_run(cfg, model, reward)
+    model, reward, prompts = validate(cfg)
+    run_dir = create_run(cfg, model, reward, prompts)
     run_shard(run_dir, "instructions", "algebra", 0)
     run_shard(run_dir, "select", "algebra", 0)
     return run_dir

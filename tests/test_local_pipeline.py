@@ -95,3 +95,39 @@ def test_merge_refuses_incomplete_run(synthetic_args, tmp_path, capsys):
     assert main(["merge", str(run_dir)]) == 3
     err = capsys.readouterr().err
     assert "rewards discrete shard 1" in err and err.count("\n") == 1
+
+
+def test_merge_refuses_a_shard_whose_ids_are_wrong_and_leaves_no_partial_files(synthetic_args, tmp_path, capsys):
+    cfg = small_config(tmp_path / "small.toml", sharding={"responses": 2, "chunk_size": 1})
+    run_dir = _launch([*synthetic_args, "--domains", "discrete", "--count", "4", "--config", str(cfg)], capsys)
+    for out in (run_dir / "discrete").iterdir():
+        out.unlink()
+    (run_dir / "combined_dataset_info.json").unlink()
+    # A chunk swapped for its neighbour: every shard is done, but ids 2 and 3 are out of order.
+    shard = run_dir / "work" / "responses" / "discrete" / "shard-00001"
+    a, b = sorted(shard.glob("part-*.parquet"))
+    swap = a.read_bytes()
+    a.write_bytes(b.read_bytes())
+    b.write_bytes(swap)
+    assert main(["merge", str(run_dir)]) == 3
+    err = capsys.readouterr().err
+    assert "responses discrete shard 1 does not hold exactly ids discrete-2..discrete-3" in err
+    # The instructions file was complete before the SFT file failed; the SFT file, its twin and
+    # every temporary file are gone, and the run is not marked merged.
+    assert sorted(p.name for p in (run_dir / "discrete").iterdir()) == ["discrete_ins.json", "discrete_ins.parquet"]
+    assert not (run_dir / "combined_dataset_info.json").exists()
+
+
+def test_table_writer_writes_json_dumps_layout_and_parquet(tmp_path):
+    from magpie_hpc.merge import TableWriter
+
+    records = [{"id": "a-0", "text": "é \u2028 \"q\" \\", "scores": [0.5, -1.25], "nested": {"k": None}, "empty": []},
+               {"id": "a-1", "text": "", "scores": [], "nested": {"k": "v"}, "empty": []}]
+    with TableWriter(tmp_path / "t.json") as writer:
+        for r in records:
+            writer.write(r)
+    expected = "[" + ",".join("\n  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                              for r in records) + "\n]\n"
+    assert (tmp_path / "t.json").read_text(encoding="utf-8") == expected
+    assert pq.read_table(tmp_path / "t.parquet").to_pylist() == records
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.parquet"]

@@ -6,6 +6,7 @@ global state) from the small per-record numbers the merge collects while it stre
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,13 +26,14 @@ PLOTS = {
 
 @dataclass
 class DomainSamples:
-    """Numbers only, one per record or response: a few MB for a 44K-problem run."""
+    """Numbers only, one per record or response, in typed arrays (4-8 bytes each, not a Python
+    object): about 70 MB for a 1,000,000-problem run with 7 responses per problem."""
 
-    instruction_tokens: list[int] = field(default_factory=list)
-    sft_response_tokens: list[int] = field(default_factory=list)
-    preference_response_tokens: list[int] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
-    margins: list[float] = field(default_factory=list)
+    instruction_tokens: array = field(default_factory=lambda: array("i"))
+    sft_response_tokens: array = field(default_factory=lambda: array("i"))
+    preference_response_tokens: array = field(default_factory=lambda: array("i"))
+    scores: array = field(default_factory=lambda: array("f"))
+    margins: array = field(default_factory=lambda: array("f"))
 
 
 def _figure(ncols: int = 1):
