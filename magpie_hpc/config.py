@@ -123,7 +123,12 @@ class ThroughputConfig(_Strict):
 class FaultToleranceConfig(_Strict):
     """How tasks survive preemption, dead nodes and hung engines."""
 
-    max_attempts: int = Field(default=3, gt=0, description="Starts per shard (requeues + resubmits) before it is failed.")
+    max_attempts: int = Field(default=3, gt=0, description=(
+        "Failed starts per shard (requeues + resubmits) before it is failed for good; starts that a "
+        "signal stopped (preemption, time limit, scancel) do not count."))
+    time_limit_requeues: int = Field(default=3, ge=0, description=(
+        "Times one SLURM task requeues itself at its time limit (it resumes after its last committed "
+        "chunk); past that it ends and the shard is left for `resubmit`."))
     lock: bool = Field(default=True, description="One writer per shard (off only to test that chunks alone keep records once).")
     heartbeat_seconds: float = Field(default=30.0, gt=0, description="How often a task refreshes its lock's owner record.")
     stale_seconds: float = Field(default=300.0, gt=0, description="An owner silent this long is dead; its lock is taken over.")
@@ -143,6 +148,16 @@ class SlurmStageResources(_Strict):
     cpus: int = Field(default=8, gt=0)
     mem_gb: int = Field(default=64, gt=0)
     time_min: int = Field(default=240, gt=0)
+    signal_delay_s: int = Field(default=120, gt=0, description=(
+        "SLURM sends USR2 this long before time_min runs out; the task then requeues itself. Only the "
+        "chunk in flight is lost, so this needs no more than a commit and a margin for SLURM's check."))
+
+    @model_validator(mode="after")
+    def _signal_before_limit(self) -> "SlurmStageResources":
+        if self.signal_delay_s >= self.time_min * 60:
+            raise ValueError(f"{self.signal_delay_s}s leaves no working time in time_min={self.time_min}; "
+                             "lower signal_delay_s or raise time_min")
+        return self
 
 
 class SlurmConfig(_Strict):

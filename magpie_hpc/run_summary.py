@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 
 from .config import GPU_STAGES
 from .plan import instruction_target, stage_shards
-from .store import RunStore, ShardStore
+from .store import RunStore, ShardStore, counted_starts
 
 SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
 # DONE.json fields that count what a stage produced: instructions keep `kept` of `rows` samples.
 RECORD_UNIT = {"instructions": "clean instructions", "select": "problems", "responses": "problems",
                "multi_responses": "problems", "rewards": "problems"}
-# Errors a task records when SIGTERM stopped it (preemption, scancel, time limit).
-INTERRUPTED = "Interrupted:"
 
 Accounting = Callable[[RunStore], "dict | None"]
 
@@ -44,6 +42,11 @@ class ShardDisk:
     records: int = 0  # done or committed so far
     output_tokens: int = 0
     starts: list[dict] = field(default_factory=list)
+
+    @property
+    def counted_starts(self) -> list[dict]:
+        """Starts that count toward the attempt cap (store.counted_starts)."""
+        return counted_starts(self.attempts)
 
     @property
     def last_end(self) -> dict | None:
@@ -69,7 +72,8 @@ class ShardDisk:
 
     @property
     def interrupted(self) -> int:
-        return sum(1 for a in self.attempts if str(a.get("error", "")).startswith(INTERRUPTED))
+        """Attempts a signal stopped (preemption, time limit, scancel)."""
+        return len(self.starts) - len(self.counted_starts)
 
     @property
     def first_start(self) -> float | None:

@@ -26,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from .context import RunContext
 from .errors import ConfigError, MagpieError
 from .plan import stage_shards
-from .run_summary import INTERRUPTED, RECORD_UNIT, SHARD_STAGES, ShardDisk, read_shard, shard_target
+from .run_summary import RECORD_UNIT, SHARD_STAGES, ShardDisk, read_shard, shard_target
 from .shardlock import ShardLock
 from .slurm.accounting import ACTIVE
-from .store import RunStore
+from .store import INTERRUPTED, RunStore
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "status_schema.json"
 LOG_TAIL_LINES = 8
@@ -98,13 +98,13 @@ class FailedShard(_Model):
     domain: str
     shard: int
     problem: str = Field(description="One line: what went wrong.")
-    permanent: bool = Field(description="Past fault_tolerance.max_attempts starts: resubmit will not retry it.")
+    permanent: bool = Field(description="Past fault_tolerance.max_attempts failed starts: resubmit will not retry it.")
     slurm_state: str | None = None
     job_id: str | None = Field(None, description="SLURM task id, e.g. 123_4.")
     node: str | None = None
     exit_code: str | None = Field(None, description="SLURM exit code, `code:signal`.")
     reason: str | None = Field(None, description="SLURM reason.")
-    attempts: int = 0
+    attempts: int = Field(0, description="Failed starts: those a signal stopped (preemption, time limit) do not count.")
     max_attempts: int = 0
     last_error: str | None = Field(None, description="Last error recorded in the shard's attempts.jsonl.")
     log_path: str | None = Field(None, description="The task's stderr log (submitit).")
@@ -253,7 +253,7 @@ def _classify(disk: ShardDisk, st, submitted: bool, local: bool, cap: int, owner
         return "done", None
     state = st.state if st is not None else None
     running_now = state in RUNNING_STATES or owner_live
-    starts = len(disk.starts)
+    starts = len(disk.counted_starts)
     if starts >= cap and not running_now:
         return "failed", (f"failed permanently: {starts} of fault_tolerance.max_attempts={cap} attempts used"
                           + ("" if state is None or state in ("ENDED", "UNKNOWN") else f" (SLURM: {state})"))
@@ -476,7 +476,7 @@ def _failed(store: RunStore, key, problem: str, disk: ShardDisk, st, cap: int) -
         stage=stage, domain=domain, shard=shard, problem=problem, permanent=problem.startswith("failed permanently"),
         slurm_state=st.state if st is not None else None, job_id=job_id, node=(st.node or None) if st else None,
         exit_code=(st.exit_code or None) if st else None, reason=_reason(st.state, st.reason) if st else None,
-        attempts=len(disk.starts), max_attempts=cap, last_error=disk.last_error,
+        attempts=len(disk.counted_starts), max_attempts=cap, last_error=disk.last_error,
         log_path=str(log) if log else None, log_tail=_tail(log) if log else [],
     )
 

@@ -165,6 +165,9 @@ class ShardStore:
             return []
         return [json.loads(line) for line in lines if line.strip()]
 
+    def counted_starts(self) -> list[dict]:
+        return counted_starts(self.attempts())
+
     def log_attempt(self, record: dict) -> None:
         """Best effort: a full disk must not hide the error that is being recorded."""
         try:
@@ -178,6 +181,20 @@ class ShardStore:
         for tmp in self.path.glob(".part-*.tmp"):
             if time.time() - tmp.stat().st_mtime > older_than:
                 tmp.unlink(missing_ok=True)
+
+
+# What a task records when a signal stopped it: the `interrupted` event (written when the signal
+# arrives) and the error of its `end` event.
+INTERRUPTED = "Interrupted:"
+
+
+def counted_starts(attempts: list[dict]) -> list[dict]:
+    """The starts that count toward fault_tolerance.max_attempts: not those a signal stopped
+    (preemption, time limit, scancel), which say nothing about the shard, and of which a long shard
+    on a busy cluster may see many."""
+    stopped = {a.get("attempt") for a in attempts
+               if a.get("event") == "interrupted" or str(a.get("error", "")).startswith(INTERRUPTED)}
+    return [a for a in attempts if a.get("event") == "start" and a.get("attempt") not in stopped]
 
 
 class RunStore:

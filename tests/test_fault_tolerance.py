@@ -81,6 +81,8 @@ def test_sigterm_stops_at_a_chunk_boundary(tiny_models, tmp_path):
     assert proc.returncode == 143 and "SIGTERM" in err
     assert not list(shard.path.glob(".part-*.tmp"))  # the chunk in flight finished or was discarded whole
     assert "SIGTERM" in shard.attempts()[-1]["error"]
+    stop = next(a for a in shard.attempts() if a["event"] == "interrupted")  # recorded when the signal came
+    assert (stop["attempt"], stop["signal"]) == (1, "SIGTERM") and shard.counted_starts() == []
     assert run_shard(run_dir, "responses", "algebra", 0)["rows"] == 8
     assert shard_ids(run_dir) == [f"algebra-{i}" for i in range(8)]
 
@@ -145,6 +147,21 @@ def test_attempt_cap_stops_retries_and_reports_last_error(tiny_models, tmp_path)
         run_shard(run_dir, "responses", "algebra", 0)
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     assert len([a for a in shard.attempts() if a["event"] == "start"]) == 3  # the 4th did not start
+
+
+def test_preemptions_and_time_limits_do_not_count_toward_the_attempt_cap(tiny_models, tmp_path):
+    run_dir = make_run(tiny_models, tmp_path, count=4, engine={"synthetic_fail": ["responses:algebra:0:2"]},
+                       fault_tolerance={"max_attempts": 3})
+    shard = RunStore(run_dir).shard("responses", "algebra", 0)
+    for _ in range(2):  # two real failures
+        with pytest.raises(EngineFault):
+            run_shard(run_dir, "responses", "algebra", 0)
+    for attempt, name in ((3, "SIGTERM"), (4, "USR2 (time limit)"), (5, "SIGTERM"), (6, "SIGTERM")):
+        shard.log_attempt({"event": "start", "time": time.time(), "attempt": attempt})
+        shard.log_attempt({"event": "interrupted", "time": time.time(), "attempt": attempt, "signal": name})
+    # Six starts, two of them failures: under the cap of 3, so the seventh runs.
+    assert run_shard(run_dir, "responses", "algebra", 0)["attempt"] == 7
+    assert [a["attempt"] for a in shard.counted_starts()] == [1, 2, 7]
 
 
 def test_transient_failure_recovers_on_next_attempt(tiny_models, tmp_path):

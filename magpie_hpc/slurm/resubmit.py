@@ -56,8 +56,7 @@ def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmis
                         ids.append(state.array_job_id)
                     result.active += 1
                     continue
-                starts = [a for a in shard_store.attempts() if a.get("event") == "start"]
-                if len(starts) >= cfg.fault_tolerance.max_attempts:
+                if len(shard_store.counted_starts()) >= cfg.fault_tolerance.max_attempts:
                     result.failed.append(f"{stage} {domain} shard {shard.shard}")
                     continue
                 todo.setdefault((stage, domain), []).append(shard.shard)

@@ -73,11 +73,11 @@ class Submitter:
         s = self.cfg.slurm
         res = s.gpu_stage if stage in GPU_STAGES else s.cpu_stage
         ex = submitit.SlurmExecutor(folder=self.ctx.store.logs / "%j", python=s.python or sys.executable,
-                                    max_num_timeout=3)
+                                    max_num_timeout=self.cfg.fault_tolerance.time_limit_requeues)
         ex.update_parameters(
             job_name=job_name(self.run_name, stage, domain), partition=s.partition, account=s.account,
             qos=s.qos, constraint=s.constraint, gres=f"gpu:{res.gpus}" if res.gpus else None,
-            cpus_per_task=res.cpus, mem=f"{res.mem_gb}G", time=res.time_min,
+            cpus_per_task=res.cpus, mem=f"{res.mem_gb}G", time=res.time_min, signal_delay_s=res.signal_delay_s,
             array_parallelism=s.stage_array_parallelism.get(stage, s.array_parallelism), setup=setup_lines(self.cfg), dependency=dependency,
             additional_parameters={"kill-on-invalid-dep": "yes", "requeue": True},
         )

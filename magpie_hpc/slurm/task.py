@@ -49,14 +49,21 @@ class ShardTask(submitit.helpers.Checkpointable):
                  os.environ.get("SLURM_RESTART_COUNT", "0"))
         return run_shard(Path(run_dir), stage, domain, shard, ctx=ctx)
 
-    def checkpoint(self, *args, **kwargs):
+    def checkpoint(self, run_dir: str, stage: str, domain: str, shard: int):
         """Time limit near (USR2): requeue the same shard; it resumes after its last committed chunk."""
+        from ..store import RunStore
+
+        store = RunStore(Path(run_dir)).shard(stage, domain, shard)
+        starts = [a for a in store.attempts() if a.get("event") == "start"]
+        if starts:  # a stop by the clock, not a failure of the shard: it does not count toward max_attempts
+            store.log_attempt({"event": "interrupted", "time": time.time(), "attempt": starts[-1].get("attempt"),
+                               "signal": "USR2 (time limit)"})
         if shutil.which("scontrol") is None:
             logging.getLogger("magpie_hpc").warning(
                 "time limit: cannot requeue from this node (no scontrol); the shard keeps its committed "
                 "chunks and is left for `python -m magpie_hpc resubmit RUN_DIR`")
             return None
-        return super().checkpoint(*args, **kwargs)
+        return super().checkpoint(run_dir, stage, domain, shard)
 
 
 class MergeTask(submitit.helpers.Checkpointable):

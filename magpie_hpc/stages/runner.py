@@ -24,6 +24,7 @@ from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..plan import derive_seed, stage_shards
 from ..shardlock import ShardLock
+from ..store import counted_starts
 from .base import ShardWork
 from .instructions import InstructionsWork
 from .responses import MultiResponsesWork, ResponsesWork
@@ -120,8 +121,9 @@ class Interrupted(MagpieError):
 class _Signals:
     """SIGTERM sets a flag the chunk loop checks; the chunk in flight is the most that is lost."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_signal=None) -> None:
         self.received: str | None = None
+        self.on_signal = on_signal
         self._previous = None
 
     def __enter__(self) -> "_Signals":
@@ -130,8 +132,11 @@ class _Signals:
         return self
 
     def _handle(self, signum, frame) -> None:
+        first = self.received is None
         self.received = signal.Signals(signum).name
         log.warning("%s received: stopping after the chunk in flight", self.received)
+        if first and self.on_signal is not None:
+            self.on_signal(self.received)
 
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
@@ -197,13 +202,14 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
     try:
         if (done := store.done()) is not None:
             return done
-        attempts = [a for a in store.attempts() if a.get("event") == "start"]
-        if len(attempts) >= ft.max_attempts:
-            errors = [a["error"] for a in store.attempts() if a.get("error")]
-            raise ShardFailed(f"{stage} {domain} shard {shard} failed {len(attempts)} attempts (cap "
-                              f"fault_tolerance.max_attempts={ft.max_attempts}); last error: "
-                              f"{errors[-1] if errors else 'none recorded (killed)'}")
-        attempt = len(attempts) + 1
+        history = store.attempts()
+        failed = counted_starts(history)
+        if len(failed) >= ft.max_attempts:
+            errors = [a["error"] for a in history if a.get("error")]
+            raise ShardFailed(f"{stage} {domain} shard {shard} failed {len(failed)} attempts (cap "
+                              f"fault_tolerance.max_attempts={ft.max_attempts}; preemptions and time limits "
+                              f"do not count); last error: {errors[-1] if errors else 'none recorded (killed)'}")
+        attempt = sum(1 for a in history if a.get("event") == "start") + 1
         identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
                     "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
                     "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT")}
@@ -216,7 +222,11 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
 
         try:
-            with _Signals() as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
+            def on_signal(name: str) -> None:
+                # Recorded at once: the task may be killed before the chunk in flight ends.
+                store.log_attempt({"event": "interrupted", "time": time.time(), "attempt": attempt, "signal": name})
+
+            with _Signals(on_signal) as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
                 summary = _run_chunks(ctx, stage, domain, shard, ranges[shard], store, lock, engines,
                                       attempt, signals, watchdog)
         except BaseException as exc:

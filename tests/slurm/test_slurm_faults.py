@@ -78,6 +78,29 @@ def test_preemption_requeues_and_resumes(slurm_args, tmp_path, capsys):
     check_run(run_dir, {"algebra": 4})
 
 
+def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
+    # One 16-problem multi-response shard of ~7 s per problem under a 2-minute limit with USR2
+    # asked 30 s before it (SLURM may send it up to 60 s earlier still): no single run can finish
+    # it. Each run commits what it can, gets USR2, requeues itself, and the next run resumes; a stop
+    # by the clock is not a failure, so max_attempts=1 does not end it.
+    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 200.0},
+                       sharding={"instructions": 16, "responses": 16, "multi_responses": 16, "chunk_size": 1},
+                       slurm={"gpu_stage": {"time_min": 2, "signal_delay_s": 30}},
+                       fault_tolerance={**FAST_FT, "max_attempts": 1, "time_limit_requeues": 10})
+    run_dir = _launch([*slurm_args, "--domains", "number_theory", "--count", "16", "--config", str(cfg)], capsys)
+    wait_for_run(run_dir, timeout=900)
+    shard = RunStore(run_dir).shard("multi_responses", "number_theory", 0)
+    attempts = shard.attempts()
+    stops = [a for a in attempts if a["event"] == "interrupted"]
+    assert stops and {a["signal"] for a in stops} == {"USR2 (time limit)"}, attempts
+    last = [a for a in attempts if a["event"] == "start"][-1]
+    assert int(last["restart_count"] or 0) >= 1, attempts  # the same SLURM task, requeued
+    assert {"event": "end", "attempt": last["attempt"], "done": True}.items() <= attempts[-1].items(), attempts
+    assert json.loads(shard.done_path.read_text())["resumed_at_chunk"] >= 1
+    assert _shard_job_states(run_dir, "multi_responses")[0][-1] == "COMPLETED"
+    check_run(run_dir, {"number_theory": 16})
+
+
 def test_node_lost_mid_run_work_completes_on_other_node(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 40.0},
                        sharding={"instructions": 8, "responses": 1, "multi_responses": 4, "chunk_size": 1},
