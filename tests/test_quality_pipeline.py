@@ -31,9 +31,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_models, tmp_path_factory) -> Path:
-    """Response limits of 200 words cut off part of the synthetic responses (they run 30-375)."""
+    """A limit of 200 words cuts off part of the 7 responses (synthetic ones run 30-375); the
+    single responses get 400, so the SFT files never come out empty by the luck of the draw."""
     root = tmp_path_factory.mktemp("quality")
-    cfg = small_config(root / "small.toml", max_tokens=(64, 200), quality={"max_truncation_rate": 0.0})
+    full = {"max_tokens_instruction": 64, "max_tokens_response": 400}
+    cfg = small_config(root / "small.toml", max_tokens=(64, 200), quality={"max_truncation_rate": 0.0},
+                       **{f"domain_settings.{d}": full for d in DOMAINS})
     assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
                  "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
                  "--domains", ",".join(DOMAINS), "--count", str(COUNT), "--config", str(cfg)]) == 0

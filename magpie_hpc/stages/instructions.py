@@ -22,6 +22,32 @@ MAX_EMPTY_CHUNKS = 3
 MIN_EMPTY_SAMPLES = 200
 
 
+# A chunk may be up to this many times chunk_size, so that the shard's tail joins the chunk before it
+# instead of running alone as a near-empty batch (on a GPU that costs about as long as a full one).
+# It also bounds what a preemption loses: the chunk in flight, at most 1.5 chunk_size samples.
+MAX_CHUNK_FACTOR = 1.5
+# Samples asked beyond what the keep rate says is missing: falling short costs a whole extra round
+# for a handful of instructions, 10% more samples in a batch already running costs little.
+MARGIN = 1.1
+
+
+def plan_chunk(missing: int, keep_rate: float, chunk_size: int, per_prompt: int) -> int:
+    """Samples for the next chunk, for `missing` clean instructions at `keep_rate`.
+
+    The remaining need is cut into near-equal chunks of about chunk_size (as shard_ranges cuts
+    shards): rounding the chunk count keeps each within MAX_CHUNK_FACTOR x chunk_size and plans
+    no small last chunk; a need under 1.5 chunks is one chunk. A keep rate below keep_rate / MARGIN
+    still leaves a short extra round."""
+    need = math.ceil(missing / keep_rate * MARGIN)
+    samples = math.ceil(need / max(1, round(need / chunk_size)))
+    cap = max(1, math.floor(chunk_size * MAX_CHUNK_FACTOR))
+    if cap >= per_prompt:
+        cap -= cap % per_prompt
+    # Whole requests of n=per_prompt: run_chunk generates ceil(samples / n) * n completions and
+    # would throw the excess away; as rows they may be kept instead.
+    return min(math.ceil(samples / per_prompt) * per_prompt, cap)
+
+
 def _kept(table: pa.Table) -> int:
     return table.num_rows - table["instruction"].null_count
 
@@ -58,9 +84,10 @@ class InstructionsWork(ShardWork):
                 "(see the chunk files' drop_reason)"
             )
         sampled = sum(t.num_rows for t in committed)
-        keep_rate = max(kept / sampled, 0.05) if sampled else 0.7
-        # Ask for what the observed keep rate says is missing, plus 10%, one chunk at most.
-        return min(self.cfg.sharding.chunk_size, math.ceil((self.target - kept) / keep_rate * 1.1))
+        # Before any sample the planning estimate is the best guess; after, what this shard kept.
+        keep_rate = max(kept / sampled, 0.05) if sampled else self.cfg.throughput.keep_rate
+        return plan_chunk(self.target - kept, keep_rate, self.cfg.sharding.chunk_size,
+                          self.cfg.instructions.samples_per_prompt)
 
     def _seen(self, committed: list[pa.Table]) -> set[str]:
         return {
