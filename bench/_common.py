@@ -75,8 +75,11 @@ def write_results(name: str, payload: dict) -> Path:
     overwrites the figures BENCHMARKS.md quotes."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / (f"{name}.quick.json" if payload.get("quick") else f"{name}.json")
-    payload = {"benchmark": name, "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
-               "argv": sys.argv[1:], **payload}
+    header = {"benchmark": name, "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
+              "argv": sys.argv[1:]}
+    clash = header.keys() & payload.keys()
+    assert not clash, f"results keys {sorted(clash)} would overwrite the header"
+    payload = {**header, **payload}
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nresults: {path.relative_to(ROOT)}")
     return path

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every benchmark in turn; each prints its Markdown rows and writes bench/results/NAME.json.
-#   bash bench/run_all.sh            full sizes (merge_scale alone takes ~45 min: 44K and 176K problems)
+#   bash bench/run_all.sh            full sizes (merge_scale alone takes ~25 min: 44K and 176K problems)
 #   bash bench/run_all.sh --quick    smaller sizes, under ~10 minutes on 2 cores
 # Python: $PYTHON, else .venv/bin/python, else python3. scheduling.py needs the development SLURM
 # cluster (bash hpc/devcluster/start.sh, root); it is skipped when sbatch is missing.
