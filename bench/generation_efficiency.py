@@ -9,17 +9,18 @@ vLLM engine, the model loaded ONCE for every measurement:
             chunk (Parquet + fsync), write DONE.json.
   ceiling   the same prompts and sampling settings given to `LLM.generate` in ONE call on the same
             engine (no chunks, no files, prompts tokenized beforehand).
-  streamed  a prototype of the fix this benchmark argues for (response stages only): the same
-            stage code and the same chunk commits, but the engine is kept fed across chunk
-            boundaries -- the next chunk's requests are queued before the current chunk completes,
-            so the engine never drains between chunks and commits overlap generation.
   original  the original scripts' way on the same engine: responses in batches of 4 prompts, the
             7 responses as 7 sequential passes in batches of 2 (n=1 each).
 
 Figures: output tokens/s of pipeline / ceiling (target >= 0.95); the engine-busy share of the
-pipeline's wall time (time inside Generator.generate / run_shard wall time: the rest is CPU work
-during which a GPU idles); pipeline / original (the gain). Repetitions are interleaved
-(pipeline, streamed, ceiling, pipeline, ...) and medians reported: the machine is shared.
+pipeline's wall time (time the task waits inside Generator.generate or generate_stream / run_shard
+wall time: the rest is the task's own CPU work, during which only a streaming engine keeps busy);
+pipeline / original (the gain). Repetitions are interleaved
+(pipeline, ceiling, pipeline, ...) and medians reported: the machine is shared. The response
+stages stream their chunks through the engine (`Generator.generate_stream`: the next chunk is
+queued before the current one is done), which this benchmark's first version measured as a
+prototype ("streamed") and showed to close the gap at small chunks; the instructions stage plans
+each chunk from what the previous one kept, so it goes chunk by chunk.
 Then a chunk-size sweep: the same stage at several `sharding.chunk_size` values.
 
 Usage: python bench/generation_efficiency.py [--quick] [--reps N] [--model PATH]
@@ -35,7 +36,6 @@ import json
 import math
 import shutil
 import time
-from collections import deque
 from pathlib import Path
 
 from _common import (make_run, median, quick_flag, reset_shard, scratch, set_config, table, tiny_models,
@@ -70,58 +70,6 @@ def vllm_params(sampling, on_cpu: bool):
         repetition_penalty=sampling.repetition_penalty, seed=None if on_cpu else sampling.seed)
 
 
-def to_results(outputs):
-    """RequestOutputs -> PromptResults, exactly as VllmGenerator.generate converts them."""
-    from magpie_hpc.engine import Completion, PromptResult
-
-    return [PromptResult(prompt_tokens=len(o.prompt_token_ids), completions=[
-        Completion(text=c.text, output_tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop")
-        for c in o.outputs]) for o in outputs]
-
-
-def stream_chunks(llm, chunks, keep_queued: int):
-    """The proposed engine loop: `chunks` yields (index, prompts, params); yields (index, outputs in
-    prompt order) as soon as every request of the oldest chunk finished, while keeping at least
-    `keep_queued` sequences submitted, so the engine (its own process in vLLM V1) never runs dry at
-    a chunk boundary and goes on generating while the caller commits. Public LLMEngine API only
-    (add_request / step), as LLM.generate itself uses it."""
-    from vllm.sampling_params import RequestOutputKind
-
-    engine = llm.llm_engine
-    pending: deque = deque()
-    finished: dict = {}
-    queued_seqs = 0
-    source = iter(chunks)
-    counter = 0
-
-    def feed() -> None:
-        nonlocal queued_seqs, counter
-        while queued_seqs < keep_queued or len(pending) < 2:
-            nxt = next(source, None)
-            if nxt is None:
-                return
-            index, prompts, params = nxt
-            params.output_kind = RequestOutputKind.FINAL_ONLY  # as LLM.generate sets it
-            ids = []
-            for prompt in prompts:
-                counter += 1
-                ids.append(f"stream-{counter}")
-                engine.add_request(ids[-1], prompt, params)
-            pending.append((index, ids, params.n))
-            queued_seqs += len(ids) * params.n
-
-    feed()
-    while pending:
-        for out in engine.step():
-            if out.finished:
-                finished[out.request_id] = out
-        while pending and all(i in finished for i in pending[0][1]):
-            index, ids, n = pending.popleft()
-            queued_seqs -= len(ids) * n
-            feed()  # refill before handing the chunk over: the engine works while it is committed
-            yield index, [finished.pop(i) for i in ids]
-
-
 def warm_imports() -> None:
     """One-time costs of a process (pyarrow imports pandas on its first table write, ~0.5 s) are
     paid here, not by whichever measurement comes first."""
@@ -133,18 +81,6 @@ def warm_imports() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pq.write_table(pa.table({"a": [1]}), f"{tmp}/warm.parquet")
         pa.table({"a": [1]}).to_pylist()
-
-
-class Replay:
-    """A Generator that hands back results already generated (the stage's own run_chunk then
-    post-processes them exactly as in the pipeline)."""
-
-    def __init__(self, results):
-        self.results = results
-
-    def generate(self, prompts, sampling):
-        assert len(prompts) == len(self.results)
-        return self.results
 
 
 class Bench:
@@ -201,7 +137,25 @@ class Bench:
             finally:
                 self.engine_seconds += time.monotonic() - started
 
+        inner_stream = self.gen.generate_stream
+
+        def timed_stream(requests):
+            stream = inner_stream(requests)
+            try:
+                while True:
+                    started = time.monotonic()
+                    try:
+                        results = next(stream)
+                    except StopIteration:
+                        return
+                    finally:
+                        self.engine_seconds += time.monotonic() - started
+                    yield results
+            finally:
+                stream.close()
+
         self.gen.generate = timed_generate
+        self.gen.generate_stream = timed_stream
         self.cache = EngineCache()
         self.cache.generator(lambda: self.gen)  # the one model load; every run_shard reuses it
         warm_imports()
@@ -222,40 +176,6 @@ class Bench:
         return {"tokens": done["output_tokens"], "seconds": wall, "tok_s": done["output_tokens"] / wall,
                 "done_seconds": done["seconds"], "chunks": done["chunks"], "rows": done["rows"],
                 "engine_seconds": self.engine_seconds, "overhead_seconds": wall - self.engine_seconds}
-
-    def streamed(self, stage: str, chunk_size: int = 256) -> dict:
-        """The same stage code and commits, with the engine fed across chunk boundaries."""
-        from magpie_hpc.context import RunContext
-        from magpie_hpc.plan import derive_seed, stage_shards
-        from magpie_hpc.stages.responses import MultiResponsesWork, ResponsesWork
-        from magpie_hpc.stages.runner import _summary
-
-        set_config(self.run_dir, "sharding", "chunk_size", chunk_size)
-        reset_shard(self.run_dir, stage, DOMAIN, 0)
-        started = time.monotonic()
-        ctx = RunContext(self.run_dir)
-        store = ctx.store.shard(stage, DOMAIN, 0)
-        work = (ResponsesWork if stage == "responses" else MultiResponsesWork)(
-            ctx, DOMAIN, stage_shards(ctx.cfg, stage, DOMAIN)[0])
-        slices = [slice(i, min(i + chunk_size, len(work.items))) for i in range(0, len(work.items), chunk_size)]
-
-        def requests():
-            for index, part in enumerate(slices):
-                seed = derive_seed(ctx.cfg.seed, stage, DOMAIN, 0, index)
-                prompts = [{"prompt_token_ids": ctx.prompts.response_prompt(item["instruction"])[1]}
-                           for item in work.items[part]]
-                yield index, prompts, vllm_params(work.sampling(seed), self.gen.on_cpu)
-
-        committed = []
-        for index, outputs in stream_chunks(self.llm, requests(), keep_queued=2 * self.max_num_seqs):
-            table = work.run_chunk(Replay(to_results(outputs)), slices[index], index, committed)
-            store.commit(index, table)
-            committed.append(table)
-        summary = _summary(stage, committed)
-        store.mark_done({"stage": stage, **summary, "streamed": True})
-        wall = time.monotonic() - started
-        return {"tokens": summary["output_tokens"], "seconds": wall, "tok_s": summary["output_tokens"] / wall,
-                "chunks": len(committed), "rows": summary["rows"]}
 
     # -- raw vLLM on the same prompts and settings --------------------------------------------
     def stage_requests(self, stage: str, rows: int | None = None):
@@ -339,11 +259,10 @@ def main() -> None:
     run_shard(b.run_dir, "select", DOMAIN, 0)
 
     for stage, subset in (("responses", 32 if b.quick else 64), ("multi_responses", 8 if b.quick else 16)):
-        runs = {"pipeline": [], "streamed": [], "ceiling": []}
+        runs = {"pipeline": [], "ceiling": []}
         b.ceiling(stage)  # warm-up (prefix cache, allocator), for every variant alike
         for rep in range(b.reps):
             runs["pipeline"].append(b.pipeline(stage))
-            runs["streamed"].append(b.streamed(stage))
             runs["ceiling"].append(b.ceiling(stage))
             show(stage, rep, runs)
         runs["original"] = [b.original(stage, subset)]
@@ -355,21 +274,18 @@ def main() -> None:
     if not (args.no_sweep or b.quick):
         plan = [("responses", 64), ("multi_responses", 4)]
         for stage, chunk in plan:
-            p, s, c = b.pipeline(stage, chunk_size=chunk), b.streamed(stage, chunk_size=chunk), b.ceiling(stage)
+            p, c = b.pipeline(stage, chunk_size=chunk), b.ceiling(stage)
             n = 7 if stage == "multi_responses" else 1
             sweep.append({"stage": stage, "chunk_size": chunk, "sequences_per_chunk": chunk * n,
                           "chunks": p["chunks"], "pipeline_tok_s": round(p["tok_s"], 1),
-                          "streamed_tok_s": round(s["tok_s"], 1), "ceiling_tok_s": round(c["tok_s"], 1),
-                          "ratio": round(p["tok_s"] / c["tok_s"], 3), "streamed_ratio": round(s["tok_s"] / c["tok_s"], 3),
+                          "ceiling_tok_s": round(c["tok_s"], 1), "ratio": round(p["tok_s"] / c["tok_s"], 3),
                           "engine_busy_share": round(p["engine_seconds"] / p["seconds"], 4)})
-            print(f"sweep {stage} chunk {chunk}: pipeline/ceiling {sweep[-1]['ratio']}, "
-                  f"streamed/ceiling {sweep[-1]['streamed_ratio']}", flush=True)
+            print(f"sweep {stage} chunk {chunk}: pipeline/ceiling {sweep[-1]['ratio']}", flush=True)
         set_config(b.run_dir, "sharding", "chunk_size", 256)
 
     rows, summary = [], {}
     for stage, runs in stages.items():
         ratios = [p["tok_s"] / c["tok_s"] for p, c in zip(runs["pipeline"], runs["ceiling"])]
-        s_ratios = [s["tok_s"] / c["tok_s"] for s, c in zip(runs.get("streamed", []), runs["ceiling"])]
         pipe = median([r["tok_s"] for r in runs["pipeline"]])
         ceil = median([r["tok_s"] for r in runs["ceiling"]])
         busy = median([r["engine_seconds"] / r["seconds"] for r in runs["pipeline"]])
@@ -378,8 +294,6 @@ def main() -> None:
         last = runs["pipeline"][-1]
         summary[stage] = {
             "ratio_median": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-            "streamed_ratio_median": round(median(s_ratios), 3) if s_ratios else None,
-            "streamed_ratios": [round(r, 3) for r in s_ratios],
             "pipeline_tok_s": round(pipe, 1), "ceiling_tok_s": round(ceil, 1),
             "engine_busy_share": round(busy, 4), "overhead_ms_per_row": round(overhead_ms, 3),
             "pipeline_chunks": last["chunks"], "rows": last["rows"], "output_tokens": last["tokens"],
@@ -391,19 +305,18 @@ def main() -> None:
                           "gain_pipeline_over_original": round(pipe / orig["tok_s"], 2)} if orig else None),
         }
         rows.append([stage, last["rows"], last["chunks"], f"{pipe:.0f}", f"{ceil:.0f}", f"**{median(ratios):.3f}**",
-                     f"{median(s_ratios):.3f}" if s_ratios else "-", f"{busy:.3f}", f"{overhead_ms:.2f}",
+                     f"{busy:.3f}", f"{overhead_ms:.2f}",
                      f"{orig['tok_s']:.0f} ({orig['how']})" if orig else "-",
                      f"{pipe / orig['tok_s']:.1f}x" if orig else "-"])
     print()
     print(table(["stage", "rows", "chunks", "pipeline tok/s", "ceiling tok/s", "pipeline/ceiling",
-                 "streamed/ceiling", "engine busy share", "overhead ms/row", "original tok/s",
+                 "engine busy share", "overhead ms/row", "original tok/s",
                  "pipeline/original"], rows))
     if sweep:
         print()
-        print(table(["stage", "chunk_size", "sequences/chunk", "chunks", "pipeline/ceiling", "streamed/ceiling",
-                     "engine busy share"],
+        print(table(["stage", "chunk_size", "sequences/chunk", "chunks", "pipeline/ceiling", "engine busy share"],
                     [[s["stage"], s["chunk_size"], s["sequences_per_chunk"], s["chunks"], s["ratio"],
-                      s["streamed_ratio"], s["engine_busy_share"]] for s in sweep]))
+                      s["engine_busy_share"]] for s in sweep]))
     write_results("generation_efficiency", {
         "quick": b.quick, "reps": b.reps, "model": str(b.ctx.model.path),
         "engine": "vllm (CPU build)" if b.gen.on_cpu else "vllm", "model_load_seconds": round(b.load_seconds, 1),

@@ -12,7 +12,7 @@ from conftest import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.config import load_config
-from magpie_hpc.engine import Sampling
+from magpie_hpc.engine import Request, Sampling
 from magpie_hpc.engine.vllm_engine import VllmGenerator
 from magpie_hpc.models import PromptBuilder, resolve_model
 
@@ -51,6 +51,25 @@ def test_n_samples_per_prompt(deepseek):
     results = engine.generate([ids, ids], Sampling(temperature=0.8, top_p=0.95, max_tokens=32, n=7))
     assert [len(r.completions) for r in results] == [7, 7]
     assert len({c.text for c in results[0].completions}) > 1  # sampled, not copies
+
+
+def test_stream_keeps_chunk_order_and_aborts_what_is_left(deepseek):
+    _, builder, engine = deepseek
+    # Prompts of distinct lengths, so each result shows which prompt it answers.
+    prompts = [builder.response_prompt("Prove it. " * (k + 1))[1] for k in range(6)]
+    sampling = Sampling(temperature=0.8, top_p=0.95, max_tokens=16, n=2)
+    chunks = [prompts[0:3], prompts[3:4], prompts[4:6]]
+    streamed = list(engine.generate_stream(Request(c, sampling) for c in chunks))
+    assert [[r.prompt_tokens for r in results] for results in streamed] == [[len(p) for p in c] for c in chunks]
+    assert all(len(r.completions) == 2 and all(0 < c.output_tokens <= 16 for c in r.completions)
+               for results in streamed for r in results)
+    # A caller that stops after the first chunk (SIGTERM) leaves nothing queued in the engine,
+    # which may serve the next shard of this process.
+    stream = engine.generate_stream(Request(c, sampling) for c in chunks)
+    assert len(next(stream)) == 3
+    stream.close()
+    assert not engine.llm.llm_engine.has_unfinished_requests()
+    assert [r.prompt_tokens for r in engine.generate(prompts[:2], sampling)] == [len(p) for p in prompts[:2]]
 
 
 def test_all_domains_local_real_vllm(tiny_models, tmp_path, capsys):

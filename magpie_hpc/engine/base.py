@@ -7,7 +7,7 @@ back; they never see vLLM or transformers. Tests swap in the synthetic engine at
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 
@@ -36,6 +36,14 @@ class PromptResult:
     completions: list[Completion] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Request:
+    """One chunk's prompts and their sampling settings."""
+
+    prompts: Sequence[Sequence[int]]
+    sampling: Sampling
+
+
 class Generator(ABC):
     """A loaded generator model. Built once per task; fed whole chunks."""
 
@@ -45,6 +53,14 @@ class Generator(ABC):
     @abstractmethod
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[PromptResult]:
         """One result per prompt, in order, each with `sampling.n` completions."""
+
+    def generate_stream(self, requests: Iterable[Request]) -> Iterator[list[PromptResult]]:
+        """Each request's results, in request order, as soon as that request is complete. `requests`
+        is pulled lazily: an engine that can takes the next one before the current one is done, so
+        it never drains at a chunk boundary nor idles while the caller commits. This default runs
+        them one after another."""
+        for request in requests:
+            yield self.generate(request.prompts, request.sampling)
 
     def close(self) -> None:
         """Release the model (GPU memory) before another one is loaded in this process."""

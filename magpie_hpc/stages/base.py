@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pyarrow as pa
 
 from ..context import RunContext
+from ..engine import PromptResult, Request
 from ..errors import IncompleteRunError
 from ..plan import ShardRange
 
@@ -29,6 +30,18 @@ class ShardWork(ABC):
     @abstractmethod
     def run_chunk(self, engine: Any, chunk: Any, index: int, committed: list[pa.Table]) -> pa.Table:
         """Compute one chunk's rows (`committed`: the chunks before it)."""
+
+    def planned_chunks(self, committed: list[pa.Table]) -> list[Any] | None:
+        """Every remaining chunk, where none depends on the results of the one before: the runner
+        then streams them through the engine (`request` / `to_table`) instead of one `run_chunk`
+        at a time. None (the default) where the next chunk is decided from what is committed."""
+        return None
+
+    def request(self, chunk: Any, index: int) -> Request:
+        raise NotImplementedError(f"{self.stage} plans no chunks ahead")
+
+    def to_table(self, chunk: Any, index: int, results: list[PromptResult]) -> pa.Table:
+        raise NotImplementedError(f"{self.stage} plans no chunks ahead")
 
     def require_done(self, stage: str, shard: int) -> None:
         if self.ctx.store.shard(stage, self.domain, shard).done() is None:

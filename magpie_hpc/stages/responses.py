@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from ..engine import Sampling
+from ..engine import PromptResult, Request, Sampling
 from ..plan import derive_seed
 from ..quality.answers import split_reasoning
 from .base import ShardWork, rows_done
@@ -28,17 +28,26 @@ class ResponsesWork(ShardWork):
             stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
         )
 
+    def planned_chunks(self, committed: list[pa.Table]) -> list[slice]:
+        size, total = self.cfg.sharding.chunk_size, len(self.items)
+        return [slice(i, min(i + size, total)) for i in range(rows_done(committed), total, size)]
+
     def next_chunk(self, committed: list[pa.Table]) -> slice | None:
-        done = rows_done(committed)
-        if done >= len(self.items):
-            return None
-        return slice(done, min(done + self.cfg.sharding.chunk_size, len(self.items)))
+        return next(iter(self.planned_chunks(committed)), None)
+
+    def _seed(self, index: int) -> int:
+        return derive_seed(self.cfg.seed, self.stage, self.domain, self.shard.shard, index)
+
+    def request(self, chunk: slice, index: int) -> Request:
+        prompts = [self.ctx.prompts.response_prompt(item["instruction"])[1] for item in self.items[chunk]]
+        return Request(prompts, self.sampling(self._seed(index)))
 
     def run_chunk(self, engine, chunk: slice, index: int, committed: list[pa.Table]) -> pa.Table:
-        items = self.items[chunk]
-        seed = derive_seed(self.cfg.seed, self.stage, self.domain, self.shard.shard, index)
-        prompts = [self.ctx.prompts.response_prompt(item["instruction"])[1] for item in items]
-        results = engine.generate(prompts, self.sampling(seed))
+        request = self.request(chunk, index)
+        return self.to_table(chunk, index, engine.generate(request.prompts, request.sampling))
+
+    def to_table(self, chunk: slice, index: int, results: list[PromptResult]) -> pa.Table:
+        items, seed = self.items[chunk], self._seed(index)
         reasoning_model = self.ctx.model.template["reasoning"]
         rows: dict[str, list] = {k: [] for k in RESPONSE_SCHEMA.names}
         for item, result in zip(items, results):

@@ -14,6 +14,8 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pyarrow as pa
@@ -239,6 +241,46 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
         lock.release()
 
 
+def _interrupted_check(signals: _Signals, stage, domain, shard, committed) -> None:
+    if signals.received:
+        raise Interrupted(f"{stage} {domain} shard {shard}: {signals.received} after {len(committed)} chunks; "
+                          "the rest resumes on requeue or resubmit")
+
+
+def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, signals: _Signals,
+                     check) -> Iterator[tuple[pa.Table, float]]:
+    """(table, seconds) of each remaining chunk, in order, for the caller to commit before asking
+    for the next. Work whose chunks are all known ahead streams them through the engine, the next
+    chunk queued before the current one is done, so a GPU never drains at a chunk boundary nor
+    waits on a commit; other work goes one chunk at a time, each decided from what is committed."""
+    planned = work.planned_chunks(committed)
+    if planned is None:
+        while (chunk := work.next_chunk(committed)) is not None:
+            check()
+            engine = open_engine()
+            started = time.monotonic()
+            yield work.run_chunk(engine, chunk, len(committed), committed), time.monotonic() - started
+        return
+    if not planned:
+        return
+    check()
+    engine, first = open_engine(), len(committed)
+
+    def requests():
+        for offset, chunk in enumerate(planned):
+            if signals.received:
+                return  # after SIGTERM queue nothing new
+            yield work.request(chunk, first + offset)
+
+    started = time.monotonic()
+    with closing(engine.generate_stream(requests())) as stream:
+        for offset, results in enumerate(stream):
+            yield work.to_table(planned[offset], first + offset, results), time.monotonic() - started
+            started = time.monotonic()
+            check()
+    check()  # a stream cut short by a signal ends here, not in a done marker
+
+
 def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, attempt, signals, watchdog) -> dict:
     started = time.monotonic()
     store.remove_stale_temps()
@@ -246,23 +288,26 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
     task = TaskRef(stage, domain, shard, attempt)
     work = WORK[stage](ctx, domain, shard_range)
     engine, load_seconds, resumed_at = None, 0.0, len(committed)
-    while (chunk := work.next_chunk(committed)) is not None:
-        if signals.received:
-            raise Interrupted(f"{stage} {domain} shard {shard}: {signals.received} after {len(committed)} chunks; "
-                              "the rest resumes on requeue or resubmit")
+
+    def open_engine():
+        nonlocal engine, load_seconds
         if engine is None and work.engine_kind is not None:
             engine = _open_engine(work, ctx, task, resumed_at, engines)
             load_seconds = engine.load_seconds
             watchdog.progress()
-        chunk_started = time.monotonic()
-        table = work.run_chunk(engine, chunk, len(committed), committed)
+        return engine
+
+    check = lambda: _interrupted_check(signals, stage, domain, shard, committed)  # noqa: E731
+    for table, seconds in _computed_chunks(work, committed, open_engine, signals, check):
         if not lock.still_held():
             raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
                               "(this one was presumed dead); leaving the shard to it")
         store.commit(len(committed), table)
         committed.append(table)
         watchdog.progress()
-        _log_progress(stage, domain, shard, shard_range, committed, table, time.monotonic() - chunk_started)
+        _log_progress(stage, domain, shard, shard_range, committed, table, seconds)
+    if work.next_chunk(committed) is not None:  # never mark done what is not
+        raise MagpieError(f"{stage} {domain} shard {shard}: chunks ended before the shard was complete")
     summary = {
         "stage": stage, "domain": domain, "shard": shard, **_summary(stage, committed),
         "resumed_at_chunk": resumed_at, "attempt": attempt, "model_load_seconds": round(load_seconds, 3),
