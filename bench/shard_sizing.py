@@ -84,6 +84,7 @@ def main() -> None:
                       "-" if r["model_load_share"] is None else f"{r['model_load_share']:.1%}"] for r in rows]))
     from magpie_hpc.config import ThroughputConfig, load_config
     from magpie_hpc.models import resolve_model
+    from magpie_hpc.slurm.submit import stage_resources
 
     # What a task asks SLURM for against what vLLM will need, per menu model.
     gpus_check = {}
@@ -91,8 +92,8 @@ def main() -> None:
         cfg_m = load_config(profile="a100", overrides={"model": key})
         model = resolve_model(key, cfg_m, need_weights=False)
         gpus_check[key] = {"model": model.name, "tensor_parallel_size": model.tensor_parallel_size,
-                           "gpus_per_task": cfg_m.slurm.gpu_stage.gpus}
-    print("\n" + table(["--model", "hub id", "vLLM tensor_parallel_size", "GPUs a task requests (gpu_stage.gpus)"],
+                           "gpus_per_task": stage_resources(cfg_m, "multi_responses", model.tensor_parallel_size).gpus}
+    print("\n" + table(["--model", "hub id", "vLLM tensor_parallel_size", "GPUs a generation task requests"],
                        [[k, v["model"], v["tensor_parallel_size"],
                          f"**{v['gpus_per_task']}**" if v["gpus_per_task"] < v["tensor_parallel_size"]
                          else v["gpus_per_task"]] for k, v in gpus_check.items()]))

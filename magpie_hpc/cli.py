@@ -51,20 +51,27 @@ def _dry_run(cfg) -> int:
     """Print the plan; checks that fail (e.g. model not downloaded yet) are warnings here."""
     from .errors import ConfigError
     from .launch import default_executor, validate
+    from .models import resolve_model
     from .slurm.submit import describe_plan
 
-    model_name = cfg.model
+    model_name, tensor_parallel = cfg.model, cfg.engine.tensor_parallel_size or 1
     try:
-        model_name = validate(cfg)[0].name
+        model = validate(cfg)[0]
+        model_name, tensor_parallel = model.name, model.tensor_parallel_size
     except ConfigError as exc:
         print(f"warning: {exc}", file=sys.stderr)
+        try:  # a menu entry still says how many GPUs it needs without its weights
+            tensor_parallel = resolve_model(cfg.model, cfg, need_weights=False).tensor_parallel_size
+        except ConfigError:
+            pass
     executor = cfg.executor or default_executor()
     max_size = 1001
     if executor == "slurm":
         from .slurm.cluster import max_array_size
 
         max_size = max_array_size()
-    print(json.dumps({"model": model_name, "executor": executor, **describe_plan(cfg, max_size)}, indent=2))
+    plan = describe_plan(cfg, max_size, tensor_parallel)
+    print(json.dumps({"model": model_name, "executor": executor, **plan}, indent=2))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from magpie_hpc.cli import main
@@ -72,6 +74,17 @@ def test_dry_run_writes_nothing(synthetic_args, tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"total_problems": 44000' in out
     assert not (tmp_path / "data").exists()
+
+
+def test_a_tensor_parallel_model_gets_its_gpus_per_task(tmp_path, capsys):
+    # Menu entry 2 (70B) runs vLLM over 4 GPUs; the a100 profile asks 1 GPU per task. The
+    # generation arrays must ask 4 (or vLLM fails on the node hours later), rewards still 1.
+    assert main(["launch", "--model", "2", "--domains", "algebra", "--profile", "a100", "--dry-run",
+                 "--output-root", str(tmp_path / "data")]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    gpus = {a["stage"]: a["resources"].split()[0] for a in plan["arrays"]}
+    assert gpus == {"instructions": "gpus=4", "select": "gpus=0", "responses": "gpus=4",
+                    "multi_responses": "gpus=4", "rewards": "gpus=1"}
 
 
 def test_unwritable_output_root(synthetic_args, tmp_path, capsys):

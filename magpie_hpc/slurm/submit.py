@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import submitit
 
-from ..config import GPU_STAGES, RunConfig
+from ..config import GPU_STAGES, RunConfig, SlurmStageResources
 from ..context import RunContext
 from . import cluster
 from .task import MergeTask, ShardTask
@@ -54,6 +54,19 @@ def job_name(run_name: str, stage: str, domain: str | None) -> str:
     return f"magpie-{run_name}-{stage}" + (f"-{domain}" if domain else "")
 
 
+GENERATION_STAGES = ("instructions", "responses", "multi_responses")
+
+
+def stage_resources(cfg: RunConfig, stage: str, tensor_parallel_size: int) -> SlurmStageResources:
+    """What one task of the stage asks SLURM for. A generator split over N GPUs (vLLM's
+    tensor_parallel_size: 4 for the 70B menu entries) gets N GPUs whatever gpu_stage.gpus says,
+    or vLLM would fail on the node hours after submission; the reward model runs on one."""
+    res = cfg.slurm.gpu_stage if stage in GPU_STAGES else cfg.slurm.cpu_stage
+    if stage in GENERATION_STAGES and res.gpus < tensor_parallel_size:
+        res = res.model_copy(update={"gpus": tensor_parallel_size})
+    return res
+
+
 def _dep(kind: str, ids: Sequence[str]) -> str | None:
     return f"{kind}:{':'.join(ids)}" if ids else None
 
@@ -71,7 +84,7 @@ class Submitter:
 
     def _executor(self, stage: str, domain: str | None, dependency: str | None) -> submitit.SlurmExecutor:
         s = self.cfg.slurm
-        res = s.gpu_stage if stage in GPU_STAGES else s.cpu_stage
+        res = stage_resources(self.cfg, stage, self.ctx.model.tensor_parallel_size)
         ex = submitit.SlurmExecutor(folder=self.ctx.store.logs / "%j", python=s.python or sys.executable,
                                     max_num_timeout=self.cfg.fault_tolerance.time_limit_requeues)
         ex.update_parameters(
@@ -135,7 +148,7 @@ class Submitter:
         return all_pieces
 
 
-def describe_plan(cfg: RunConfig, max_array_size: int) -> dict:
+def describe_plan(cfg: RunConfig, max_array_size: int, tensor_parallel_size: int = 1) -> dict:
     """What launch would submit: arrays and sizes, dependencies, resources, estimated GPU-hours."""
     from ..plan import estimated_gpu_hours, stage_shards
 
@@ -143,7 +156,7 @@ def describe_plan(cfg: RunConfig, max_array_size: int) -> dict:
             "multi_responses": "afterok: select", "rewards": "aftercorr: multi_responses (task i after task i)"}
     arrays, hours = [], {}
     for stage in SHARD_STAGES:
-        res = cfg.slurm.gpu_stage if stage in GPU_STAGES else cfg.slurm.cpu_stage
+        res = stage_resources(cfg, stage, tensor_parallel_size)
         for domain in cfg.domains:
             shards = stage_shards(cfg, stage, domain)
             gpu_h = estimated_gpu_hours(cfg, stage, domain)
