@@ -298,14 +298,16 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
         return engine
 
     check = lambda: _interrupted_check(signals, stage, domain, shard, committed)  # noqa: E731
-    for table, seconds in _computed_chunks(work, committed, open_engine, signals, check):
-        if not lock.still_held():
-            raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
-                              "(this one was presumed dead); leaving the shard to it")
-        store.commit(len(committed), table)
-        committed.append(table)
-        watchdog.progress()
-        _log_progress(stage, domain, shard, shard_range, committed, table, seconds)
+    # closing: whatever ends the loop also ends the engine stream (what it queued is aborted)
+    with closing(_computed_chunks(work, committed, open_engine, signals, check)) as chunks:
+        for table, seconds in chunks:
+            if not lock.still_held():
+                raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
+                                  "(this one was presumed dead); leaving the shard to it")
+            store.commit(len(committed), table)
+            committed.append(table)
+            watchdog.progress()
+            _log_progress(stage, domain, shard, shard_range, committed, table, seconds)
     if work.next_chunk(committed) is not None:  # never mark done what is not
         raise MagpieError(f"{stage} {domain} shard {shard}: chunks ended before the shard was complete")
     summary = {
