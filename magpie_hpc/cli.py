@@ -51,19 +51,15 @@ def _dry_run(cfg) -> int:
     """Print the plan; checks that fail (e.g. model not downloaded yet) are warnings here."""
     from .errors import ConfigError
     from .launch import default_executor, validate
-    from .models import resolve_model
+    from .models import tensor_parallel_size
     from .slurm.submit import describe_plan
 
-    model_name, tensor_parallel = cfg.model, cfg.engine.tensor_parallel_size or 1
+    model_name = cfg.model
     try:
-        model = validate(cfg)[0]
-        model_name, tensor_parallel = model.name, model.tensor_parallel_size
+        model_name = validate(cfg)[0].name
     except ConfigError as exc:
         print(f"warning: {exc}", file=sys.stderr)
-        try:  # a menu entry still says how many GPUs it needs without its weights
-            tensor_parallel = resolve_model(cfg.model, cfg, need_weights=False).tensor_parallel_size
-        except ConfigError:
-            pass
+    tensor_parallel = tensor_parallel_size(cfg)
     executor = cfg.executor or default_executor()
     max_size = 1001
     if executor == "slurm":

@@ -61,6 +61,14 @@ def _family_of_chat_template(path: str) -> str | None:
     return None
 
 
+def tensor_parallel_size(cfg: RunConfig) -> int:
+    """GPUs the generator is split over, known without its weights (a menu entry says it)."""
+    try:
+        return resolve_model(cfg.model, cfg, need_weights=False).tensor_parallel_size
+    except ConfigError:
+        return cfg.engine.tensor_parallel_size or 1
+
+
 def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> ResolvedModel:
     """Menu key, local path or hub id -> ResolvedModel; ConfigError says what to do otherwise."""
     by_hub = {e.hub_id: e for e in cfg.models.values()}

@@ -87,6 +87,16 @@ def test_a_tensor_parallel_model_gets_its_gpus_per_task(tmp_path, capsys):
                     "multi_responses": "gpus=4", "rewards": "gpus=1"}
 
 
+def test_gpus_per_node_from_sinfo_gres_forms(monkeypatch):
+    # Other clusters' sinfo %G spellings (typed gres, socket bindings, other gres kinds).
+    from magpie_hpc.slurm import cluster
+
+    monkeypatch.setattr(cluster, "run_cmd", lambda args: "gpu:a100:4(S:0-1),shard:a100:16 gpu:2\n(null)\n")
+    assert cluster.max_gres_per_node("gpu") == 4
+    monkeypatch.setattr(cluster, "run_cmd", lambda args: "(null)\n")
+    assert cluster.max_gres_per_node(None) == 0
+
+
 def test_unwritable_output_root(synthetic_args, tmp_path, capsys):
     """A read-only filesystem (root can write anywhere else): one line, exit 2, nothing written."""
     import subprocess

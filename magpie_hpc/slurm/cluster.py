@@ -47,6 +47,17 @@ def gres_kinds(partition: str | None) -> set[str]:
     return kinds
 
 
+def max_gres_per_node(partition: str | None, kind: str = "gpu") -> int:
+    """The most of a gres one node offers: sinfo's `gpu:2`, `gpu:a100:4`, `gpu:a100:4(S:0-1)`."""
+    args = ["sinfo", "-h", "-o", "%G"] + (["-p", partition] if partition else [])
+    most = 0
+    for item in run_cmd(args).replace(",", " ").split():
+        fields = item.split("(")[0].split(":")
+        if fields[0] == kind and fields[-1].isdigit():
+            most = max(most, int(fields[-1]))
+    return most
+
+
 def account_exists(account: str) -> bool:
     return bool(run_cmd(["sacctmgr", "-n", "-P", "show", "account", account, "format=Account"]).strip())
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ..config import RunConfig
+from ..config import GPU_STAGES, RunConfig
 from ..errors import ConfigError
+from ..models import tensor_parallel_size
 from . import cluster
+from .submit import stage_resources
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -17,9 +19,17 @@ def preflight(cfg: RunConfig) -> None:
         raise ConfigError(f"slurm.partition: no partition {s.partition!r} on this cluster (have {', '.join(sorted(parts))}); fix slurm.partition")
     if s.account and not cluster.account_exists(s.account):
         raise ConfigError(f"slurm.account: no account {s.account!r} in sacctmgr; fix slurm.account or ask your admin")
+    where = f"partition {s.partition}" if s.partition else "this cluster"
     if s.gpu_stage.gpus and "gpu" not in cluster.gres_kinds(s.partition):
-        where = f"partition {s.partition}" if s.partition else "this cluster"
         raise ConfigError(f"slurm.gpu_stage.gpus: {where} offers no gres 'gpu'; choose a GPU partition with slurm.partition")
+    # A task's GPUs must sit on one node (vLLM's tensor parallelism): sbatch would refuse the array
+    # only once some were submitted, or the tasks would pend forever.
+    tensor_parallel = tensor_parallel_size(cfg)
+    needed = max(stage_resources(cfg, stage, tensor_parallel).gpus for stage in GPU_STAGES)
+    offered = cluster.max_gres_per_node(s.partition) if needed > 1 else needed
+    if needed > offered:
+        raise ConfigError(f"engine.tensor_parallel_size: a task needs {needed} GPUs on one node and {where} offers "
+                          f"at most {offered}; lower it (a smaller model) or choose a partition with bigger nodes")
     python = s.python or sys.executable
     modules = "magpie_hpc" + (", vllm" if cfg.engine.kind == "vllm" else "")
     try:

@@ -107,6 +107,8 @@ def test_failing_shard_cancels_dependents_and_blocks_merge(slurm_args, tmp_path,
         ('[slurm]\npartition = "nosuchpartition"\n', "slurm.partition"),
         ('[slurm]\naccount = "nosuchaccount"\n', "slurm.account"),
         ('[slurm]\npython = "/usr/bin/false"\n', "slurm.python"),
+        # the dev cluster's nodes have 2 GPUs each; a 4-way tensor-parallel task fits on none
+        ('[engine]\ntensor_parallel_size = 4\n', "engine.tensor_parallel_size"),
     ],
 )
 def test_fail_fast_submits_nothing(toml, field, slurm_args, tmp_path, capsys):
