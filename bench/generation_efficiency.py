@@ -60,16 +60,6 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-def vllm_params(sampling, on_cpu: bool):
-    """SamplingParams exactly as VllmGenerator.generate builds them."""
-    from vllm import SamplingParams
-
-    return SamplingParams(
-        n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_tokens,
-        stop=list(sampling.stop) or None, stop_token_ids=list(sampling.stop_token_ids) or None,
-        repetition_penalty=sampling.repetition_penalty, seed=None if on_cpu else sampling.seed)
-
-
 def warm_imports() -> None:
     """One-time costs of a process (pyarrow imports pandas on its first table write, ~0.5 s) are
     paid here, not by whichever measurement comes first."""
@@ -201,7 +191,7 @@ class Bench:
         return [{"prompt_token_ids": list(p)} for p in prompts], sampling
 
     def timed_generate(self, prompts, sampling, batch: int | None = None, passes: int = 1) -> dict:
-        params = vllm_params(sampling, self.gen.on_cpu)
+        params = self.gen.sampling_params(sampling)
         started = time.monotonic()
         tokens = 0
         for _ in range(passes):

@@ -164,22 +164,19 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
     unless every shard holds exactly its range's ids, once each, in order."""
     for shard in stage_shards(ctx.cfg, stage, domain):
         store = ctx.store.shard(stage, domain, shard.shard)
+        wrong = IncompleteRunError(
+            f"merge: {stage} {domain} shard {shard.shard} does not hold exactly ids "
+            f"{instruction_id(domain, shard.start)}..{instruction_id(domain, shard.stop - 1)} once each; "
+            "delete that shard folder and resubmit")
         index = shard.start
         for chunk in store.committed_indices():
             for row in pq.read_table(store.chunk_path(chunk)).to_pylist():
                 if index >= shard.stop or row["id"] != instruction_id(domain, index):
-                    index = -1
-                    break
+                    raise wrong
                 yield row
                 index += 1
-            if index < 0:
-                break
         if index != shard.stop:
-            raise IncompleteRunError(
-                f"merge: {stage} {domain} shard {shard.shard} does not hold exactly ids "
-                f"{instruction_id(domain, shard.start)}..{instruction_id(domain, shard.stop - 1)} once each; "
-                "delete that shard folder and resubmit"
-            )
+            raise wrong
 
 
 class DomainMerger:

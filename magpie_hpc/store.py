@@ -168,6 +168,16 @@ class ShardStore:
     def counted_starts(self) -> list[dict]:
         return counted_starts(self.attempts())
 
+    def log_interruption(self, signal: str, attempt: int | None = None) -> None:
+        """A signal stopped the attempt (`attempt`, default the newest start): it will not count
+        toward max_attempts. Logged when the signal arrives; the task may be killed before it ends."""
+        if attempt is None:
+            starts = [a for a in self.attempts() if a.get("event") == "start"]
+            if not starts:
+                return
+            attempt = starts[-1].get("attempt")
+        self.log_attempt({"event": "interrupted", "time": time.time(), "attempt": attempt, "signal": signal})
+
     def log_attempt(self, record: dict) -> None:
         """Best effort: a full disk must not hide the error that is being recorded."""
         try:

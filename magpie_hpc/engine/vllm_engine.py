@@ -47,7 +47,8 @@ class VllmGenerator(Generator):
         self.load_seconds = time.monotonic() - started
         self._request_ids = itertools.count()
 
-    def _params(self, sampling: Sampling):
+    def sampling_params(self, sampling: Sampling):
+        """vLLM's SamplingParams for a Sampling (the benchmarks' ceiling uses the same)."""
         from vllm import SamplingParams
 
         return SamplingParams(
@@ -63,7 +64,7 @@ class VllmGenerator(Generator):
         from vllm.inputs import TokensPrompt
 
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self._params(sampling), use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self.sampling_params(sampling), use_tqdm=False
         )
         return [_result(out) for out in outputs]
 
@@ -84,7 +85,7 @@ class VllmGenerator(Generator):
                 request = next(source, None)
                 if request is None:
                     return
-                params = self._params(request.sampling)
+                params = self.sampling_params(request.sampling)
                 params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
                 ids = []
                 for prompt in request.prompts:

@@ -53,11 +53,8 @@ class ShardTask(submitit.helpers.Checkpointable):
         """Time limit near (USR2): requeue the same shard; it resumes after its last committed chunk."""
         from ..store import RunStore
 
-        store = RunStore(Path(run_dir)).shard(stage, domain, shard)
-        starts = [a for a in store.attempts() if a.get("event") == "start"]
-        if starts:  # a stop by the clock, not a failure of the shard: it does not count toward max_attempts
-            store.log_attempt({"event": "interrupted", "time": time.time(), "attempt": starts[-1].get("attempt"),
-                               "signal": "USR2 (time limit)"})
+        # a stop by the clock, not a failure of the shard: it does not count toward max_attempts
+        RunStore(Path(run_dir)).shard(stage, domain, shard).log_interruption("USR2 (time limit)")
         if shutil.which("scontrol") is None:
             logging.getLogger("magpie_hpc").warning(
                 "time limit: cannot requeue from this node (no scontrol); the shard keeps its committed "

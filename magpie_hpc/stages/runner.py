@@ -224,10 +224,7 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
 
         try:
-            def on_signal(name: str) -> None:
-                # Recorded at once: the task may be killed before the chunk in flight ends.
-                store.log_attempt({"event": "interrupted", "time": time.time(), "attempt": attempt, "signal": name})
-
+            on_signal = lambda name: store.log_interruption(name, attempt)  # noqa: E731
             with _Signals(on_signal) as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
                 summary = _run_chunks(ctx, stage, domain, shard, ranges[shard], store, lock, engines,
                                       attempt, signals, watchdog)
