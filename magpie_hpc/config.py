@@ -40,11 +40,14 @@ class ModelEntry(_Strict):
     """A menu model: its hub id and the Magpie template family it speaks."""
 
     hub_id: str
-    family: Literal["deepseek_r1", "chatml", "llama3"]
+    family: Literal["deepseek_r1", "chatml", "llama3", "llama3_1"]
     description: str = ""
     stop_token_ids: list[int] = Field(default_factory=list)
     tensor_parallel_size: int = Field(default=1, gt=0)
     max_model_len: int = Field(default=8192, gt=0)
+    max_position_embeddings: int | None = Field(default=None, gt=0, description=(
+        "The model's context (config.json). Launch refuses a larger max_model_len; the cached "
+        "config.json, where present, is the authority."))
 
 
 class EngineConfig(_Strict):

@@ -33,9 +33,22 @@ def run_label(cfg: RunConfig) -> str:
 
 
 def check_lengths(cfg: RunConfig, model: ResolvedModel) -> None:
-    """max_model_len must hold prompt + max_tokens, or vLLM silently caps the output (defect 7)."""
+    """max_model_len must hold prompt + max_tokens, or vLLM silently caps the output (defect 7),
+    and fit the model's context, or vLLM refuses to start (Qwen2.5-Math-72B: 4,096)."""
     longest_out = max(cfg.multi_responses.max_tokens, *(cfg.domain(d).max_tokens_response for d in cfg.domains))
     longest_in = max(cfg.domain(d).max_tokens_instruction for d in cfg.domains) + TEMPLATE_MARGIN
+    context = model.max_position_embeddings
+    if context is not None and model.max_model_len > context:
+        raise ConfigError(
+            f"engine.max_model_len: {model.max_model_len} exceeds the {context}-token context of {model.name} "
+            f"(max_position_embeddings); set engine.max_model_len <= {context}"
+        )
+    if context is not None and longest_in + longest_out > context:
+        raise ConfigError(
+            f"max_tokens: a {longest_in}-token prompt plus {longest_out} new tokens exceeds the {context}-token "
+            f"context of {model.name}; lower max_tokens_response / multi_responses.max_tokens (and "
+            f"max_tokens_instruction) so they sum to <= {context - TEMPLATE_MARGIN}"
+        )
     if model.max_model_len < longest_in + longest_out:
         raise ConfigError(
             f"engine.max_model_len: {model.max_model_len} cannot hold a {longest_in}-token prompt plus "

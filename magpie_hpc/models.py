@@ -7,6 +7,7 @@ hands out token ids (a string prompt would get a second BOS from vLLM: defect 2 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,7 @@ class ResolvedModel:
     tensor_parallel_size: int
     max_model_len: int
     expected_stop_token_ids: tuple[int, ...] = ()
+    max_position_embeddings: int | None = None  # the model's context, from config.json or the menu
 
     @property
     def basename(self) -> str:
@@ -48,6 +50,17 @@ def _hub_cached(hub_id: str) -> str | None:
     except Exception:  # noqa: BLE001 - an unusable cache is the same as no cache
         return None
     return str(Path(found).parent) if isinstance(found, str) else None
+
+
+def context_length(path: str) -> int | None:
+    """max_position_embeddings of a local model folder's config.json (what vLLM derives its
+    longest max_model_len from); None without a readable local config."""
+    cfg = Path(path) / "config.json"
+    try:
+        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def _family_of_chat_template(path: str) -> str | None:
@@ -86,6 +99,7 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
             tensor_parallel_size=eng.tensor_parallel_size or entry.tensor_parallel_size,
             max_model_len=eng.max_model_len or entry.max_model_len,
             expected_stop_token_ids=tuple(entry.stop_token_ids),
+            max_position_embeddings=(local and context_length(local)) or entry.max_position_embeddings,
         )
     path = Path(spec).expanduser()
     if path.exists():
@@ -101,6 +115,7 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
             name=str(path.resolve()), path=str(path.resolve()), family=family,
             tensor_parallel_size=eng.tensor_parallel_size or 1,
             max_model_len=eng.max_model_len or 8192,
+            max_position_embeddings=context_length(str(path)),
         )
     if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
         raise ConfigError(f"model: {spec} does not exist; pass an existing model folder, a menu key (1-5) or a hub id")
@@ -127,10 +142,42 @@ def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
     return local or spec
 
 
+# Plain text a tokenizer must give back unchanged: spaces (single, double, leading), a tab,
+# newlines, LaTeX and non-ASCII, the things a math dataset is made of.
+ROUND_TRIP_PROBE = "Let $x = 2$.\n  Then \\frac{a}{b}\tis  ok: \u00fc\u00df\n\n"
+
+
+def _round_trips(tokenizer, text: str = ROUND_TRIP_PROBE) -> bool:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False) == text
+
+
 def load_tokenizer(path: str):
+    """The model's tokenizer as transformers builds it, unless that loses text.
+
+    transformers 5 maps `tokenizer_class` to its own class, and its Llama class rebuilds the
+    pipeline as a sentencepiece one (Metaspace pre-tokenizer and decoder) even when tokenizer.json
+    is a byte-level BPE: text comes back without its spaces. DeepSeek-R1-Distill-Llama names
+    LlamaTokenizerFast; transformers special-cases it by hub id only (MODEL_IDS_TO_TOKENIZERS_BACKEND
+    in models/auto/tokenization_auto.py, matched against config._name_or_path), so the same model
+    loaded from its cache snapshot path or a copied folder is broken. The faithful tokenizer is then
+    tokenizer.json as written, which is what transformers itself loads for the hub id
+    (TokenizersBackend = PreTrainedTokenizerFast)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if _round_trips(tokenizer):
+        return tokenizer
+    if (Path(path) / "tokenizer.json").is_file():
+        from transformers import PreTrainedTokenizerFast
+
+        fallback = PreTrainedTokenizerFast.from_pretrained(path)
+        if _round_trips(fallback):
+            return fallback
+    raise ConfigError(
+        f"model: the tokenizer of {path} ({type(tokenizer).__name__}) does not give plain text back "
+        "unchanged (spaces or newlines are lost); fix tokenizer_class in its tokenizer_config.json"
+    )
 
 
 def derive_pre_query(tokenizer) -> str | None:
