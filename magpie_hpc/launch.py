@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 
 from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
-from .models import PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model
+from .models import (PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model,
+                     write_engine_tokenizer)
 from .plan import plan_summary
 from .store import RunStore
 
@@ -90,6 +91,9 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
             continue
     else:
         raise ConfigError(f"output_root: could not create a new run folder in {cfg.output_root}")
+    prompts = prompts or PromptBuilder(model)
+    if getattr(prompts.tokenizer, "magpie_class_mapping_lossy", False):  # e.g. menu key 2; see load_tokenizer
+        model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir / "tokenizer")))
     executor = cfg.executor or default_executor()
     frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve()})
     RunStore(run_dir).write_manifest({
@@ -99,7 +103,7 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
         "config": frozen.model_dump(mode="json"),
         "model": {**asdict(model), "expected_stop_token_ids": list(model.expected_stop_token_ids)},
         "reward_model_path": reward_path,
-        "templates": TemplateTexts.render(prompts or PromptBuilder(model), cfg).to_json(),
+        "templates": TemplateTexts.render(prompts, cfg).to_json(),
         "plan": plan_summary(cfg),
     })
     return run_dir.resolve()

@@ -528,10 +528,17 @@ def _trained_bpe(split: str, nfc: bool) -> str:
 
 
 def _tokenizer_json(fx: MenuFixture) -> str:
+    return _tokenizer_json_for(fx.split, fx.nfc, fx.added, fx.bos_prefix)
+
+
+@lru_cache(maxsize=8)  # the two Qwen2.5 models share one tokenizer.json
+def _tokenizer_json_for(split: str, nfc: bool, added: tuple, bos_prefix: str | None) -> str:
     """The trained BPE, padded with inert filler entries up to the first added id, then the added
     tokens at their real ids and the family's post-processor."""
     from tokenizers import Tokenizer
 
+    fx = MenuFixture(key="", hub_id="", config={}, tokenizer_config={}, chat_template="", added=added,
+                     split=split, nfc=nfc, bos_prefix=bos_prefix)
     data = json.loads(_trained_bpe(fx.split, fx.nfc))
     vocab: dict[str, int] = data["model"]["vocab"]
     first = fx.added[0][0]
@@ -559,7 +566,7 @@ def _tokenizer_json(fx: MenuFixture) -> str:
     tok = Tokenizer.from_str(text)
     for tid, content, _ in fx.added:  # a wrong id here would make every later check meaningless
         if tok.token_to_id(content) != tid:
-            raise RuntimeError(f"menu fixture {fx.hub_id}: {content} got id {tok.token_to_id(content)}, not {tid}")
+            raise RuntimeError(f"menu fixture: {content} got id {tok.token_to_id(content)}, not {tid}")
     return text
 
 

@@ -31,6 +31,7 @@ class ResolvedModel:
     max_model_len: int
     expected_stop_token_ids: tuple[int, ...] = ()
     max_position_embeddings: int | None = None  # the model's context, from config.json or the menu
+    tokenizer_path: str | None = None  # a run's own tokenizer folder (write_engine_tokenizer), if any
 
     @property
     def basename(self) -> str:
@@ -173,11 +174,37 @@ def load_tokenizer(path: str):
 
         fallback = PreTrainedTokenizerFast.from_pretrained(path)
         if _round_trips(fallback):
+            fallback.magpie_class_mapping_lossy = True  # vLLM's own load would be lossy too
             return fallback
     raise ConfigError(
         f"model: the tokenizer of {path} ({type(tokenizer).__name__}) does not give plain text back "
         "unchanged (spaces or newlines are lost); fix tokenizer_class in its tokenizer_config.json"
     )
+
+
+# What a tokenizer folder for the engine holds (vLLM reads config.json beside the tokenizer files).
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "config.json")
+
+
+def write_engine_tokenizer(model_path: str, dest: Path) -> Path:
+    """A copy of the model's tokenizer files whose tokenizer_config.json names the class that loads
+    tokenizer.json as written (PreTrainedTokenizerFast), for a model whose own class name makes
+    transformers lose text (load_tokenizer). vLLM loads its tokenizer through the same AutoTokenizer
+    mapping and detokenizes every sample with it: without this folder (LLM(tokenizer=...)) the
+    DeepSeek Llama distill's outputs lose their spaces, by path and by hub id alike (vLLM passes the
+    config it loaded itself, whose _name_or_path is the snapshot path). Nothing else changes."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in _TOKENIZER_FILES:
+        src = Path(model_path) / name
+        if not src.is_file():
+            continue
+        if name == "tokenizer_config.json":
+            data = json.loads(src.read_text(encoding="utf-8"))
+            data["tokenizer_class"] = "PreTrainedTokenizerFast"
+            (dest / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        else:
+            (dest / name).write_bytes(src.read_bytes())
+    return dest
 
 
 def derive_pre_query(tokenizer) -> str | None:
@@ -209,7 +236,7 @@ class PromptBuilder:
 
     @cached_property
     def tokenizer(self):
-        return self._tokenizer or load_tokenizer(self.model.path)
+        return self._tokenizer or load_tokenizer(self.model.tokenizer_path or self.model.path)
 
     def _ids(self, text: str) -> list[int]:
         # The text already holds BOS where the template wants it: add nothing (defect 2).

@@ -182,3 +182,34 @@ def test_launch_accepts_key3_when_the_lengths_fit(menu):
                  "domain_settings": {d: {"max_tokens_response": 2048} for d in registry.DOMAIN_PRESETS}}
     model, _, _ = validate(load_config(overrides=overrides))
     assert model.max_model_len == 4096 == model.max_position_embeddings
+
+
+@pytest.mark.parametrize("key", ["1", "2"])
+def test_launch_gives_vllm_a_tokenizer_that_keeps_spaces(key, menu, tmp_path):
+    """vLLM detokenizes every sample with its own AutoTokenizer load, which for the DeepSeek Llama
+    distill loses spaces by path and by hub id alike; the run then carries its own tokenizer folder."""
+    from vllm.tokenizers.registry import get_tokenizer
+
+    from magpie_hpc.context import RunContext
+    from magpie_hpc.launch import create_run
+
+    cfg = load_config(overrides={"model": key, "output_root": str(tmp_path / "data"),
+                                 "engine": {"kind": "synthetic", "reward_kind": "synthetic"}})
+    model, reward, prompts = validate(cfg)
+    run_dir = create_run(cfg, model, reward, prompts)
+    frozen = RunContext(run_dir).model
+    if key == "1":  # Qwen2Tokenizer keeps text: nothing is copied, vLLM loads the snapshot itself
+        assert frozen.tokenizer_path is None and not (run_dir / "tokenizer").exists()
+        return
+    assert frozen.tokenizer_path == str(run_dir / "tokenizer")
+    assert json.loads((run_dir / "tokenizer" / "tokenizer_config.json").read_text())["tokenizer_class"] \
+        == "PreTrainedTokenizerFast"
+    engine_tok = get_tokenizer(frozen.tokenizer_path)  # what LLM(tokenizer=...) loads
+    snapshot_tok = get_tokenizer(model.path)  # what LLM(model=path) alone would load
+    text = TEXTS[1]
+    assert engine_tok.decode(engine_tok.encode(text, add_special_tokens=False)) == text
+    assert snapshot_tok.decode(snapshot_tok.encode(text, add_special_tokens=False)) != text
+    # Same ids as the prompts were built with, and the stage code's tokenizer is that folder's.
+    ctx_tok = RunContext(run_dir).prompts.tokenizer
+    assert engine_tok.encode(text, add_special_tokens=False) == ctx_tok(text, add_special_tokens=False)["input_ids"]
+    assert RunContext(run_dir).prompts.stop_token_ids == tuple(registry.MODEL_MENU["2"]["stop_token_ids"])

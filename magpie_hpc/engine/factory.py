@@ -47,6 +47,7 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
         model.path, seed=seed, dtype=eng.dtype, max_model_len=model.max_model_len,
         tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=eng.gpu_memory_utilization,
         enable_prefix_caching=eng.enable_prefix_caching, enforce_eager=eng.enforce_eager,
+        tokenizer=model.tokenizer_path,
     )
 
 

@@ -30,6 +30,7 @@ class VllmGenerator(Generator):
     def __init__(
         self, model_path: str, *, seed: int, dtype: str, max_model_len: int, tensor_parallel_size: int,
         gpu_memory_utilization: float, enable_prefix_caching: bool, enforce_eager: bool,
+        tokenizer: str | None = None,
     ):
         self.on_cpu = _on_cpu()
         if self.on_cpu:
@@ -43,6 +44,7 @@ class VllmGenerator(Generator):
             model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
+            tokenizer=tokenizer,  # None: the model folder's; else the run's (models.write_engine_tokenizer)
         )
         self.load_seconds = time.monotonic() - started
         self._request_ids = itertools.count()
