@@ -137,6 +137,15 @@ def _tiny_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _menu_fixtures(args: argparse.Namespace) -> int:
+    from .menu_fixtures import write_hub_cache, write_menu_fixtures
+
+    paths = (write_hub_cache if args.hub_cache else write_menu_fixtures)(Path(args.dir))
+    for key, path in paths.items():
+        print(f"{key}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m magpie_hpc", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -193,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("dir")
     tiny.add_argument("--overwrite", action="store_true")
     tiny.set_defaults(func=_tiny_models)
+
+    menu = sub.add_parser("menu-fixtures", help="write tokenizer-only doubles of the five menu models (no weights)")
+    menu.add_argument("dir")
+    menu.add_argument("--hub-cache", action="store_true",
+                      help="lay them out as a Hugging Face hub cache (DIR/models--org--name/snapshots/REV)")
+    menu.set_defaults(func=_menu_fixtures)
     return parser
 
 

@@ -213,3 +213,18 @@ def test_launch_gives_vllm_a_tokenizer_that_keeps_spaces(key, menu, tmp_path):
     ctx_tok = RunContext(run_dir).prompts.tokenizer
     assert engine_tok.encode(text, add_special_tokens=False) == ctx_tok(text, add_special_tokens=False)["input_ids"]
     assert RunContext(run_dir).prompts.stop_token_ids == tuple(registry.MODEL_MENU["2"]["stop_token_ids"])
+
+
+def test_a_tokenizer_that_loses_text_is_refused(hub_cache, tmp_path):
+    """No class gives the text back (here: tokenizer.json without its byte-level decoder): the
+    model is refused at resolve time with one line, not used to write space-less data."""
+    import shutil
+
+    _, snapshots = hub_cache
+    broken = tmp_path / "broken-distill"
+    shutil.copytree(snapshots["2"], broken)
+    data = json.loads((broken / "tokenizer.json").read_text(encoding="utf-8"))
+    data["decoder"] = None
+    (broken / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ConfigError, match="does not give plain text back unchanged"):
+        resolve_model(str(broken), load_config(overrides={"model": str(broken)}))
