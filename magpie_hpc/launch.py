@@ -38,11 +38,11 @@ def check_lengths(cfg: RunConfig, model: ResolvedModel) -> None:
     and fit the model's context, or vLLM refuses to start (Qwen2.5-Math-72B: 4,096)."""
     longest_out = max(cfg.multi_responses.max_tokens, *(cfg.domain(d).max_tokens_response for d in cfg.domains))
     longest_in = max(cfg.domain(d).max_tokens_instruction for d in cfg.domains) + TEMPLATE_MARGIN
-    context = model.max_position_embeddings
+    context = model.context_length
     if context is not None and model.max_model_len > context:
         raise ConfigError(
             f"engine.max_model_len: {model.max_model_len} exceeds the {context}-token context of {model.name} "
-            f"(max_position_embeddings); set engine.max_model_len <= {context}"
+            f"(max_position_embeddings in its config.json); set engine.max_model_len <= {context}"
         )
     if context is not None and longest_in + longest_out > context:
         raise ConfigError(

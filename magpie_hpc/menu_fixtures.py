@@ -390,8 +390,7 @@ _R1_TOKENIZER_CONFIG = {
 
 _QWEN25_TOKENIZER_CONFIG = {
     # Qwen2.5 Instruct/Math. model_max_length 131072 is the Qwen2.5 files' value (unverified for
-    # the Math model, whose context is 4,096 anyway: vLLM reads config.json, not this).
-    "add_bos_token": False,
+    # the Math model: were it below 4,096, vLLM would cap max_model_len by it).
     "add_prefix_space": False,
     "additional_special_tokens": [
         "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",

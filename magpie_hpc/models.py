@@ -30,7 +30,7 @@ class ResolvedModel:
     tensor_parallel_size: int
     max_model_len: int
     expected_stop_token_ids: tuple[int, ...] = ()
-    max_position_embeddings: int | None = None  # the model's context, from config.json or the menu
+    context_length: int | None = None  # longest max_model_len vLLM accepts (local config.json, else menu)
     tokenizer_path: str | None = None  # a run's own tokenizer folder (write_engine_tokenizer), if any
 
     @property
@@ -53,15 +53,33 @@ def _hub_cached(hub_id: str) -> str | None:
     return str(Path(found).parent) if isinstance(found, str) else None
 
 
-def context_length(path: str) -> int | None:
-    """max_position_embeddings of a local model folder's config.json (what vLLM derives its
-    longest max_model_len from); None without a readable local config."""
-    cfg = Path(path) / "config.json"
+# RoPE types whose `factor` vLLM does not apply to max_position_embeddings (already scaled).
+_UNSCALED_ROPE = {"su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling", "default"}
+
+
+def _read_json(path: Path) -> dict:
     try:
-        value = json.loads(cfg.read_text(encoding="utf-8")).get("max_position_embeddings")
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def context_length(path: str) -> int | None:
+    """The longest max_model_len vLLM accepts for a local model folder, the way vLLM 0.32 derives
+    it (config/model.py, _get_and_verify_max_len): config.json's max_position_embeddings, times a
+    RoPE scaling factor of the types it applies, capped by tokenizer_config.json's
+    model_max_length. None without a readable local config.json."""
+    cfg = _read_json(Path(path) / "config.json")
+    value = cfg.get("max_position_embeddings")
+    if not isinstance(value, int) or value <= 0:
         return None
-    return value if isinstance(value, int) and value > 0 else None
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", rope.get("type")) if isinstance(rope, dict) else None
+    if rope_type not in _UNSCALED_ROPE and isinstance(rope.get("factor"), (int, float)):
+        value = int(value * rope["factor"])
+    cap = _read_json(Path(path) / "tokenizer_config.json").get("model_max_length")
+    return min(value, cap) if isinstance(cap, int) and cap > 0 else value
 
 
 def _family_of_chat_template(path: str) -> str | None:
@@ -100,7 +118,7 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
             tensor_parallel_size=eng.tensor_parallel_size or entry.tensor_parallel_size,
             max_model_len=eng.max_model_len or entry.max_model_len,
             expected_stop_token_ids=tuple(entry.stop_token_ids),
-            max_position_embeddings=(local and context_length(local)) or entry.max_position_embeddings,
+            context_length=(local and context_length(local)) or entry.max_position_embeddings,
         )
     path = Path(spec).expanduser()
     if path.exists():
@@ -116,7 +134,7 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
             name=str(path.resolve()), path=str(path.resolve()), family=family,
             tensor_parallel_size=eng.tensor_parallel_size or 1,
             max_model_len=eng.max_model_len or 8192,
-            max_position_embeddings=context_length(str(path)),
+            context_length=context_length(str(path)),
         )
     if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
         raise ConfigError(f"model: {spec} does not exist; pass an existing model folder, a menu key (1-5) or a hub id")

@@ -124,7 +124,8 @@ def test_max_model_len_fits_the_models_context(key, menu):
     context = _config(model)["max_position_embeddings"]
     assert registry.MODEL_MENU[key]["max_model_len"] <= context
     assert registry.MODEL_MENU[key]["max_position_embeddings"] == context
-    assert model.max_position_embeddings == context  # read from the cached config.json
+    assert model.context_length == min(context, FIXTURES[key].tokenizer_config["model_max_length"])
+    assert registry.MODEL_MENU[key]["max_model_len"] <= model.context_length  # vLLM's own cap
 
 
 def test_key2_snapshot_path_tokenizes_like_the_hub_id(hub_cache, menu):
@@ -181,7 +182,7 @@ def test_launch_accepts_key3_when_the_lengths_fit(menu):
                  "multi_responses": {"max_tokens": 2048},
                  "domain_settings": {d: {"max_tokens_response": 2048} for d in registry.DOMAIN_PRESETS}}
     model, _, _ = validate(load_config(overrides=overrides))
-    assert model.max_model_len == 4096 == model.max_position_embeddings
+    assert model.max_model_len == 4096 == model.context_length
 
 
 @pytest.mark.parametrize("key", ["1", "2"])
@@ -228,3 +229,27 @@ def test_a_tokenizer_that_loses_text_is_refused(hub_cache, tmp_path):
     (broken / "tokenizer.json").write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     with pytest.raises(ConfigError, match="does not give plain text back unchanged"):
         resolve_model(str(broken), load_config(overrides={"model": str(broken)}))
+
+
+@pytest.mark.parametrize("rope, expected", [
+    (None, 32768),
+    ({"rope_type": "linear", "factor": 2.0}, 65536),  # vLLM applies a linear factor
+    ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 32768),  # not yarn's
+])
+def test_context_length_as_vllm_derives_it(rope, expected, hub_cache, tmp_path):
+    import shutil
+
+    from magpie_hpc.models import context_length
+
+    _, snapshots = hub_cache
+    folder = tmp_path / "qwen"
+    shutil.copytree(snapshots["4"], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    if rope is not None:
+        cfg["rope_scaling"] = rope
+    (folder / "config.json").write_text(json.dumps(cfg))
+    assert context_length(str(folder)) == expected
+    tcfg = json.loads((folder / "tokenizer_config.json").read_text())
+    tcfg["model_max_length"] = 16384  # vLLM caps by the tokenizer's model_max_length too
+    (folder / "tokenizer_config.json").write_text(json.dumps(tcfg))
+    assert context_length(str(folder)) == 16384
