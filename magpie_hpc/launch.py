@@ -93,7 +93,7 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
         raise ConfigError(f"output_root: could not create a new run folder in {cfg.output_root}")
     prompts = prompts or PromptBuilder(model)
     if getattr(prompts.tokenizer, "magpie_class_mapping_lossy", False):  # e.g. menu key 2; see load_tokenizer
-        model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir / "tokenizer")))
+        model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir.resolve() / "tokenizer")))
     executor = cfg.executor or default_executor()
     frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve()})
     RunStore(run_dir).write_manifest({

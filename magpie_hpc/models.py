@@ -196,7 +196,8 @@ def load_tokenizer(path: str):
             return fallback
     raise ConfigError(
         f"model: the tokenizer of {path} ({type(tokenizer).__name__}) does not give plain text back "
-        "unchanged (spaces or newlines are lost); fix tokenizer_class in its tokenizer_config.json"
+        "unchanged (spaces or newlines are lost); check its tokenizer.json and the tokenizer_class "
+        "in its tokenizer_config.json"
     )
 
 
@@ -209,8 +210,9 @@ def write_engine_tokenizer(model_path: str, dest: Path) -> Path:
     tokenizer.json as written (PreTrainedTokenizerFast), for a model whose own class name makes
     transformers lose text (load_tokenizer). vLLM loads its tokenizer through the same AutoTokenizer
     mapping and detokenizes every sample with it: without this folder (LLM(tokenizer=...)) the
-    DeepSeek Llama distill's outputs lose their spaces, by path and by hub id alike (vLLM passes the
-    config it loaded itself, whose _name_or_path is the snapshot path). Nothing else changes."""
+    DeepSeek Llama distill's outputs lose their spaces, by path and by hub id alike (seen with
+    vLLM 0.32's get_tokenizer; it hands AutoTokenizer a config it loaded itself). The files are
+    copied unchanged but for that one field."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in _TOKENIZER_FILES:
         src = Path(model_path) / name
