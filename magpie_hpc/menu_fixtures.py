@@ -154,7 +154,8 @@ def _qwen25_template(default_system: str) -> str:
 # within \boxed{}." Source: copies of the Qwen2.5-Math tokenizer_config.json (printed by
 # transformers in a public notebook, and as JSON in several repositories).
 QWEN25_MATH_TEMPLATE = _qwen25_template(r"Please reason step by step, and put your final answer within \\boxed{}.")
-# Qwen2.5-32B-Instruct: the same template with the general default system prompt.
+# Qwen2.5-32B-Instruct: the same template with the general default system prompt (unverified:
+# no full copy of this model's file was found; the structure is Qwen2.5's shared one).
 QWEN25_INSTRUCT_TEMPLATE = _qwen25_template("You are Qwen, created by Alibaba Cloud. You are a helpful assistant.")
 
 # Llama-3.1/3.3-Instruct template. Every rendering opens a system block with the dated lines
@@ -418,6 +419,19 @@ _LLAMA33_TOKENIZER_CONFIG = {
     "tokenizer_class": "PreTrainedTokenizerFast",
 }
 
+# Provenance in one place (the per-model comments say the same where it matters):
+#   found in copies of the published files: both DeepSeek distill templates; the Qwen distill's
+#     added tokens 151643-151664 and their special flags; the distills' tokenizer_config fields
+#     (AddedToken bos/eos/pad, legacy, model_max_length 16384, LlamaTokenizerFast); the Qwen2.5-Math
+#     template (printed from Qwen2.5-Math-1.5B; the 72B-Instruct is taken to share it); the
+#     Llama-3.1 template; Qwen2.5-Math-72B-Instruct's 4,096 positions (issue 10's finding).
+#   unverified, from the model families' documented values: every other config.json value
+#     (context lengths 131072 / 32768 / 131072, bos/eos ids, layer sizes); Qwen2.5-32B-Instruct's
+#     template text (the Math template with Qwen's default system prompt); the Qwen2.5 added-token
+#     list and tokenizer_config fields; Llama-3.3's reserved token names and tokenizer_config
+#     fields; the DeepSeek Llama distill's ids 128013-128015 and special flags; Llama-3.3 sharing
+#     Llama-3.1's template byte for byte. The pipeline's checks rest on the verified part plus the
+#     menu's stop ids, which the registry states independently.
 _LLAMA3_ROPE = {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                 "original_max_position_embeddings": 8192, "rope_type": "llama3"}
 
