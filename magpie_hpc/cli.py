@@ -128,6 +128,37 @@ def _report(args: argparse.Namespace) -> int:
     return report(args.run_dir, as_json=args.json)
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from .slurm.control import cancel_run
+
+    for line in cancel_run(args.run_dir, stage=args.stage, domain=args.domain).lines():
+        print(line)
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from .errors import ConfigError
+    from .slurm.control import tail, task_logs
+
+    key = None
+    if args.task:
+        if len(args.task) != 3 or not args.task[2].isdigit():
+            raise ConfigError("logs: name one task as STAGE DOMAIN SHARD (e.g. responses algebra 0), or use --failed")
+        if args.failed:
+            raise ConfigError("logs: give either --failed or STAGE DOMAIN SHARD, not both")
+        key = (args.task[0], args.task[1], int(args.task[2]))
+    tasks = task_logs(args.run_dir, failed=args.failed, key=key)
+    if not tasks:
+        print("no task matches" + (" (no failed task)" if args.failed else ""))
+    for task in tasks:
+        print(task.header())
+        for name, path in (("stderr", task.stderr), ("stdout", task.stdout)):
+            print(f"-- {name}: {path or '(none yet)'}")
+            for line in tail(path, args.lines) if path else []:
+                print(line)
+    return 0
+
+
 def _tiny_models(args: argparse.Namespace) -> int:
     from .tiny_models import write_tiny_models
 
@@ -197,6 +228,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="redraw every SECONDS (default 30) until nothing is queued or running")
     shown.add_argument("--json", action="store_true", help="one JSON document (schema: magpie_hpc/status_schema.json)")
     status.set_defaults(func=_status)
+
+    cancel = sub.add_parser("cancel", help="cancel the run's queued and running SLURM jobs (committed chunks stay)")
+    cancel.add_argument("run_dir", type=Path)
+    cancel.add_argument("--stage", help="only this stage's tasks (instructions, responses, ...)")
+    cancel.add_argument("--domain", help="only this domain's tasks")
+    cancel.set_defaults(func=_cancel)
+
+    logs = sub.add_parser("logs", help="tail of a task's stderr and stdout, with its SLURM state, node and attempt")
+    logs.add_argument("run_dir", type=Path)
+    logs.add_argument("task", nargs="*", metavar="STAGE DOMAIN SHARD", help="one task (default: every submitted task)")
+    logs.add_argument("--failed", action="store_true", help="only the tasks whose shard failed")
+    logs.add_argument("--lines", type=int, default=20, help="lines of each file (default 20)")
+    logs.set_defaults(func=_logs)
 
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight models for tests and demos")
     tiny.add_argument("dir")

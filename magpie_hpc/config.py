@@ -6,6 +6,7 @@ and turns any validation failure into one `ConfigError` line that names the fiel
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -163,6 +164,11 @@ class SlurmStageResources(_Strict):
         return self
 
 
+# sbatch --mail-type values (SLURM 22.05 and later).
+MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
+              "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}
+
+
 class SlurmConfig(_Strict):
     partition: str | None = None
     account: str | None = None
@@ -173,6 +179,23 @@ class SlurmConfig(_Strict):
     profile: str | None = Field(default=None, description="A cluster profile in slurm_templates/.")
     setup: list[str] = Field(default_factory=list, description="Shell lines run before each task.")
     python: str | None = Field(default=None, description="Python on compute nodes.")
+    mail_user: str | None = Field(default=None, description=(
+        "Address SLURM mails (sbatch --mail-user) when the merge job ends: the dataset is ready, or "
+        "it failed. None: no mail."))
+    mail_type: str = Field(default="END,FAIL", description="sbatch --mail-type for the mailed jobs.")
+    mail_every_array: bool = Field(default=False, description=(
+        "Also mail for every stage's array (one mail per array, not per task), not only the merge."))
+
+    @model_validator(mode="after")
+    def _check_mail(self) -> "SlurmConfig":
+        # Both reach the sbatch script as #SBATCH lines: one address, known words, nothing else.
+        if self.mail_user is not None and not re.fullmatch(r"[\w.+-]+(@[\w.-]+)?", self.mail_user):
+            raise ValueError(f"slurm.mail_user: {self.mail_user!r} is not one mail address; give e.g. name@site.org")
+        bad = [t for t in self.mail_type.split(",") if t.strip().upper() not in MAIL_TYPES]
+        if bad:
+            raise ValueError(f"slurm.mail_type: {bad[0]!r} is not a SLURM mail type; use e.g. END,FAIL "
+                             f"(one of {','.join(sorted(MAIL_TYPES))})")
+        return self
     gpu_stage: SlurmStageResources = Field(default_factory=SlurmStageResources)
     cpu_stage: SlurmStageResources = Field(
         default_factory=lambda: SlurmStageResources(gpus=0, cpus=2, mem_gb=16, time_min=60)

@@ -585,6 +585,8 @@ def render_table(status: RunStatus) -> str:
     if s.source_note or s.notes:
         lines.append("")
         lines += [f"note: {n}" for n in s.notes]
+    if s.failed and s.executor == "slurm":
+        lines += ["", f"see why: python -m magpie_hpc logs {s.run_dir} --failed"]
     return "\n".join(lines) + "\n"
 
 

@@ -94,6 +94,8 @@ class Submitter:
             array_parallelism=s.stage_array_parallelism.get(stage, s.array_parallelism), setup=setup_lines(self.cfg), dependency=dependency,
             additional_parameters={"kill-on-invalid-dep": "yes", "requeue": True},
         )
+        if s.mail_user and (stage == "merge" or s.mail_every_array):
+            ex.update_parameters(mail_user=s.mail_user, mail_type=s.mail_type)
         return ex
 
     def _record(self, piece: Piece) -> None:
