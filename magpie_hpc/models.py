@@ -110,11 +110,19 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
 
 
 def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
-    """The reward model's loadable location (local folder or cached hub snapshot)."""
+    """The reward model's loadable location (local folder or cached hub snapshot), checked.
+
+    Whether given by path or hub id, the folder's config.json decides what it is (never the name):
+    ArmoRM's architecture or a sequence classifier, no remote code, weights and tokenizer present
+    when they will be loaded (model_checks.reward_kind).
+    """
+    from .model_checks import reward_kind
+
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"reward_model: {path} has no config.json; pass a reward model folder or a hub id")
+        reward_kind(path.resolve(), need_weights=need_weights)
         return str(path.resolve())
     if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
         raise ConfigError(f"reward_model: {spec} does not exist; pass an existing folder or a hub id")
@@ -124,13 +132,15 @@ def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
             f"reward_model: {spec} is not in the local Hugging Face cache; download it first "
             f"(huggingface-cli download {spec}) or pass --reward-model PATH"
         )
+    if local is not None:
+        reward_kind(local, need_weights=need_weights)
     return local or spec
 
 
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
 
 
 def derive_pre_query(tokenizer) -> str | None:

@@ -43,6 +43,7 @@ class VllmGenerator(Generator):
             model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
+            trust_remote_code=False,  # never run code from a model folder (launch refuses such models)
         )
         self.load_seconds = time.monotonic() - started
         self._request_ids = itertools.count()
