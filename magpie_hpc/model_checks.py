@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from .errors import ConfigError
-from .registry import ARMORM_ARCHITECTURE
+from .registry import ARMORM_ARCHITECTURE, ARMORM_GATING_PATTERN
 
 REWARD_SUPPORTED = (f"{ARMORM_ARCHITECTURE} (ArmoRM, the package's own implementation) or a "
                     "*ForSequenceClassification model with one label")
@@ -134,3 +134,22 @@ def check_generator(folder: str | Path, *, need_weights: bool = True) -> None:
     check_no_remote_code(folder, field, arch)
     if need_weights:
         _check_files(folder, field, safetensors_only=False)
+
+
+def check_armorm_template(folder: str | Path) -> None:
+    """ArmoRM reads its gating input at the last assistant header: the reward model's own chat
+    template must produce it for a (user, assistant) conversation, or no score can be computed."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=False)
+    probe = [{"role": "user", "content": "1 + 1?"}, {"role": "assistant", "content": "2"}]
+    try:
+        ids = tokenizer(tokenizer.apply_chat_template(probe, tokenize=False), add_special_tokens=False)["input_ids"]
+    except Exception as exc:  # noqa: BLE001 - a template that cannot render is the same refusal
+        raise ConfigError(f"reward_model: {folder}: its chat template cannot render a conversation ({exc})") from None
+    pattern = tokenizer(ARMORM_GATING_PATTERN, add_special_tokens=False)["input_ids"]
+    if not any(ids[i:i + len(pattern)] == pattern for i in range(len(ids) - len(pattern) + 1)):
+        raise ConfigError(
+            f"reward_model: {folder}: its chat template has no {ARMORM_GATING_PATTERN!r} before the answer, "
+            f"where {ARMORM_ARCHITECTURE} reads its gating input; use the checkpoint's Llama-3 chat template"
+        )

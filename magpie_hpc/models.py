@@ -116,14 +116,18 @@ def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
     ArmoRM's architecture or a sequence classifier, no remote code, weights and tokenizer present
     when they will be loaded (model_checks.reward_kind).
     """
-    from .model_checks import reward_kind
+    from .model_checks import check_armorm_template, reward_kind
+
+    def checked(folder: Path) -> str:
+        if reward_kind(folder, need_weights=need_weights) == "armorm" and need_weights:
+            check_armorm_template(folder)
+        return str(folder)
 
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"reward_model: {path} has no config.json; pass a reward model folder or a hub id")
-        reward_kind(path.resolve(), need_weights=need_weights)
-        return str(path.resolve())
+        return checked(path.resolve())
     if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
         raise ConfigError(f"reward_model: {spec} does not exist; pass an existing folder or a hub id")
     local = _hub_cached(spec)
@@ -132,9 +136,7 @@ def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
             f"reward_model: {spec} is not in the local Hugging Face cache; download it first "
             f"(huggingface-cli download {spec}) or pass --reward-model PATH"
         )
-    if local is not None:
-        reward_kind(local, need_weights=need_weights)
-    return local or spec
+    return checked(Path(local)) if local is not None else spec
 
 
 def load_tokenizer(path: str):

@@ -32,7 +32,7 @@ from torch import nn
 from ..registry import ARMORM_ARCHITECTURE as ARCHITECTURE
 # The turn boundary the gating network reads: the end of the user turn and the assistant header.
 # Encoded with the model's own tokenizer, never as hard-coded ids.
-GATING_PATTERN_TEXT = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+from ..registry import ARMORM_GATING_PATTERN as GATING_PATTERN_TEXT
 
 # The published checkpoint's defaults for fields its config.json may leave out.
 DEFAULT_NUM_OBJECTIVES = 19

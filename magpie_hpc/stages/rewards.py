@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from ..engine.reward_engine import MissingGatingPattern
+from ..errors import MagpieError
 from .base import ShardWork, rows_done
 
 
@@ -55,7 +56,7 @@ class RewardsWork(ShardWork):
             flat = engine.score(conversations)
         except MissingGatingPattern as exc:
             item, response = _locate(items, exc.index)
-            raise ValueError(f"rewards {self.domain} shard {self.shard.shard}: record {item['id']} response "
+            raise MagpieError(f"rewards {self.domain} shard {self.shard.shard}: record {item['id']} response "
                              f"{response}: {exc}") from None
         scores, at = [], 0
         for item in items:
