@@ -48,7 +48,8 @@ def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
     need_generator = cfg.engine.kind == "vllm"
     local = Path(cfg.model).expanduser()
-    if (local / "config.json").is_file():  # before resolve_model loads its tokenizer
+    menu = cfg.model in cfg.models or cfg.model in {e.hub_id for e in cfg.models.values()}
+    if not menu and (local / "config.json").is_file():  # a folder: before resolve_model loads its tokenizer
         check_generator(local, need_weights=need_generator)
     model = resolve_model(cfg.model, cfg, need_weights=need_generator)
     if (Path(model.path) / "config.json").is_file():  # a menu entry's cached snapshot

@@ -110,6 +110,25 @@ def test_folder_under_the_hub_id_name_is_never_executed(tiny_models, tmp_path, c
     assert not marker.exists() and not (planted / REMOTE_CODE_MARKER).exists()
 
 
+def test_hub_id_from_the_cache_runs_the_package_implementation(tiny_models, tmp_path, capsys, marker, monkeypatch):
+    # The default reward model by hub id, found in the Hugging Face cache (as on compute nodes): the
+    # same config.json decides, the snapshot's remote code never runs.
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / ("models--" + ARMORM.replace("/", "--"))
+    snapshot = _plant(tiny_models.reward, repo / "snapshots" / ("0" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _launch(tmp_path, capsys, model=str(tiny_models.deepseek))
+    assert code == 0, err
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert json.loads((run_dir / "run.json").read_text())["reward_model_path"] == str(snapshot)
+    _assert_package_scores(run_dir, snapshot)
+    assert not marker.exists() and not (snapshot / REMOTE_CODE_MARKER).exists()
+
+
 @pytest.mark.parametrize("variant", ["config_auto_map", "tokenizer_auto_map", "causal_lm_with_code"])
 def test_planted_folder_naming_other_code_is_refused(variant, tiny_models, tmp_path, capsys, marker, monkeypatch):
     work = tmp_path / "cwd"
