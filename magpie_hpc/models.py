@@ -120,7 +120,10 @@ def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
 
     def checked(folder: Path) -> str:
         if reward_kind(folder, need_weights=need_weights) == "armorm" and need_weights:
+            from .engine.armorm import check_weights
+
             check_armorm_template(folder)
+            check_weights(folder)  # strict, from the safetensors headers: before anything is submitted
         return str(folder)
 
     path = Path(spec).expanduser()

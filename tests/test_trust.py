@@ -168,6 +168,17 @@ def test_incomplete_reward_folder_is_refused(keep, missing, tiny_models, tmp_pat
     _assert_refused(code, err, tmp_path, "reward_model", missing)
 
 
+def test_reward_weights_that_do_not_match_are_refused_at_launch(tiny_models, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+
+    folder = _plant(tiny_models.reward, tmp_path / "extra")
+    tensors = load_file(str(folder / "model.safetensors"))
+    tensors["score.weight"] = tensors.pop("regression_layer.weight")[:1]
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    code, _, err = _launch(tmp_path, capsys, model=str(tiny_models.deepseek), reward=str(folder))
+    _assert_refused(code, err, tmp_path, "reward_model", "missing regression_layer.weight", "unexpected score.weight")
+
+
 def test_reward_model_without_pad_id_is_refused(tiny_models, tmp_path, capsys):
     folder = _plant(tiny_models.reward, tmp_path / "nopad", config_edit=lambda c: c.pop("pad_token_id"))
     code, _, err = _launch(tmp_path, capsys, model=str(tiny_models.deepseek), reward=str(folder))

@@ -29,9 +29,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+# GATING_PATTERN_TEXT: the turn boundary the gating network reads (end of the user turn, assistant
+# header). Callers encode it with the model's own tokenizer, never as hard-coded ids.
 from ..registry import ARMORM_ARCHITECTURE as ARCHITECTURE
-# The turn boundary the gating network reads: the end of the user turn and the assistant header.
-# Encoded with the model's own tokenizer, never as hard-coded ids.
 from ..registry import ARMORM_GATING_PATTERN as GATING_PATTERN_TEXT
 
 # The published checkpoint's defaults for fields its config.json may leave out.
@@ -41,8 +42,9 @@ DEFAULT_GATING_HIDDEN_DIM = 1024
 DEFAULT_GATING_N_HIDDEN = 3
 
 
-class WeightsMismatch(ValueError):
-    """The checkpoint's tensors are not exactly the ones the architecture has."""
+class WeightsMismatch(ConfigError):
+    """The checkpoint's tensors are not exactly the ones the architecture has (a bad model folder:
+    one line, whether at load in a task or in a test)."""
 
 
 class GatingNetwork(nn.Module):
@@ -119,7 +121,7 @@ def _weight_files(folder: Path) -> list[Path]:
     single = folder / "model.safetensors"
     if single.is_file():
         return [single]
-    raise WeightsMismatch(f"{folder} has no model.safetensors nor model.safetensors.index.json")
+    raise WeightsMismatch(f"reward_model: {folder} has no model.safetensors nor model.safetensors.index.json")
 
 
 def _llama_config(config_dict: dict):
@@ -129,6 +131,51 @@ def _llama_config(config_dict: dict):
     config = LlamaConfig.from_dict({k: v for k, v in config_dict.items() if k != "auto_map"})
     config._attn_implementation = "sdpa"
     return config
+
+
+def _skeleton(folder: Path) -> tuple[ArmoRMRewardModel, object]:
+    """The architecture on the meta device: every parameter's name and shape, no memory."""
+    config = _llama_config(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    with torch.device("meta"):
+        return ArmoRMRewardModel(config), config
+
+
+def _check_inventory(folder: Path, expected: dict[str, tuple[int, ...]]) -> dict[str, Path]:
+    """Each tensor's file, after checking names and shapes against the architecture (headers only)."""
+    from safetensors import safe_open
+
+    where: dict[str, Path] = {}
+    unexpected: list[str] = []
+    mismatched: list[str] = []
+    for path in _weight_files(folder):
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in f.keys():
+                if key not in expected:
+                    unexpected.append(key)
+                    continue
+                shape = tuple(f.get_slice(key).get_shape())
+                if shape != expected[key]:
+                    mismatched.append(f"{key} {shape} != {expected[key]}")
+                where[key] = path
+    missing = sorted(set(expected) - set(where))
+    problems = []
+    if missing:
+        problems.append("missing " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    if unexpected:
+        problems.append("unexpected " + ", ".join(sorted(unexpected)[:10]) + (" ..." if len(unexpected) > 10 else ""))
+    if mismatched:
+        problems.append("wrong shape " + ", ".join(mismatched[:10]))
+    if problems:
+        raise WeightsMismatch(f"reward_model: {folder}: weights do not match {ARCHITECTURE}: " + "; ".join(problems))
+    return where
+
+
+def check_weights(folder: str | Path) -> None:
+    """Launch-time strictness: the safetensors hold exactly the architecture's tensors (reads the
+    headers only, so it takes a second on the login node even for the 8B checkpoint)."""
+    folder = Path(folder)
+    model, _ = _skeleton(folder)
+    _check_inventory(folder, {name: tuple(t.shape) for name, t in model.state_dict().items()})
 
 
 def load_armorm(folder: str | Path, *, dtype: torch.dtype, device: str) -> ArmoRMRewardModel:
@@ -141,36 +188,16 @@ def load_armorm(folder: str | Path, *, dtype: torch.dtype, device: str) -> ArmoR
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
     folder = Path(folder)
-    config = _llama_config(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    with torch.device("meta"):
-        model = ArmoRMRewardModel(config)
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    model, config = _skeleton(folder)
+    where = _check_inventory(folder, {name: tuple(t.shape) for name, t in model.state_dict().items()})
+    # The heads run in float32 (19 numbers per row); the backbone in the engine's dtype.
     head = ("regression_layer.", "gating.", "reward_transform_matrix")
     state: dict[str, torch.Tensor] = {}
-    unexpected: list[str] = []
-    mismatched: list[str] = []
-    for path in _weight_files(folder):
+    for path in sorted(set(where.values())):
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            for key in f.keys():
-                if key not in expected:
-                    unexpected.append(key)
-                    continue
-                tensor = f.get_tensor(key)
-                if tuple(tensor.shape) != expected[key]:
-                    mismatched.append(f"{key} {tuple(tensor.shape)} != {expected[key]}")
-                    continue
+            for key in (k for k, p in where.items() if p == path):
                 target = torch.float32 if key.startswith(head) else dtype
-                state[key] = tensor.to(device=device, dtype=target)
-    missing = sorted(set(expected) - set(state) - {m.split(" ")[0] for m in mismatched})
-    problems = []
-    if missing:
-        problems.append("missing " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
-    if unexpected:
-        problems.append("unexpected " + ", ".join(sorted(unexpected)[:10]) + (" ..." if len(unexpected) > 10 else ""))
-    if mismatched:
-        problems.append("wrong shape " + ", ".join(mismatched[:10]))
-    if problems:
-        raise WeightsMismatch(f"{folder}: weights do not match {ARCHITECTURE}: " + "; ".join(problems))
+                state[key] = f.get_tensor(key).to(device=device, dtype=target)
     model.load_state_dict(state, strict=True, assign=True)
     # The rotary frequencies are not in the checkpoint (non-persistent buffers): compute them for real.
     model.model.rotary_emb = LlamaRotaryEmbedding(config=config).to(device)
