@@ -2,8 +2,9 @@
 
 `TransformersScorer.score` (the package: conversations sorted by length, batches grown up to
 `rewards.batch_tokens` padded tokens, right padding with an attention mask) against the original's
-way (one conversation per forward pass, no padding), on the package's reward-tiny
-(LlamaForSequenceClassification) with the same tokenizer and chat template. Both include encoding.
+way (one conversation per forward pass, no padding), on the package's reward-tiny (ArmoRM's
+layout, run by the package's own LlamaForRewardModelWithGating) with the same tokenizer and chat
+template. Both include encoding.
 
 Two workloads, R1-style responses from the synthetic engine's text generator (7 per problem):
   answer  what the pipeline scores by default (`rewards.score_reasoning = false`): the answer part
@@ -39,17 +40,8 @@ def conversations(problems: int, part: str) -> list[list[dict]]:
 
 
 def single(scorer, convs) -> list[float]:
-    """The original's scorer: one conversation per forward pass."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for conv in convs:
-            ids = torch.tensor([scorer._encode(conv)], device=scorer.device)
-            res = scorer.model(input_ids=ids, attention_mask=torch.ones_like(ids))
-            values = res.score if getattr(res, "score", None) is not None else res.logits[:, 0]
-            out.append(float(values.float().view(-1)[0]))
-    return out
+    """The original's scorer: one conversation per forward pass (a batch of one has no padding)."""
+    return [scorer.score([conv])[0] for conv in convs]
 
 
 def main() -> None:
@@ -69,7 +61,7 @@ def main() -> None:
 
     models = tiny_models()
     defaults = RewardStageConfig()
-    scorer = TransformersScorer(str(models.reward), hub_id=str(models.reward), max_length=defaults.max_length,
+    scorer = TransformersScorer(str(models.reward), max_length=defaults.max_length,
                                 batch_tokens=defaults.batch_tokens, dtype="bfloat16")
     results, rows = {}, []
     for part in ("answer", "full"):

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__
 from .config import RunConfig
 from .errors import ConfigError
+from .model_checks import check_generator
 from .models import (PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model,
                      write_engine_tokenizer)
 from .plan import plan_summary
@@ -59,7 +60,14 @@ def check_lengths(cfg: RunConfig, model: ResolvedModel) -> None:
 
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
-    model = resolve_model(cfg.model, cfg, need_weights=cfg.engine.kind == "vllm")
+    need_generator = cfg.engine.kind == "vllm"
+    local = Path(cfg.model).expanduser()
+    menu = cfg.model in cfg.models or cfg.model in {e.hub_id for e in cfg.models.values()}
+    if not menu and (local / "config.json").is_file():  # a folder: before resolve_model loads its tokenizer
+        check_generator(local, need_weights=need_generator)
+    model = resolve_model(cfg.model, cfg, need_weights=need_generator)
+    if (Path(model.path) / "config.json").is_file():  # a menu entry's cached snapshot
+        check_generator(model.path, need_weights=need_generator)
     reward = resolve_reward_model(cfg.reward_model, need_weights=cfg.engine.reward_kind == "transformers")
     check_lengths(cfg, model)
     prompts = PromptBuilder(model)

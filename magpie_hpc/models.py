@@ -144,12 +144,27 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
 
 
 def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
-    """The reward model's loadable location (local folder or cached hub snapshot)."""
+    """The reward model's loadable location (local folder or cached hub snapshot), checked.
+
+    Whether given by path or hub id, the folder's config.json decides what it is (never the name):
+    ArmoRM's architecture or a sequence classifier, no remote code, weights and tokenizer present
+    when they will be loaded (model_checks.reward_kind).
+    """
+    from .model_checks import check_armorm_template, reward_kind
+
+    def checked(folder: Path) -> str:
+        if reward_kind(folder, need_weights=need_weights) == "armorm" and need_weights:
+            from .engine.armorm import check_weights
+
+            check_armorm_template(folder)
+            check_weights(folder)  # strict, from the safetensors headers: before anything is submitted
+        return str(folder)
+
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ConfigError(f"reward_model: {path} has no config.json; pass a reward model folder or a hub id")
-        return str(path.resolve())
+        return checked(path.resolve())
     if spec.startswith(("/", ".", "~")) or not _HUB_ID.match(spec):
         raise ConfigError(f"reward_model: {spec} does not exist; pass an existing folder or a hub id")
     local = _hub_cached(spec)
@@ -158,7 +173,7 @@ def resolve_reward_model(spec: str, *, need_weights: bool = True) -> str:
             f"reward_model: {spec} is not in the local Hugging Face cache; download it first "
             f"(huggingface-cli download {spec}) or pass --reward-model PATH"
         )
-    return local or spec
+    return checked(Path(local)) if local is not None else spec
 
 
 # Plain text a tokenizer must give back unchanged: spaces (single, double, leading), a tab,
@@ -184,7 +199,7 @@ def load_tokenizer(path: str):
     (TokenizersBackend = PreTrainedTokenizerFast)."""
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     if _round_trips(tokenizer):
         return tokenizer
     if (Path(path) / "tokenizer.json").is_file():

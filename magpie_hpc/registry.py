@@ -145,5 +145,8 @@ MODEL_MENU: dict[str, dict] = {
 }
 
 ARMORM = "RLHFlow/ArmoRM-Llama3-8B-v0.1"
-# Reward models whose custom modelling code we agree to run (trust_remote_code).
-TRUSTED_REMOTE_CODE = (ARMORM,)
+# ArmoRM's architecture, implemented by the package itself (engine/armorm.py): its checkpoint's
+# auto_map names remote code for it, which is never imported (no model's code ever is).
+ARMORM_ARCHITECTURE = "LlamaForRewardModelWithGating"
+# Where ArmoRM reads its gating input: the start of the last end-of-user-turn + assistant header.
+ARMORM_GATING_PATTERN = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"

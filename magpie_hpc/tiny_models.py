@@ -16,8 +16,11 @@ without any hub access, so that the real loading code (``transformers``
     Same architecture, Qwen2.5 ChatML tokenizer (``<|im_start|>``,
     ``<|im_end|>``, ``<|endoftext|>``), no BOS, default Qwen system prompt.
 ``reward-tiny``
-    ``LlamaForSequenceClassification`` (``num_labels=1``, float32) with a
-    Llama-3 tokenizer and chat template, for reward scoring.
+    ArmoRM's layout (``LlamaForRewardModelWithGating``, float32): Llama
+    backbone, regression layer, gating network and transform matrix under the
+    checkpoint's names, ``auto_map`` to a ``modeling_custom.py`` that must never
+    be imported, ``[PAD]`` after the vocabulary named only by
+    ``config.pad_token_id``, Llama-3 tokenizer and chat template.
 
 Everything is deterministic (fixed seeds, deterministic BPE training) and is
 written with numpy plus the ``tokenizers`` library only -- neither torch,
@@ -56,7 +59,7 @@ __all__ = ["TinyModels", "write_tiny_models", "MARKER_FILE"]
 #: Written last into each finished model folder.
 MARKER_FILE = ".tiny-complete"
 #: Bump when the recipe changes: folders with another version are rewritten.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 DEEPSEEK_DIRNAME = "deepseek-r1-tiny"
 CHATML_DIRNAME = "chatml-tiny"
@@ -680,16 +683,24 @@ def _flag_needed(e: np.ndarray, best: float, head: np.ndarray, stop: _StopSpec) 
     return need
 
 
-def _reward_weights(seed: int, pad_vocab: int) -> dict[str, np.ndarray]:
-    """Random LlamaForSequenceClassification; context-sensitive enough that the
-    score of the final <|eot_id|> depends on the whole conversation."""
+def _reward_weights(seed: int, vocab: int, pad_id: int) -> dict[str, np.ndarray]:
+    """Random weights in ArmoRM's exact layout (the checkpoint's tensor names and shapes).
+
+    Context-sensitive enough that the rewards at the final <|eot_id|> depend on the whole
+    conversation, the gating logits spread wide enough (std ~1 after the temperature) that reading
+    the gating input at the wrong token changes the score, and a non-identity transform matrix and a
+    non-unit logit scale, so a formula that skips either gives other numbers.
+    """
     rng = np.random.default_rng(seed)
     d = HIDDEN
+    g = REWARD_GATING_HIDDEN_DIM
 
     def rnd(*shape: int, std: float) -> np.ndarray:
         return rng.normal(0.0, std, size=shape).astype(np.float32)
 
-    sd: dict[str, np.ndarray] = {"model.embed_tokens.weight": rnd(pad_vocab, d, std=1.0)}
+    embed = rnd(vocab, d, std=1.0)
+    embed[pad_id] = 0.0  # [PAD] is a fresh row, as appended after Llama-3's vocabulary
+    sd: dict[str, np.ndarray] = {"model.embed_tokens.weight": embed}
     for layer in range(LAYERS):
         p = f"model.layers.{layer}."
         sd[p + "self_attn.q_proj.weight"] = rnd(HEADS * HEAD_DIM, d, std=0.15)
@@ -702,7 +713,18 @@ def _reward_weights(seed: int, pad_vocab: int) -> dict[str, np.ndarray]:
         sd[p + "input_layernorm.weight"] = np.ones(d, np.float32)
         sd[p + "post_attention_layernorm.weight"] = np.ones(d, np.float32)
     sd["model.norm.weight"] = np.ones(d, np.float32)
-    sd["score.weight"] = rnd(1, d, std=1.0 / np.sqrt(d))
+    n_obj = REWARD_NUM_OBJECTIVES
+    sd["regression_layer.weight"] = rnd(n_obj, d, std=1.0 / np.sqrt(d))
+    fan_in = d
+    for i in range(REWARD_GATING_N_HIDDEN):
+        sd[f"gating.layers.{i}.weight"] = rnd(g, fan_in, std=np.sqrt(2.0 / fan_in))
+        sd[f"gating.layers.{i}.bias"] = rnd(g, std=0.1)
+        fan_in = g
+    last = REWARD_GATING_N_HIDDEN
+    sd[f"gating.layers.{last}.weight"] = rnd(n_obj, g, std=REWARD_GATING_TEMPERATURE / np.sqrt(g))
+    sd[f"gating.layers.{last}.bias"] = rnd(n_obj, std=0.5)
+    sd["gating.logit_scale"] = np.array([1.7], np.float32)
+    sd["reward_transform_matrix"] = (np.eye(n_obj) + rnd(n_obj, n_obj, std=0.3)).astype(np.float32)
     return sd
 
 
@@ -938,17 +960,86 @@ def _build_chatml(folder: Path, trained: _Trained) -> None:
     )
 
 
+# ArmoRM (RLHFlow/ArmoRM-Llama3-8B-v0.1) as published: a custom architecture named by auto_map,
+# the Llama-3 (3.0) tokenizer without a pad token, and "[PAD]" appended after the vocabulary,
+# known only to config.json's pad_token_id.
+ARMORM_ARCHITECTURE = "LlamaForRewardModelWithGating"
+ARMORM_PAD = "[PAD]"
+REWARD_NUM_OBJECTIVES = 19
+REWARD_GATING_HIDDEN_DIM = 64  # the real model: 1024
+REWARD_GATING_N_HIDDEN = 3
+REWARD_GATING_TEMPERATURE = 10.0
+#: The tiny ArmoRM's remote code appends a line to this file (and to REMOTE_CODE_MARKER beside
+#: itself) if it is ever imported, before it fails the way the real file does under transformers 5.
+REMOTE_CODE_MARKER_ENV = "MAGPIE_TINY_REMOTE_CODE_MARKER"
+REMOTE_CODE_MARKER = "REMOTE_CODE_IMPORTED"
+
+_ARMORM_TOK_SPEC = _TokSpec(
+    added=(
+        (L3_BOS, True),
+        (L3_EOT_TEXT, True),
+        (L3_START_HEADER, True),
+        (L3_END_HEADER, True),
+        (L3_EOT, True),
+        (ARMORM_PAD, True),  # last: appended after the vocabulary, like ArmoRM's id 128256
+    ),
+    bos=L3_BOS,
+    eos=L3_EOT,
+    pad=ARMORM_PAD,  # removed again from the tokenizer files below
+    chat_template=LLAMA3_CHAT_TEMPLATE,
+    add_bos=True,
+    model_max_length=8192,
+)
+
+# What ArmoRM's modeling_custom.py does first under transformers 5: import a name that is gone.
+# Anything that executes this file leaves a marker, so tests can prove nothing ever does.
+_ARMORM_REMOTE_CODE = f'''"""Tiny stand-in for ArmoRM's remote code. The package must never import it."""
+import os
+import pathlib
+
+for _marker in (os.environ.get("{REMOTE_CODE_MARKER_ENV}"), pathlib.Path(__file__).with_name("{REMOTE_CODE_MARKER}")):
+    if _marker:
+        try:
+            with open(_marker, "a", encoding="utf-8") as _fh:
+                _fh.write("modeling_custom imported\\n")
+        except OSError:
+            pass
+
+import torch.nn as nn  # noqa: E402
+from transformers import LlamaModel, LlamaPreTrainedModel  # noqa: E402
+from transformers.models.llama.modeling_llama import LLAMA_INPUTS_DOCSTRING  # noqa: E402,F401
+
+
+class {ARMORM_ARCHITECTURE}(LlamaPreTrainedModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = LlamaModel(config)
+        self.regression_layer = nn.Linear(config.hidden_size, config.num_objectives, bias=False)
+'''
+
+
 def _build_reward(folder: Path, trained: _Trained) -> None:
-    tok = _build_tokenizer(trained.get(LLAMA3_SPLIT_PATTERN), _LLAMA3_SPEC)
-    ids = _write_tokenizer(folder, tok, _LLAMA3_SPEC)
-    vocab = _pad_vocab(tok.get_vocab_size(with_added_tokens=True))
+    tok = _build_tokenizer(trained.get(LLAMA3_SPLIT_PATTERN), _ARMORM_TOK_SPEC)
+    ids = _write_tokenizer(folder, tok, _ARMORM_TOK_SPEC)
+    # Llama-3's tokenizer has no pad token; ArmoRM's [PAD] is named by config.pad_token_id only.
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        data = json.loads((folder / name).read_text(encoding="utf-8"))
+        data.pop("pad_token", None)
+        _write_json(folder / name, data)
+    vocab = tok.get_vocab_size(with_added_tokens=True)  # exactly one past the last id, as ArmoRM's
+    assert ids[ARMORM_PAD] == vocab - 1
     config = {
-        "architectures": ["LlamaForSequenceClassification"],
+        "architectures": [ARMORM_ARCHITECTURE],
+        "auto_map": {"AutoModelForSequenceClassification": f"modeling_custom.{ARMORM_ARCHITECTURE}"},
         "attention_bias": False,
         "attention_dropout": 0.0,
         "bos_token_id": ids[L3_BOS],
         "eos_token_id": ids[L3_EOT],
-        "pad_token_id": ids[L3_PAD],
+        "pad_token_id": ids[ARMORM_PAD],
+        "gating_hidden_dim": REWARD_GATING_HIDDEN_DIM,
+        "gating_n_hidden": REWARD_GATING_N_HIDDEN,
+        "gating_temperature": REWARD_GATING_TEMPERATURE,
+        "num_objectives": REWARD_NUM_OBJECTIVES,
         "head_dim": HEAD_DIM,
         "hidden_act": "silu",
         "hidden_size": HIDDEN,
@@ -973,10 +1064,13 @@ def _build_reward(folder: Path, trained: _Trained) -> None:
         "vocab_size": vocab,
     }
     _write_json(folder / "config.json", config)
-    _save_safetensors(folder / "model.safetensors", _reward_weights(3003, vocab), "F32")
+    (folder / "modeling_custom.py").write_text(_ARMORM_REMOTE_CODE, encoding="utf-8")
+    _save_safetensors(folder / "model.safetensors", _reward_weights(3003, vocab, ids[ARMORM_PAD]), "F32")
     (folder / "README.md").write_text(
-        f"# {REWARD_DIRNAME}\n\nTiny random-weight reward model (LlamaForSequenceClassification, "
-        "num_labels=1) written by `magpie_hpc.tiny_models`. Scores are deterministic but meaningless.\n",
+        f"# {REWARD_DIRNAME}\n\nTiny random-weight reward model in ArmoRM's layout "
+        f"({ARMORM_ARCHITECTURE}: Llama backbone, {REWARD_NUM_OBJECTIVES} objectives, gating network, "
+        "transform matrix; remote code named by auto_map that must never run) written by "
+        "`magpie_hpc.tiny_models`. Scores are deterministic but meaningless.\n",
         encoding="utf-8",
     )
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,6 @@ import transformers  # noqa: E402
 from transformers import (  # noqa: E402
     AutoConfig,
     AutoModelForCausalLM,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
 )
 
@@ -247,41 +247,53 @@ def test_chatml_generation_stops_by_itself(tiny: TinyModels) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_reward_model_scores(tiny: TinyModels) -> None:
+def test_reward_model_has_armorm_layout(tiny: TinyModels) -> None:
+    """The tiny reward model is laid out like RLHFlow/ArmoRM-Llama3-8B-v0.1 where it can break."""
     tok = AutoTokenizer.from_pretrained(tiny.reward)
-    model, info = AutoModelForSequenceClassification.from_pretrained(tiny.reward, output_loading_info=True)
-    assert not info["missing_keys"] and not info["unexpected_keys"]
-    assert type(model).__name__ == "LlamaForSequenceClassification"
-    assert model.config.num_labels == 1
-    assert tok.pad_token is not None and model.config.pad_token_id == tok.pad_token_id
+    cfg = json.loads((tiny.reward / "config.json").read_text())
+    assert cfg["architectures"] == ["LlamaForRewardModelWithGating"]
+    assert cfg["auto_map"] == {"AutoModelForSequenceClassification": "modeling_custom.LlamaForRewardModelWithGating"}
+    assert (cfg["num_objectives"], cfg["gating_n_hidden"], cfg["gating_temperature"]) == (19, 3, 10.0)
+    # [PAD] appended after the vocabulary, named by config.json only: the tokenizer has no pad token.
+    assert tok.pad_token is None and tok.pad_token_id is None
+    assert cfg["pad_token_id"] == cfg["vocab_size"] - 1 == len(tok) - 1
+    assert tok.convert_ids_to_tokens(cfg["pad_token_id"]) == "[PAD]"
+    assert tok.eos_token == "<|eot_id|>" and cfg["eos_token_id"] == tok.eos_token_id
     assert AutoConfig.from_pretrained(tiny.reward).max_position_embeddings == 8192
     for text in ("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|end_of_text|>"):
         assert len(tok(text, add_special_tokens=False)["input_ids"]) == 1
     ids = tok("<|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|end_of_text|>")["input_ids"]
     assert ids[0] == tok.bos_token_id  # Llama-3 adds BOS on plain encode
     assert tok.decode(ids, skip_special_tokens=True) == "user\n\nhi"
-
-    question = {"role": "user", "content": "What is $2+2$?"}
-    conv_a = [question, {"role": "assistant", "content": "It is $\\boxed{4}$."}]
-    conv_b = [question, {"role": "assistant", "content": "The answer is $\\boxed{5}$ because I said so."}]
-    rendered = tok.apply_chat_template(conv_a, tokenize=False)
-    assert rendered == (
+    conv = [{"role": "user", "content": "What is $2+2$?"}, {"role": "assistant", "content": "It is $\\boxed{4}$."}]
+    assert tok.apply_chat_template(conv, tokenize=False) == (
         "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nWhat is $2+2$?<|eot_id|>"
         "<|start_header_id|>assistant<|end_header_id|>\n\nIt is $\\boxed{4}$.<|eot_id|>"
     )
+    with safe_open(str(tiny.reward / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+        matrix = f.get_tensor("reward_transform_matrix")
+        assert f.get_tensor("gating.logit_scale").shape == (1,)
+    assert {"regression_layer.weight", "gating.logit_scale", "reward_transform_matrix"} <= keys
+    assert {f"gating.layers.{i}.{w}" for i in range(4) for w in ("weight", "bias")} <= keys
+    assert not any(k.startswith(("score.", "lm_head.")) for k in keys)
+    assert matrix.shape == (19, 19) and not torch.allclose(matrix, torch.eye(19))
 
-    def score(convs: list[list[dict]]) -> list[float]:
-        texts = [tok.apply_chat_template(c, tokenize=False) for c in convs]
-        batch = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt")
-        with torch.no_grad():
-            return model(**batch).logits[:, 0].tolist()
 
-    a1, b1 = score([conv_a, conv_b])
-    (a2,) = score([conv_a])
-    (b2,) = score([conv_b])
-    assert all(math.isfinite(x) for x in (a1, b1))
-    assert abs(a1 - b1) > 1e-3
-    assert a1 == pytest.approx(a2, abs=1e-5) and b1 == pytest.approx(b2, abs=1e-5)
+def test_reward_remote_code_fails_like_armorms(tiny: TinyModels, tmp_path: Path) -> None:
+    # What trust_remote_code=True does with the real checkpoint under transformers 5: ImportError on
+    # LLAMA_INPUTS_DOCSTRING. The double also leaves a marker, which the package's tests look for.
+    copy = tmp_path / "reward"
+    shutil.copytree(tiny.reward, copy)
+    marker = tmp_path / "marker"
+    code = ("from transformers import AutoModelForSequenceClassification as A\n"
+            f"A.from_pretrained({str(copy)!r}, trust_remote_code=True)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
+           "MAGPIE_TINY_REMOTE_CODE_MARKER": str(marker)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "ImportError" in proc.stderr and "LLAMA_INPUTS_DOCSTRING" in proc.stderr, proc.stderr[-2000:]
+    assert marker.read_text().startswith("modeling_custom imported")
 
 
 # ---------------------------------------------------------------------------

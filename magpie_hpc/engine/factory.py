@@ -60,7 +60,7 @@ def build_scorer(cfg: RunConfig, reward_path: str, *, task: TaskRef | None = Non
     from .reward_engine import TransformersScorer
 
     return TransformersScorer(
-        reward_path, hub_id=cfg.reward_model, max_length=cfg.rewards.max_length,
+        reward_path, max_length=cfg.rewards.max_length,
         batch_tokens=cfg.rewards.batch_tokens, dtype=eng.dtype,
     )
 

@@ -45,6 +45,7 @@ class VllmGenerator(Generator):
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
             tokenizer=tokenizer,  # None: the model folder's; else the run's (models.write_engine_tokenizer)
+            trust_remote_code=False,  # never run code from a model folder (launch refuses such models)
         )
         self.load_seconds = time.monotonic() - started
         self._request_ids = itertools.count()

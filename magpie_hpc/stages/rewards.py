@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ..engine.reward_engine import MissingGatingPattern
+from ..errors import MagpieError
 from .base import ShardWork, rows_done
+
+
+def _locate(items: list[dict], index: int) -> tuple[dict, int]:
+    """The record and response number of the index-th flattened conversation."""
+    for item in items:
+        if index < len(item["responses"]):
+            return item, index
+        index -= len(item["responses"])
+    raise IndexError(index)
 
 
 class RewardsWork(ShardWork):
@@ -41,7 +52,12 @@ class RewardsWork(ShardWork):
              {"role": "assistant", "content": self._scored_text(full, answer)}]
             for item in items for full, answer in zip(item["responses"], item["answers"])
         ]
-        flat = engine.score(conversations)
+        try:
+            flat = engine.score(conversations)
+        except MissingGatingPattern as exc:
+            item, response = _locate(items, exc.index)
+            raise MagpieError(f"rewards {self.domain} shard {self.shard.shard}: record {item['id']} response "
+                             f"{response}: {exc}") from None
         scores, at = [], 0
         for item in items:
             scores.append(flat[at: at + len(item["responses"])])
