@@ -93,7 +93,10 @@ def _continue_run(run_dir: Path) -> int:
     """Resubmit what is not done (SLURM) or run the rest of the DAG (local)."""
     from .context import RunContext
 
+    from .damage import check_run_files
+
     ctx = RunContext(run_dir)
+    check_run_files(ctx)  # a damaged run file: one line naming it (exit 2), nothing changed
     if ctx.cfg.executor == "local":
         from .damage import repair_damaged
         from .executors import get_executor

@@ -68,3 +68,21 @@ def repair_damaged(ctx) -> list[str]:
     if redo:
         store.shard("merge", "all", 0).set_aside_done()
     return messages
+
+
+def check_run_files(ctx) -> None:
+    """Read every small file of the run a command relies on (jobs.jsonl, each shard's DONE.json and
+    attempts.jsonl, select's near_duplicates.json) before it changes anything: a damaged one is a
+    CorruptFileError naming it (exit 2), and nothing has been rewritten."""
+    from .stages.select import read_duplicates
+
+    ctx.store.read_jobs()
+    for stage in SHARD_STAGES:
+        for domain in ctx.cfg.domains:
+            for rng in stage_shards(ctx.cfg, stage, domain):
+                shard = ctx.store.shard(stage, domain, rng.shard)
+                shard.done()
+                shard.attempts()
+    ctx.store.shard("merge", "all", 0).done()
+    for domain in ctx.cfg.domains:
+        read_duplicates(ctx.store, domain)

@@ -165,7 +165,10 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     from .context import RunContext
     from .plan import plan_summary
 
+    from .damage import check_run_files
+
     ctx = RunContext(run_dir)
+    check_run_files(ctx)  # refuse a damaged run before run.json is rewritten
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
         return

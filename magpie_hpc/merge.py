@@ -398,6 +398,9 @@ def generation_configs(ctx: RunContext) -> dict[str, dict[str, list[dict]]]:
 
 
 def _merge_locked(ctx: RunContext, accounting) -> dict:
+    from .damage import check_run_files
+
+    check_run_files(ctx)  # a damaged run file: one line naming it, before anything is written
     missing = missing_shards(ctx)
     if missing:
         shown = "; ".join(missing[:10]) + (f"; and {len(missing) - 10} more" if len(missing) > 10 else "")

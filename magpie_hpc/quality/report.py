@@ -85,7 +85,11 @@ def run_report(run_dir: Path | str) -> dict:
     from ..context import RunContext
     from ..store import read_json_file
 
-    cfg = RunContext(Path(run_dir)).cfg  # a damaged run.json: one line naming it, exit 2
+    from ..damage import check_run_files
+
+    ctx = RunContext(Path(run_dir))  # a damaged run.json: one line naming it, exit 2
+    check_run_files(ctx)
+    cfg = ctx.cfg
     combined_path = store.run_dir / "combined_dataset_info.json"
     if not combined_path.is_file():
         raise IncompleteRunError(f"report: {run_dir} is not merged yet; run `python -m magpie_hpc merge {run_dir}`")
