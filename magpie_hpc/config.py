@@ -45,7 +45,7 @@ RESERVED_NAMES = {"all", "work", "logs", "plots"}
 
 
 def check_name(value: str, field: str) -> str:
-    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise ValueError(f"{field}: {value!r} is not a valid name; use lower-case letters, digits and _ "
                          f"(starting with a letter, at most 32 characters: {NAME_PATTERN.pattern})")
     if value in RESERVED_NAMES:
@@ -219,7 +219,7 @@ class SlurmConfig(_Strict):
     @field_validator("partition", "qos")
     @classmethod
     def _slurm_name_list(cls, value: str | None, info) -> str | None:
-        if value is not None and not SLURM_NAME_LIST.match(value):
+        if value is not None and not SLURM_NAME_LIST.fullmatch(value):
             check_no_control(value, f"slurm.{info.field_name}")
             raise ValueError(f"slurm.{info.field_name}: {value!r} is not a SLURM {info.field_name} name "
                              "(letters, digits, _ . -, comma-separated)")
@@ -228,7 +228,7 @@ class SlurmConfig(_Strict):
     @field_validator("account")
     @classmethod
     def _slurm_name(cls, value: str | None) -> str | None:
-        if value is not None and not SLURM_NAME.match(value):
+        if value is not None and not SLURM_NAME.fullmatch(value):
             check_no_control(value, "slurm.account")
             raise ValueError(f"slurm.account: {value!r} is not a SLURM account name (letters, digits, _ . -)")
         return value
@@ -236,7 +236,7 @@ class SlurmConfig(_Strict):
     @field_validator("constraint")
     @classmethod
     def _slurm_constraint(cls, value: str | None) -> str | None:
-        if value is not None and not SLURM_CONSTRAINT.match(value):
+        if value is not None and not SLURM_CONSTRAINT.fullmatch(value):
             check_no_control(value, "slurm.constraint")
             raise ValueError(f"slurm.constraint: {value!r} is not a SLURM feature expression "
                              "(features joined by & | , with [ ] ( ) and *N)")
@@ -245,7 +245,7 @@ class SlurmConfig(_Strict):
     @field_validator("python")
     @classmethod
     def _python_path(cls, value: str | None) -> str | None:
-        if value is not None and not SAFE_PATH.match(value):
+        if value is not None and not SAFE_PATH.fullmatch(value):
             check_no_control(value, "slurm.python")
             raise ValueError(f"slurm.python: {value!r} is not a plain path (no spaces or shell characters); "
                              "use a path such as /opt/env/bin/python")

@@ -220,7 +220,7 @@ class ShardStore:
         read_committed and check_chunk validate their contents."""
         if not self.path.is_dir():
             return []
-        return sorted(int(m.group(1)) for p in self.path.iterdir() if (m := CHUNK_NAME.match(p.name)))
+        return sorted(int(m.group(1)) for p in self.path.iterdir() if (m := CHUNK_NAME.fullmatch(p.name)))
 
     def stray_files(self) -> list[Path]:
         """Files in the shard folder that the store did not write (a copy, an editor's backup): never
@@ -228,7 +228,7 @@ class ShardStore:
         if not self.path.is_dir():
             return []
         return sorted(p for p in self.path.iterdir()
-                      if not (CHUNK_NAME.match(p.name) or p.name in OWN_NAMES or OWN_PATTERN.match(p.name)))
+                      if not (CHUNK_NAME.fullmatch(p.name) or p.name in OWN_NAMES or OWN_PATTERN.fullmatch(p.name)))
 
     def chunk_records(self) -> dict[int, list[dict]] | None:
         """index -> the records appended for it at commit (a redone chunk has several; the file must

@@ -96,7 +96,7 @@ def check_submission(values: dict[str, str | None]) -> None:
         if _CONTROL.search(text) and not (field_name.startswith("slurm.setup") and "\n" not in text and "\r" not in text):
             raise ConfigError(f"{field_name}: {text!r} contains a control character (newline, tab, ...); it would "
                               "break the batch script; remove it")
-        if syntax is not None and not syntax.match(text):
+        if syntax is not None and not syntax.fullmatch(text):
             raise ConfigError(f"{field_name}: {text!r} does not follow SLURM's syntax for it; fix {field_name}")
 
 
