@@ -335,6 +335,9 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
     except MagpieError as exc:  # not a run directory: bad input, exit code 2
         raise ConfigError(str(exc)) from None
     ctx = RunContext(Path(run_dir))
+    from .damage import check_run_files
+
+    check_run_files(ctx)  # a damaged run file: one line naming it, exit 2
     cfg, ft = ctx.cfg, ctx.cfg.fault_tolerance
     cap = ft.max_attempts
     now = time.time()
