@@ -22,6 +22,7 @@ is moved aside (`<name>.corrupt-<time>-<id>`), never deleted. The run's JSON fil
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -119,6 +120,12 @@ def file_sha256(path: Path) -> tuple[str, int]:
             digest.update(block)
             size += len(block)
     return digest.hexdigest(), size
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _cached_sha256(path: str, size: int, mtime_ns: int, inode: int) -> tuple[str, int]:
+    """file_sha256 once per file version in a process: `status --watch` rereads nothing unchanged."""
+    return file_sha256(Path(path))
 
 
 def inside(root: Path, path: Path) -> Path:
@@ -273,7 +280,8 @@ class ShardStore:
             if not full:
                 return next(r for r in mine if int(r["bytes"]) == size), None
             if sha is None:
-                sha, size = file_sha256(path)
+                st = path.stat()
+                sha, size = _cached_sha256(str(path), st.st_size, st.st_mtime_ns, st.st_ino)
         except FileNotFoundError:
             return None, "is missing"
         except OSError as exc:
