@@ -12,12 +12,8 @@ select shard already holds its own copy of the instructions it chose.)
 
 from __future__ import annotations
 
-import logging
-
 from .plan import stage_shards
 from .store import RunStore
-
-log = logging.getLogger("magpie_hpc")
 
 SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
 

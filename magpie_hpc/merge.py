@@ -159,7 +159,9 @@ def missing_shards(ctx: RunContext) -> list[str]:
                 store = ctx.store.shard(stage, domain, shard.shard)
                 if store.done() is None:
                     missing.append(f"{stage} {domain} shard {shard.shard}")
-                elif damage := store.damage(full=False):  # sizes here; every sha256 as it is streamed
+                # Sizes here for what stage_rows streams (it checks each chunk's sha256 as it reads it);
+                # instruction chunks are not streamed, so their hashes are checked here.
+                elif damage := store.damage(full=stage == "instructions"):
                     missing.append(f"{damage[0]} (damaged)")
     return missing
 

@@ -49,11 +49,3 @@ def shard_settings(store) -> list[dict]:
                     out.append(settings)
     return out
 
-
-def chunk_settings(store, index: int, records: dict | None = None) -> dict | None:
-    """The settings recorded for chunk `index` (the newest record of it), or None."""
-    recs = (records if records is not None else store.chunk_records() or {}).get(index) or []
-    for rec in reversed(recs):
-        if isinstance(rec.get("settings"), dict):
-            return rec["settings"]
-    return None
