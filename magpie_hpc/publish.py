@@ -2,8 +2,8 @@
 
 Every output (each domain folder, plots/, combined_dataset_info.json, README.md) is written into a
 staging folder inside the run directory, `.merge-staging-<id>/`; only when all are complete are they
-renamed into place, the previous outputs moved out of the way first, and the merge marker is
-written last. A merge that fails or is killed partway leaves the previous outputs and no marker
+renamed into place (replacing the previous merge's files of the same names), after the old merge
+marker was removed, and the new marker is written last. A merge that fails or is killed partway leaves the previous outputs and no marker
 (`status` then says the merge is not done), never new files beside old ones. A second merge of the
 same run (the SLURM merge job and a manual one, say) refuses with one line while the first holds
 the run's `.merge.lock`.
@@ -25,7 +25,6 @@ from .store import _fsync_dir, inside
 
 LOCK_NAME = ".merge.lock"
 STAGING_PREFIX = ".merge-staging-"
-OLD_PREFIX = ".merge-old-"
 
 
 class MergeBusy(MagpieError):
@@ -54,8 +53,6 @@ class Staging:
         # Left by a merge that was killed: ours, and no merge holds them (we hold the lock).
         for old in self.run_dir.glob(f"{STAGING_PREFIX}*"):
             shutil.rmtree(old, ignore_errors=True)
-        for old in self.run_dir.glob(f"{OLD_PREFIX}*"):
-            shutil.rmtree(old, ignore_errors=True)
         self.dir = inside(self.run_dir, self.run_dir / f"{STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
         self.dir.mkdir()
 
@@ -63,17 +60,19 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def publish(self, names: list[str]) -> None:
-        """Rename each staged entry into the run directory, replacing the previous one."""
-        old = self.run_dir / f"{OLD_PREFIX}{uuid.uuid4().hex[:12]}"
+        """Rename each staged file into the run directory, replacing the previous merge's file of
+        that name; files that are not the merge's (a note beside the dataset) are left alone."""
         for name in names:
             source = self.dir / name
-            target = inside(self.run_dir, self.run_dir / name)
             if not source.exists():
                 continue
-            if target.exists():
-                old.mkdir(exist_ok=True)
-                os.replace(target, old / name)
-            os.replace(source, target)
+            target = inside(self.run_dir, self.run_dir / name)
+            if source.is_dir():
+                target.mkdir(exist_ok=True)
+                for item in sorted(source.iterdir()):
+                    os.replace(item, inside(self.run_dir, target / item.name))
+                _fsync_dir(target)
+            else:
+                os.replace(source, target)
         _fsync_dir(self.run_dir)
-        shutil.rmtree(old, ignore_errors=True)  # the previous merge's outputs, now replaced
         self.discard()

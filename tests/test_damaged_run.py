@@ -269,6 +269,7 @@ def test_a_second_merge_refuses_while_one_holds_the_run(run, capsys):
 def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch):
     import magpie_hpc.merge as merge
 
+    (run / "algebra" / "NOTES.txt").write_text("kept: not a file the merge writes\n")
     before = snapshot(run)
 
     def crash(*args, **kwargs):
@@ -285,6 +286,7 @@ def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch
     info = json.loads((run / "algebra" / "dataset_info.json").read_text())
     combined = json.loads((run / "combined_dataset_info.json").read_text())
     assert info["generation_date"] == combined["generation_date"]  # published together
+    assert (run / "algebra" / "NOTES.txt").read_text().startswith("kept")
     outside_untouched(run)
 
 
