@@ -18,8 +18,9 @@ from .errors import MagpieError
 def _launch(args: argparse.Namespace) -> int:
     from .config import load_config, parse_counts
     from .executors import get_executor
-    from .launch import create_run, default_executor, validate
+    from .launch import _missing_parents, create_run, default_executor, discard_run, validate
 
+    _refuse_conflicts(args)
     overrides = {
         "domains": args.domains, "model": args.model, "reward_model": args.reward_model,
         "output_root": args.output_root, "executor": args.executor, "seed": args.seed,
@@ -38,13 +39,30 @@ def _launch(args: argparse.Namespace) -> int:
     model, reward, prompts = validate(cfg)
     executor = get_executor(cfg.executor or default_executor())
     executor.preflight(cfg)
+    created = _missing_parents(cfg.output_root)
     run_dir = create_run(cfg, model, reward, prompts)
     print(f"run directory: {run_dir}", file=sys.stderr)
-    executor.run(run_dir)
+    try:
+        executor.run(run_dir)
+    except BaseException:
+        discard_run(run_dir, created)  # nothing ran or was submitted: leave no folder behind
+        raise
     if executor.name == "slurm":
         print(f"submitted; watch with: python -m magpie_hpc status {run_dir}", file=sys.stderr)
     print(run_dir)
     return 0
+
+
+# Flags that contradict each other: refused with one line rather than one silently winning.
+def _refuse_conflicts(args: argparse.Namespace) -> None:
+    from .errors import ConfigError
+
+    if args.count is not None and args.counts:
+        raise ConfigError("--count and --counts: pass one of them (--count N sets every domain, --counts some)")
+    if args.dry_run and args.resume is not None:
+        raise ConfigError("--dry-run and --resume: a dry run plans a new run; drop one of them")
+    if args.force and args.resume is None:
+        raise ConfigError("--force: only applies with --resume RUN_DIR (accept a changed config); drop it")
 
 
 def _dry_run(cfg) -> int:
@@ -75,16 +93,24 @@ def _continue_run(run_dir: Path) -> int:
     """Resubmit what is not done (SLURM) or run the rest of the DAG (local)."""
     from .context import RunContext
 
+    from .damage import check_run_files
+
     ctx = RunContext(run_dir)
+    check_run_files(ctx)  # a damaged run file: one line naming it (exit 2), nothing changed
     if ctx.cfg.executor == "local":
+        from .damage import repair_damaged
         from .executors import get_executor
 
+        for message in repair_damaged(ctx):  # moved aside, never deleted; the run below redoes it
+            print(f"damaged, redoing: {message}", file=sys.stderr)
         get_executor("local").run(ctx.run_dir)
         print(ctx.run_dir)
         return 0
     from .slurm.resubmit import resubmit
 
     result = resubmit(ctx)
+    for message in result.repaired:
+        print(f"damaged, redoing: {message}", file=sys.stderr)
     for piece in result.pieces:
         print(f"submitted {piece.stage} {piece.domain} shards {piece.shards} as job {piece.job_id}"
               f" ({piece.dependency or 'no dependency'})")

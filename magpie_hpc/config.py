@@ -6,6 +6,7 @@ and turns any validation failure into one `ConfigError` line that names the fiel
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -21,14 +22,53 @@ STAGES = ("instructions", "select", "responses", "multi_responses", "rewards", "
 GPU_STAGES = ("instructions", "responses", "multi_responses", "rewards")
 
 
+# Every name that becomes a path, a SLURM job name or a log file name (domains, stages, run
+# labels) matches this: lower-case letters, digits and underscores, starting with a letter, at most
+# 32 characters. Checked when the config is loaded, so no name can lead a write outside the run.
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+# The most problems one domain may ask for, and (sharding.max_shards) the most shards one stage
+# may have: the plan is a list of shards, and a count of 10^12 would otherwise fill the memory.
+MAX_COUNT = 100_000_000
+# SLURM's own syntax for the values that reach `#SBATCH` lines: names of partitions, accounts and
+# QOS are letters, digits, `_`, `.`, `-` (partition and qos also as comma lists); a constraint is
+# a feature expression (`a100&ib`, `[rack1|rack2]`, `gpu*2`). Nothing else, no control character.
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+SLURM_NAME_LIST = re.compile(r"^[A-Za-z0-9_.\-]+(,[A-Za-z0-9_.\-]+)*$")
+SLURM_CONSTRAINT = re.compile(r"^[A-Za-z0-9_.\-&|,*\[\]():!]+$")
+# A path the batch script runs (slurm.python): no spaces or shell metacharacters.
+SAFE_PATH = re.compile(r"^[A-Za-z0-9_./+@%=:,\-]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+# Names a domain cannot take: folders of the run directory itself, and the merge's domain `all`.
+RESERVED_NAMES = {"all", "work", "logs", "plots", "tokenizer"}  # folders of the run directory
+
+
+def check_name(value: str, field: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ValueError(f"{field}: {value!r} is not a valid name; use lower-case letters, digits and _ "
+                         f"(starting with a letter, at most 32 characters: {NAME_PATTERN.pattern})")
+    if value in RESERVED_NAMES:
+        raise ValueError(f"{field}: {value!r} is reserved ({', '.join(sorted(RESERVED_NAMES))}); choose another name")
+    return value
+
+
+def check_no_control(value: str, field: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError(f"{field}: {value!r} contains a control character (newline, tab, ...); remove it")
+    return value
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: TOML can spell inf and nan, and a temperature of inf would only fail
+    # inside a running task, after the queue wait.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DomainConfig(_Strict):
     """One math domain: how many problems and how to sample them."""
 
-    count: int = Field(gt=0, description="Problems delivered for this domain (exact).")
+    count: int = Field(gt=0, le=MAX_COUNT, description=f"Problems delivered for this domain (exact; at most {MAX_COUNT:,}).")
     instruction_temperature: float = Field(ge=0)
     response_temperature: float = Field(ge=0)
     max_tokens_instruction: int = Field(default=1024, gt=0)
@@ -56,7 +96,8 @@ class EngineConfig(_Strict):
 
     kind: Literal["vllm", "synthetic"] = "vllm"
     reward_kind: Literal["transformers", "synthetic"] = "transformers"
-    dtype: str = "bfloat16"
+    # What vLLM and torch both accept; anything else would only fail on the compute node.
+    dtype: Literal["auto", "bfloat16", "float16", "float32", "half", "float"] = "bfloat16"
     gpu_memory_utilization: float = Field(default=0.95, gt=0, le=1)
     enable_prefix_caching: bool = True  # every Magpie prompt shares one prefix
     enforce_eager: bool = False
@@ -110,6 +151,9 @@ class ShardingConfig(_Strict):
     multi_responses: int | None = Field(default=None, gt=0)  # rewards use the same shards (aftercorr)
     target_task_hours: float = Field(default=1.5, gt=0)
     chunk_size: int = Field(default=256, gt=0, description="Problems per committed chunk.")
+    max_shards: int = Field(default=100_000, gt=0, description=(
+        "The most shards one stage of one domain may have; a plan above it is refused at launch "
+        "(it would be held in memory), with the count and shard size that caused it."))
 
 
 class ThroughputConfig(_Strict):
@@ -196,6 +240,54 @@ class SlurmConfig(_Strict):
             raise ValueError(f"slurm.mail_type: {bad[0]!r} is not a SLURM mail type; use e.g. END,FAIL "
                              f"(one of {','.join(sorted(MAIL_TYPES))})")
         return self
+
+    @field_validator("partition", "qos")
+    @classmethod
+    def _slurm_name_list(cls, value: str | None, info) -> str | None:
+        if value is not None and not SLURM_NAME_LIST.fullmatch(value):
+            check_no_control(value, f"slurm.{info.field_name}")
+            raise ValueError(f"slurm.{info.field_name}: {value!r} is not a SLURM {info.field_name} name "
+                             "(letters, digits, _ . -, comma-separated)")
+        return value
+
+    @field_validator("account")
+    @classmethod
+    def _slurm_name(cls, value: str | None) -> str | None:
+        if value is not None and not SLURM_NAME.fullmatch(value):
+            check_no_control(value, "slurm.account")
+            raise ValueError(f"slurm.account: {value!r} is not a SLURM account name (letters, digits, _ . -)")
+        return value
+
+    @field_validator("constraint")
+    @classmethod
+    def _slurm_constraint(cls, value: str | None) -> str | None:
+        if value is not None and not SLURM_CONSTRAINT.fullmatch(value):
+            check_no_control(value, "slurm.constraint")
+            raise ValueError(f"slurm.constraint: {value!r} is not a SLURM feature expression "
+                             "(features joined by & | , with [ ] ( ) and *N)")
+        return value
+
+    @field_validator("python")
+    @classmethod
+    def _python_path(cls, value: str | None) -> str | None:
+        if value is not None and not SAFE_PATH.fullmatch(value):
+            check_no_control(value, "slurm.python")
+            raise ValueError(f"slurm.python: {value!r} is not a plain path (no spaces or shell characters); "
+                             "use a path such as /opt/env/bin/python")
+        return value
+
+    @field_validator("profile")
+    @classmethod
+    def _profile(cls, value: str | None) -> str | None:
+        return value if value is None else check_no_control(value, "slurm.profile")
+
+    @field_validator("stage_array_parallelism")
+    @classmethod
+    def _known_stages(cls, value: dict[str, int]) -> dict[str, int]:
+        for stage in value:
+            if stage not in STAGES:
+                raise ValueError(f"slurm.stage_array_parallelism: unknown stage {stage!r}; choose from {','.join(STAGES)}")
+        return value
     gpu_stage: SlurmStageResources = Field(default_factory=SlurmStageResources)
     cpu_stage: SlurmStageResources = Field(
         default_factory=lambda: SlurmStageResources(gpus=0, cpus=2, mem_gb=16, time_min=60)
@@ -241,6 +333,28 @@ class RunConfig(_Strict):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list) and value == ["all"]:
             return list(registry.DOMAIN_PRESETS)
+        if isinstance(value, list) and "all" in value:
+            raise ValueError("domains: 'all' already means every domain; pass --domains all alone, or list the domains")
+        return value
+
+    @field_validator("domains")
+    @classmethod
+    def _domain_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            check_name(name, "domains")
+        return value
+
+    @field_validator("domain_settings")
+    @classmethod
+    def _domain_setting_names(cls, value: dict[str, DomainConfig]) -> dict[str, DomainConfig]:
+        for name in value:
+            check_name(name, "domain_settings")
+        return value
+
+    @field_validator("output_root")
+    @classmethod
+    def _output_root(cls, value: Path) -> Path:
+        check_no_control(str(value), "output_root")
         return value
 
     @model_validator(mode="after")
@@ -333,9 +447,27 @@ def load_config(
                 raise ConfigError(f"count: must be > 0 for {name} (got {new}); pass a positive --count")
             data["domain_settings"][name] = {**data["domain_settings"][name], "count": new}
     try:
-        return RunConfig.model_validate(data)
+        cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_first_error(exc)) from None
+    check_plan_size(cfg)
+    return cfg
+
+
+def check_plan_size(cfg: RunConfig) -> None:
+    """Refuse a plan of more than sharding.max_shards shards per stage, counted arithmetically
+    (the plan itself is a list of every shard)."""
+    from .plan import STAGE_SHARDING, shard_size
+
+    for domain in cfg.domains:
+        count = cfg.domain(domain).count
+        for key in sorted({k for k in STAGE_SHARDING.values() if k}):
+            size = shard_size(cfg, key, domain)
+            shards = math.ceil(count / size)
+            if shards > cfg.sharding.max_shards:
+                raise ConfigError(
+                    f"sharding.max_shards: {domain} {key} would have {shards:,} shards ({count:,} problems, {size:,} "
+                    f"per shard), above {cfg.sharding.max_shards:,}; raise sharding.{key} or lower the count")
 
 
 def parse_counts(text: str) -> dict[str, int]:
@@ -346,7 +478,10 @@ def parse_counts(text: str) -> dict[str, int]:
         try:
             if not sep:
                 raise ValueError
-            counts[name.strip()] = int(value)
+            number = int(value)
         except ValueError:
             raise ConfigError(f"--counts: {item!r} is not DOMAIN=N; write e.g. algebra=100,geometry=50") from None
+        if name.strip() in counts:
+            raise ConfigError(f"--counts: {name.strip()} is given twice; give each domain once")
+        counts[name.strip()] = number
     return counts

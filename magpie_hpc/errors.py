@@ -17,3 +17,14 @@ class IncompleteRunError(MagpieError):
     """The merge found shards that are not done; the message lists them."""
 
     exit_code = 3
+
+
+class CorruptFileError(ConfigError):
+    """A file of the run directory (run.json, DONE.json, a .jsonl log, near_duplicates.json) that
+    cannot be read: the message names the file and what is wrong; nothing is rewritten. Exit code 2."""
+
+
+class DamagedShardError(IncompleteRunError):
+    """A done shard whose committed chunk no longer matches what was recorded when it was committed
+    (truncated, bytes changed, missing): the message names the shard and the file. `resubmit` (or
+    `launch --resume`) moves the chunk aside and redoes the shard."""

@@ -6,6 +6,7 @@ All checks run before the run directory exists, so bad input leaves nothing behi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from dataclasses import asdict, replace
 from datetime import datetime
@@ -85,10 +86,46 @@ def check_writable(root: Path) -> None:
         raise ConfigError(f"output_root: {root} is not writable; pass --output-root DIR you can write to")
 
 
+# The run folder's name becomes a path, the SLURM job names and log names: a model folder named
+# with a newline or a slash must not carry them there.
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_run_base(model: ResolvedModel, cfg: RunConfig) -> str:
+    name = _UNSAFE_NAME_CHARS.sub("-", model.basename).strip(".-") or "model"
+    return f"{name[:64]}_{run_label(cfg)}"
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The folders `path.mkdir(parents=True)` would create, deepest first."""
+    missing, probe = [], Path(path).absolute()
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    return missing
+
+
+def discard_run(run_dir: Path, created_parents: list[Path] = ()) -> bool:
+    """A launch that failed before any work was recorded leaves nothing behind: the run folder (its
+    run.json and submitit's files of a submission that did not happen) and the output folders it
+    created. A run with jobs.jsonl or work/ is kept: it is resumable."""
+    run_dir = Path(run_dir)
+    if (run_dir / "jobs.jsonl").exists() or (run_dir / "work").exists():
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in created_parents:
+        try:
+            parent.rmdir()  # only if empty: never anything another process put there
+        except OSError:
+            break
+    return True
+
+
 def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None = None) -> Path:
     check_writable(cfg.output_root)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    base = f"{model.basename}_{run_label(cfg)}_{stamp}"
+    base = f"{safe_run_base(model, cfg)}_{stamp}"
+    created = _missing_parents(cfg.output_root)
     cfg.output_root.mkdir(parents=True, exist_ok=True)
     for attempt in range(100):  # two launches in one second get distinct folders
         run_dir = cfg.output_root / (base if attempt == 0 else f"{base}_{attempt}")
@@ -99,6 +136,16 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
             continue
     else:
         raise ConfigError(f"output_root: could not create a new run folder in {cfg.output_root}")
+    try:
+        _write_manifest(cfg, model, reward_path, prompts, run_dir)
+    except BaseException:
+        discard_run(run_dir, created)
+        raise
+    return run_dir.resolve()
+
+
+def _write_manifest(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None,
+                    run_dir: Path) -> None:
     prompts = prompts or PromptBuilder(model)
     if getattr(prompts.tokenizer, "magpie_class_mapping_lossy", False):  # e.g. menu key 2; see load_tokenizer
         model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir.resolve() / "tokenizer")))
@@ -114,7 +161,6 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
         "templates": TemplateTexts.render(prompts, cfg).to_json(),
         "plan": plan_summary(cfg),
     })
-    return run_dir.resolve()
 
 
 # Fields that may differ between a launch and a relaunch into the same run directory.
@@ -144,7 +190,10 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     from .context import RunContext
     from .plan import plan_summary
 
+    from .damage import check_run_files
+
     ctx = RunContext(run_dir)
+    check_run_files(ctx)  # refuse a damaged run before run.json is rewritten
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
         return

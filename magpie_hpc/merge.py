@@ -33,6 +33,8 @@ from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
 from .stages.select import read_duplicates
 from .store import RunStore, write_atomic, write_json_atomic
+from .provenance import shard_settings
+from .publish import Staging, merge_lock
 
 # An output batch goes to Parquet (one row group) at whichever comes first: a preference record is
 # ~100 KB of text, an instruction record ~1 KB, so a row cap alone would either bloat memory or
@@ -154,8 +156,13 @@ def missing_shards(ctx: RunContext) -> list[str]:
     for domain in ctx.cfg.domains:
         for stage in ("instructions", "select", "responses", "multi_responses", "rewards"):
             for shard in stage_shards(ctx.cfg, stage, domain):
-                if ctx.store.shard(stage, domain, shard.shard).done() is None:
+                store = ctx.store.shard(stage, domain, shard.shard)
+                if store.done() is None:
                     missing.append(f"{stage} {domain} shard {shard.shard}")
+                # Sizes here for what stage_rows streams (it checks each chunk's sha256 as it reads it);
+                # instruction chunks are not streamed, so their hashes are checked here.
+                elif damage := store.damage(full=stage == "instructions"):
+                    missing.append(f"{damage[0]} (damaged)")
     return missing
 
 
@@ -169,10 +176,14 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
             f"{instruction_id(domain, shard.start)}..{instruction_id(domain, shard.stop - 1)} once each; "
             "delete that shard folder and resubmit")
         index = shard.start
+        records = store.chunk_records()
         for chunk in store.committed_indices():
-            for row in pq.read_table(store.chunk_path(chunk)).to_pylist():
+            table, record = store.read_chunk(chunk, records)  # checked against its commit record
+            settings = record.get("settings")
+            for row in table.to_pylist():
                 if index >= shard.stop or row["id"] != instruction_id(domain, index):
                     raise wrong
+                row["_settings"] = settings  # what generated it (provenance.py); None before records
                 yield row
                 index += 1
         if index != shard.stop:
@@ -180,10 +191,14 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
 
 
 class DomainMerger:
-    def __init__(self, ctx: RunContext, domain: str, generation_date: str):
+    def __init__(self, ctx: RunContext, domain: str, generation_date: str, out_root: Path | None = None):
         self.ctx, self.cfg, self.domain, self.date = ctx, ctx.cfg, domain, generation_date
         self.settings = self.cfg.domain(domain)
-        self.out = ctx.run_dir / domain
+        self.out = (out_root or ctx.run_dir) / domain
+        # Each instruction shard's recorded settings (its newest, where a --force change split it).
+        self.instruction_settings = {
+            r.shard: (shard_settings(ctx.store.shard("instructions", domain, r.shard)) or [None])[-1]
+            for r in stage_shards(self.cfg, "instructions", domain)}
         self.names = file_names(domain, self.cfg.multi_responses.num_responses)
         self.texts = ctx.template_texts
         self.pre_query = self.texts.pre_query[domain]
@@ -192,24 +207,35 @@ class DomainMerger:
         self.quality: dict = {}
 
     def _base(self, row: dict) -> dict:
+        # The settings the instruction shard recorded when it generated this instruction; the run's
+        # current config only for a run from before settings were recorded.
+        made = self.instruction_settings.get(row.get("source_shard")) or {}
         return {
             "id": row["id"], "pre_query_template": self.pre_query, "instruction": row["instruction"],
             "response": None, "created": row["created"],
             "gen_input_configs": {
-                "temperature": self.settings.instruction_temperature, "top_p": self.cfg.instructions.top_p,
-                "input_generator": self.ctx.model.name, "seed": row["seed"], "domain": self.domain,
-                "max_tokens": self.settings.max_tokens_instruction,
+                "temperature": made.get("temperature", self.settings.instruction_temperature),
+                "top_p": made.get("top_p", self.cfg.instructions.top_p),
+                "input_generator": made.get("input_generator", self.ctx.model.name), "seed": row["seed"],
+                "domain": self.domain, "max_tokens": made.get("max_tokens", self.settings.max_tokens_instruction),
             },
             "gen_response_configs": None,
             "instruction_tokens": row["instruction_tokens"],
         }
 
-    def _response_configs(self, temperature: float, top_p: float, max_tokens: int, n: int, seed: int) -> dict:
+    def _response_configs(self, temperature: float, top_p: float, max_tokens: int, n: int, seed: int,
+                          made: dict | None = None) -> dict:
+        """`made`: the settings recorded with the chunk that generated the row; they win over the
+        run's current config (which a --resume --force may have changed since)."""
+        made = made or {}
         return {
-            "prompt": self.texts.response_prompt, "temperature": temperature, "top_p": top_p,
-            "repetition_penalty": self.cfg.responses.repetition_penalty, "max_tokens": max_tokens,
-            "stop_tokens": list(self.texts.stop_strings), "output_generator": self.ctx.model.name,
-            "engine": self.cfg.engine.kind, "n": n, "seed": seed,
+            "prompt": self.texts.response_prompt, "temperature": made.get("temperature", temperature),
+            "top_p": made.get("top_p", top_p),
+            "repetition_penalty": made.get("repetition_penalty", self.cfg.responses.repetition_penalty),
+            "max_tokens": made.get("max_tokens", max_tokens),
+            "stop_tokens": list(self.texts.stop_strings),
+            "output_generator": made.get("output_generator", self.ctx.model.name),
+            "engine": made.get("engine", self.cfg.engine.kind), "n": made.get("n", n), "seed": seed,
         }
 
     def _with_instructions(self, *stages: str) -> Iterator[tuple[dict, ...]]:
@@ -239,7 +265,7 @@ class DomainMerger:
                     response=row["responses"][0],
                     gen_response_configs=self._response_configs(
                         self.settings.response_temperature, self.cfg.responses.top_p,
-                        self.settings.max_tokens_response, 1, row["seed"]),
+                        self.settings.max_tokens_response, 1, row["seed"], row.get("_settings")),
                     reasoning=row["reasonings"][0], answer=row["answers"][0],
                     finish_reason=row["finish_reasons"][0], prompt_tokens=row["prompt_tokens"],
                     output_tokens=row["output_tokens"][0], truncated=row["truncated"][0],
@@ -277,7 +303,7 @@ class DomainMerger:
                 record.update(
                     responses=row["responses"],
                     gen_response_configs=self._response_configs(m.temperature, m.top_p, m.max_tokens,
-                                                                m.num_responses, row["seed"]),
+                                                                m.num_responses, row["seed"], row.get("_settings")),
                     rewards_armorm=[{"score": s} for s in scores], scores=scores,
                     reward_model=self.cfg.reward_model, reward_scored_part=score_row["scored_part"],
                     reasonings=row["reasonings"], answers=row["answers"], finish_reasons=row["finish_reasons"],
@@ -355,18 +381,55 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
     `accounting` (the SLURM merge task passes `slurm.accounting.run_accounting`) gives the run
     summary its GPU-hours; without it they are wall-clock seconds from the done markers."""
     ctx = ctx or RunContext(Path(run_dir))
+    with merge_lock(ctx.run_dir):  # one merge at a time per run (publish.py)
+        return _merge_locked(ctx, accounting)
+
+
+def generation_configs(ctx: RunContext) -> dict[str, dict[str, list[dict]]]:
+    """stage -> domain -> every distinct settings its chunks were generated (or scored) with."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for stage in ("instructions", "responses", "multi_responses", "rewards"):
+        for d in ctx.cfg.domains:
+            seen: list[dict] = []
+            for shard in stage_shards(ctx.cfg, stage, d):
+                for settings in shard_settings(ctx.store.shard(stage, d, shard.shard)):
+                    if settings not in seen:
+                        seen.append(settings)
+            out.setdefault(stage, {})[d] = seen
+    return out
+
+
+def _merge_locked(ctx: RunContext, accounting) -> dict:
+    from .damage import check_run_files
+
+    check_run_files(ctx)  # a damaged run file: one line naming it, before anything is written
     missing = missing_shards(ctx)
     if missing:
         shown = "; ".join(missing[:10]) + (f"; and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise IncompleteRunError(f"merge: {len(missing)} shard(s) not done: {shown}; run `python -m magpie_hpc resubmit {ctx.run_dir}`")
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Everything is written into a staging folder and published together once complete.
+    staging = Staging(ctx.run_dir)
+    try:
+        combined = _write_outputs(ctx, accounting, date, staging.dir)
+    except BaseException:
+        staging.discard()
+        raise
+    marker = ctx.store.shard("merge", "all", 0)
+    marker.done_path.unlink(missing_ok=True)  # old outputs are about to be replaced: not merged meanwhile
+    staging.publish([*ctx.cfg.domains, PLOTS_DIR, "combined_dataset_info.json", "README.md"])
+    marker.mark_done({"stage": "merge", "finished": date, "total_problems": ctx.cfg.total_problems})  # last
+    return combined
+
+
+def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
     infos, samples = {}, {}
     for d in ctx.cfg.domains:
-        merger = DomainMerger(ctx, d, date)
+        merger = DomainMerger(ctx, d, date, out_root=out)
         infos[d], samples[d] = merger.run(), merger.samples
     rates = {d: {k: info["quality"][k] for k in ("truncation_rate", "sft_excluded_rate", "agreement_rate")}
              for d, info in infos.items()}
-    plots = write_plots(ctx.run_dir / PLOTS_DIR, samples, rates, ctx.cfg.quality.model_dump())
+    plots = write_plots(out / PLOTS_DIR, samples, rates, ctx.cfg.quality.model_dump())
     del samples
     cfg = ctx.cfg
     total = cfg.total_problems
@@ -386,12 +449,12 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
         "quality_settings": cfg.quality.model_dump(),
         "quality_flags": [f for info in infos.values() for f in info["quality"]["flags"]],
         "plots": [f"{PLOTS_DIR}/{name}" for name in plots],
+        "generation_configs": generation_configs(ctx),
     }
     combined["run_summary"] = build_run_summary(ctx, accounting)
-    write_json_atomic(ctx.run_dir / "combined_dataset_info.json", combined)
+    write_json_atomic(out / "combined_dataset_info.json", combined)
     readme = render_readme(combined, infos) + render_run_summary(combined["run_summary"])
-    write_atomic(ctx.run_dir / "README.md", readme.encode())
-    ctx.store.shard("merge", "all", 0).mark_done({"stage": "merge", "finished": date, "total_problems": total})
+    write_atomic(out / "README.md", readme.encode())
     return combined
 
 
@@ -418,6 +481,25 @@ def card_configs(combined: dict, infos: dict[str, dict]) -> list[dict]:
                 parquet = Path(info["files"][key]).with_suffix(".parquet").name
                 configs.append({"config_name": f"{d}_{suffix}", "data_files": f"{directory}/{parquet}"})
     return configs
+
+
+def render_generation_configs(configs: dict[str, dict[str, list[dict]]]) -> list[str]:
+    """The card's list of every configuration the run's chunks were generated under (recorded per
+    chunk at commit); more than one where the run was resumed with --force after a change."""
+    if not configs:
+        return []
+    lines = ["", "## Generation configurations", "",
+             "The settings recorded with every committed chunk, per stage and domain; each record states "
+             "its own in `gen_input_configs` / `gen_response_configs`.", ""]
+    for stage, domains in configs.items():
+        for d, settings in domains.items():
+            if not settings:
+                lines.append(f"- {stage} / {d}: not recorded (chunks written before settings were recorded)")
+                continue
+            label = f"{len(settings)} configurations" if len(settings) > 1 else "1 configuration"
+            lines.append(f"- {stage} / {d} ({label}): " + "; ".join(f"`{json.dumps(c, sort_keys=True)}`"
+                                                                     for c in settings))
+    return lines
 
 
 def render_readme(combined: dict, infos: dict[str, dict]) -> str:
@@ -517,6 +599,7 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         p = info["parameters"]
         lines.append(f"| {d} | {p['instruction_temperature']:g} | {p['response_temperature']:g} | "
                      f"{p['max_tokens_instruction']} / {p['max_tokens_response']} |")
+    lines += render_generation_configs(combined.get("generation_configs") or {})
     lines += [
         "", "## Known limits", "",
         "- No ground truth: `majority_answer` and `agreement` measure self-consistency, not correctness. "

@@ -99,6 +99,9 @@ class FailedShard(_Model):
     shard: int
     problem: str = Field(description="One line: what went wrong.")
     permanent: bool = Field(description="Past fault_tolerance.max_attempts failed starts: resubmit will not retry it.")
+    damaged: bool = Field(False, description=(
+            "Done once, but a committed chunk no longer matches the row count and sha256 recorded when "
+            "it was committed: not counted as done; resubmit moves the chunk aside and redoes the shard."))
     slurm_state: str | None = None
     job_id: str | None = Field(None, description="SLURM task id, e.g. 123_4.")
     node: str | None = None
@@ -332,6 +335,9 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
     except MagpieError as exc:  # not a run directory: bad input, exit code 2
         raise ConfigError(str(exc)) from None
     ctx = RunContext(Path(run_dir))
+    from .damage import check_run_files
+
+    check_run_files(ctx)  # a damaged run file: one line naming it, exit 2
     cfg, ft = ctx.cfg, ctx.cfg.fault_tolerance
     cap = ft.max_attempts
     now = time.time()
@@ -373,6 +379,14 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
                 st = states.get(key)
                 live = disk.done is None and _owner_live(shard_store.path, ft)
                 category, problem = _classify(disk, st, key in submitted, local, cap, live, source == "sacct")
+                damage = shard_store.damage() if disk.done is not None else []
+                if damage:  # a done marker over a chunk that changed is not done
+                    category = "failed"
+                    problem = (f"damaged: {damage[0].removeprefix(shard_store.label + ': ')}"
+                               + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else "")
+                               + "; `resubmit` moves it aside and redoes the shard")
+                notes += [f"{shard_store.label}: {p} is not a file the package writes; left alone, not read "
+                          "as a chunk" for p in shard_store.stray_files()]
                 setattr(row, category, getattr(row, category) + 1)
                 row.shards += 1
                 row.records_target += shard_target(cfg, stage, rng)
@@ -403,6 +417,7 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
                     any_active = True  # (a local run's pending shards wait for a process that may be gone)
                 if category == "failed":
                     failed.append(_failed(store, key, problem or "failed", disk, st, cap))
+                    failed[-1].damaged = bool(damage)
                     if st is not None and st.state == "COMPLETED":
                         disagreements.append(Disagreement(
                             stage=stage, domain=domain, shard=rng.shard, kind="completed_without_marker",

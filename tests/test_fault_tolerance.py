@@ -211,7 +211,7 @@ def test_full_disk_during_chunk_write_loses_nothing(tiny_models, tmp_path, small
 def test_not_a_run_directory(tmp_path, capsys):
     from magpie_hpc.cli import main
 
-    assert main(["resubmit", str(tmp_path)]) == 1
+    assert main(["resubmit", str(tmp_path)]) == 2  # bad input, as from status and report (issue 18)
     err = capsys.readouterr().err
     assert "not a magpie-hpc run directory" in err and err.count("\n") == 1
 
@@ -228,8 +228,9 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
     # Lose most of the clean instructions, as a heavy duplicate rate would.
     table = pq.read_table(ins.chunk_path(0))
     keep = [text if i < 2 else None for i, text in enumerate(table["instruction"].to_pylist())]
-    pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction",
-                                    __import__("pyarrow").array(keep, "string")), ins.chunk_path(0))
+    # (committed through the store, so its record matches: a hand-written chunk would be damaged)
+    ins.commit(0, table.set_column(table.column_names.index("instruction"), "instruction",
+                                   __import__("pyarrow").array(keep, "string")))
     for later in chunks_before[1:]:
         ins.chunk_path(later).unlink()
     sel = store.shard("select", "algebra", 0)

@@ -109,12 +109,26 @@ def test_merge_refuses_a_shard_whose_ids_are_wrong_and_leaves_no_partial_files(s
     swap = a.read_bytes()
     a.write_bytes(b.read_bytes())
     b.write_bytes(swap)
+    # Each chunk no longer matches the record made when it was committed: damaged, named.
+    assert main(["merge", str(run_dir)]) == 3
+    err = capsys.readouterr().err
+    assert "responses discrete shard 1" in err and "(damaged)" in err and err.count("\n") == 1
+    # Records rewritten to match (as a writer that committed the wrong rows would have made them):
+    # the id check still refuses.
+    from magpie_hpc.store import file_sha256
+
+    log = shard / "chunks.jsonl"
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    for rec in lines:
+        rec["sha256"], rec["bytes"] = file_sha256(shard / f"part-{rec['index']:05d}.parquet")
+    log.write_text("".join(json.dumps(rec) + "\n" for rec in lines))
     assert main(["merge", str(run_dir)]) == 3
     err = capsys.readouterr().err
     assert "responses discrete shard 1 does not hold exactly ids discrete-2..discrete-3" in err
-    # The instructions file was complete before the SFT file failed; the SFT file, its twin and
-    # every temporary file are gone, and the run is not marked merged.
-    assert sorted(p.name for p in (run_dir / "discrete").iterdir()) == ["discrete_ins.json", "discrete_ins.parquet"]
+    # Outputs are staged and published together: the domain folder is as it was (emptied above),
+    # no staging folder is left, and the run is not marked merged.
+    assert sorted(p.name for p in (run_dir / "discrete").iterdir()) == []
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".merge-")]
     assert not (run_dir / "combined_dataset_info.json").exists()
 
 

@@ -9,7 +9,7 @@ from ..config import RunConfig
 from ..context import RunContext
 from ..plan import stage_shards
 from ..slurm.preflight import preflight
-from ..slurm.submit import SHARD_STAGES, SubmitPlan, Submitter
+from ..slurm.submit import SHARD_STAGES, SubmitPlan, Submitter, check_submission, submission_values
 from .base import Executor
 
 log = logging.getLogger("magpie_hpc")
@@ -19,6 +19,7 @@ class SlurmExecutor(Executor):
     name = "slurm"
 
     def preflight(self, cfg: RunConfig) -> None:
+        check_submission(submission_values(cfg))  # before any sinfo/sacctmgr call sees them
         preflight(cfg)
 
     def run(self, run_dir: Path) -> list:

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import uuid
+
 import numpy as np
 
 __all__ = ["DomainSamples", "PLOTS", "write_plots"]
@@ -99,7 +101,8 @@ def write_plots(out_dir: Path, samples: Mapping[str, DomainSamples], rates: Mapp
     written = []
 
     def save(fig, name: str) -> None:
-        tmp = out_dir / f".{name}.tmp.png"
+        # A unique temp name: two merges (or two runs' plots in one folder) never share one.
+        tmp = out_dir / f".{name}.{uuid.uuid4().hex}.tmp.png"
         fig.savefig(tmp, format="png")
         tmp.replace(out_dir / name)
         written.append(name)

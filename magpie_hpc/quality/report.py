@@ -75,7 +75,6 @@ def domain_flags(domain: str, figures: Mapping, q: QualityConfig) -> list[str]:
 
 def run_report(run_dir: Path | str) -> dict:
     """{"run_dir", "dataset_name", "thresholds", "domains": {domain: figures}, "flags": [...]}."""
-    from ..config import RunConfig
     from ..errors import ConfigError, IncompleteRunError
     from ..store import RunStore
 
@@ -83,14 +82,27 @@ def run_report(run_dir: Path | str) -> dict:
     if not store.is_run_dir():
         raise ConfigError(f"report: {run_dir} is not a magpie-hpc run directory (no run.json); "
                           "pass the folder launch created")
-    cfg = RunConfig.model_validate(store.read_manifest()["config"])
+    from ..context import RunContext
+    from ..store import read_json_file
+
+    from ..damage import check_run_files
+
+    ctx = RunContext(Path(run_dir))  # a damaged run.json: one line naming it, exit 2
+    check_run_files(ctx)
+    cfg = ctx.cfg
     combined_path = store.run_dir / "combined_dataset_info.json"
     if not combined_path.is_file():
         raise IncompleteRunError(f"report: {run_dir} is not merged yet; run `python -m magpie_hpc merge {run_dir}`")
-    combined = json.loads(combined_path.read_text())
+    combined = read_json_file(combined_path, "the merged dataset's summary")
     domains, flags = {}, []
+    if not isinstance(combined.get("domains"), dict):
+        raise ConfigError(f"{combined_path}: the merged dataset's summary is damaged (no domains); rerun the merge")
     for domain, entry in combined["domains"].items():
-        info = json.loads((store.run_dir / entry["directory"] / "dataset_info.json").read_text())
+        info_path = store.run_dir / str(domain) / "dataset_info.json"
+        try:
+            info = read_json_file(info_path, f"the dataset info of {domain}")
+        except FileNotFoundError:
+            raise ConfigError(f"{info_path}: missing; rerun `python -m magpie_hpc merge {run_dir}`") from None
         if "quality" not in info:
             raise IncompleteRunError(f"report: {domain}/dataset_info.json has no quality section (merged by an "
                                      f"older version); run `python -m magpie_hpc merge {run_dir}` again")

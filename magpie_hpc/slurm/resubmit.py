@@ -26,6 +26,7 @@ class Resubmission:
     failed: list[str] = field(default_factory=list)  # shards past their attempt cap
     active: int = 0  # tasks still pending or running, left alone
     source: str = "none"
+    repaired: list[str] = field(default_factory=list)  # damaged chunks moved aside, their shards redone
 
 
 def _stuck(reason: str) -> bool:
@@ -33,10 +34,15 @@ def _stuck(reason: str) -> bool:
 
 
 def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmission:
+    from ..damage import repair_damaged
+
     store, cfg = ctx.store, ctx.cfg
     found = shard_states(store)
     states = found.shards
     result = Resubmission(source=found.source)
+    # A done shard whose chunks no longer match their records is not done: move them aside (never
+    # deleted) and its DONE.json with them, so the loop below submits it again.
+    result.repaired = repair_damaged(ctx)
     stuck = sorted({s.job_id for s in states.values() if s.state == "PENDING" and _stuck(s.reason)})
     if stuck:
         cluster.scancel(stuck)

@@ -19,8 +19,12 @@ from dataclasses import dataclass, field
 
 import submitit
 
-from ..config import GPU_STAGES, RunConfig, SlurmStageResources
+import re
+
+from ..config import (GPU_STAGES, SAFE_PATH, SLURM_CONSTRAINT, SLURM_NAME, SLURM_NAME_LIST, RunConfig,
+                      SlurmStageResources)
 from ..context import RunContext
+from ..errors import ConfigError
 from . import cluster
 from .task import MergeTask, ShardTask
 
@@ -71,6 +75,45 @@ def _dep(kind: str, ids: Sequence[str]) -> str | None:
     return f"{kind}:{':'.join(ids)}" if ids else None
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What each value that becomes an `#SBATCH` line (or the interpreter line) may look like. A newline
+# in any of them would end sbatch's reading of `#SBATCH` lines there and run the rest as shell.
+SUBMISSION_SYNTAX = {
+    "slurm.partition": SLURM_NAME_LIST, "slurm.account": SLURM_NAME, "slurm.qos": SLURM_NAME_LIST,
+    "slurm.constraint": SLURM_CONSTRAINT, "slurm.python": SAFE_PATH, "job_name": re.compile(r"^[A-Za-z0-9._-]+$"),
+}
+
+
+def check_submission(values: dict[str, str | None]) -> None:
+    """Refuse (ConfigError naming the field) any value bound for sbatch that holds a control
+    character or breaks SLURM's syntax for it. `slurm.setup` lines are raw shell by design
+    (README: What the package trusts) and are only checked for being one line each."""
+    for field_name, value in values.items():
+        if value is None:
+            continue
+        text = str(value)
+        syntax = SUBMISSION_SYNTAX.get(field_name)
+        if _CONTROL.search(text) and not (field_name.startswith("slurm.setup") and "\n" not in text and "\r" not in text):
+            raise ConfigError(f"{field_name}: {text!r} contains a control character (newline, tab, ...); it would "
+                              "break the batch script; remove it")
+        if syntax is not None and not syntax.fullmatch(text):
+            raise ConfigError(f"{field_name}: {text!r} does not follow SLURM's syntax for it; fix {field_name}")
+
+
+def submission_values(cfg: RunConfig, run_dir: str | None = None, run_name: str | None = None) -> dict[str, str | None]:
+    s = cfg.slurm
+    values: dict[str, str | None] = {"slurm.partition": s.partition, "slurm.account": s.account, "slurm.qos": s.qos,
+                                     "slurm.constraint": s.constraint, "slurm.python": s.python}
+    values.update({f"slurm.setup[{i}]": line for i, line in enumerate(s.setup)})
+    if run_dir is not None:
+        values["run directory"] = run_dir
+    if run_name is not None:
+        values["job_name"] = job_name(run_name, "x", None)
+    for domain in cfg.domains:
+        values[f"domains ({domain})"] = domain
+    return values
+
+
 def setup_lines(cfg: RunConfig) -> list[str]:
     # Compute nodes are often offline: models were checked in the cache at launch, so never fetch.
     return ["export HF_HUB_OFFLINE=1", *cfg.slurm.setup]
@@ -81,6 +124,8 @@ class Submitter:
         self.ctx, self.cfg = ctx, ctx.cfg
         self.max_array_size = max_array_size or cluster.max_array_size()
         self.run_name = ctx.manifest["run_name"]
+        # run.json may have been edited since launch checked these: check again what reaches sbatch.
+        check_submission(submission_values(self.cfg, str(ctx.run_dir), str(self.run_name)))
 
     def _executor(self, stage: str, domain: str | None, dependency: str | None) -> submitit.SlurmExecutor:
         s = self.cfg.slurm

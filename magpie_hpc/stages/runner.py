@@ -25,6 +25,7 @@ from ..engine import EngineCache
 from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..plan import derive_seed, stage_shards
+from ..provenance import stage_settings
 from ..shardlock import ShardLock
 from ..store import counted_starts
 from .base import ShardWork
@@ -295,13 +296,14 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
         return engine
 
     check = lambda: _interrupted_check(signals, stage, domain, shard, committed)  # noqa: E731
+    settings = stage_settings(ctx.cfg, ctx.model.name, stage, domain)  # recorded with each chunk
     # closing: whatever ends the loop also ends the engine stream (what it queued is aborted)
     with closing(_computed_chunks(work, committed, open_engine, signals, check)) as chunks:
         for table, seconds in chunks:
             if not lock.still_held():
                 raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
                                   "(this one was presumed dead); leaving the shard to it")
-            store.commit(len(committed), table)
+            store.commit(len(committed), table, settings=settings)
             committed.append(table)
             watchdog.progress()
             _log_progress(stage, domain, shard, shard_range, committed, table, seconds)

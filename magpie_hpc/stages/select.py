@@ -29,10 +29,19 @@ def duplicates_path(store: RunStore, domain: str) -> Path:
 
 def read_duplicates(store: RunStore, domain: str) -> dict | None:
     """What select recorded about dropped duplicates, or None (a run from before this file)."""
+    from ..errors import CorruptFileError
+    from ..store import read_json_file
+
+    path = duplicates_path(store, domain)
     try:
-        return json.loads(duplicates_path(store, domain).read_text())
+        found = read_json_file(path, f"select's duplicate record of {domain}")
     except FileNotFoundError:
         return None
+    counts = ("candidates", "exact_duplicates", "near_duplicates_dropped")
+    if not all(isinstance(found.get(k, 0), int) and not isinstance(found.get(k, 0), bool) for k in counts):
+        raise CorruptFileError(f"{path}: select's duplicate record of {domain} is damaged ({', '.join(counts)} must "
+                               "be whole numbers); restore it from a copy; nothing was changed")
+    return found
 
 
 class NeedMoreInstructions(MagpieError):
