@@ -134,6 +134,9 @@ def _expected_dpo(run: Path) -> tuple[list[tuple[str, int, int]], Counter]:
 
 
 def test_dpo_pairs_and_every_skip_reason(run_dir):
+    # Cut-off responses include some cut after </think>, in an answer part that is not empty.
+    multi = [(t, f) for r in _rows(run_dir, "multi_responses") for t, f in zip(r["responses"], r["finish_reasons"])]
+    assert any(f == "length" and _closes_think(t) and split_reasoning(t)[1] for t, f in multi)
     pairs, skipped = _expected_dpo(run_dir)
     # The rates make each of the DPO rule's skip reasons happen: all complete responses the same text
     # (no_pair), all complete ones the same answer and so the same score (tie), and small margins.

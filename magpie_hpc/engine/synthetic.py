@@ -156,8 +156,10 @@ class SyntheticGenerator(Generator):
         else:
             answer = consensus if rng.random() < m.answer_agreement else str(rng.randint(100, 10**6))
             start = _response(rng, answer)
-        if kind == "length":
+        if kind == "length":  # a response is cut in its reasoning, or after </think> in its answer
             head = start if is_magpie else f"<think>\n{_steps(rng, 3)}"
+            if not is_magpie and rng.random() < 0.5:
+                head += "\n</think>\n\nBy the argument above the answer is $\\boxed{" + consensus + "}$, and"
             return _run_on(rng, head, max_tokens), "length"
         if kind == "loop":
             head = start if is_magpie else f"<think>\n{_steps(rng, rng.randint(1, 5))}"
