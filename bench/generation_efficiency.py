@@ -120,10 +120,10 @@ class Bench:
         self.engine_seconds = 0.0
         inner = self.gen.generate
 
-        def timed_generate(prompts, sampling):
+        def timed_generate(prompts, sampling, seeds=None):
             started = time.monotonic()
             try:
-                return inner(prompts, sampling)
+                return inner(prompts, sampling, seeds)
             finally:
                 self.engine_seconds += time.monotonic() - started
 

@@ -107,6 +107,33 @@ class EngineConfig(_Strict):
     synthetic_tokens_per_second: float = Field(default=0.0, ge=0)
     synthetic_fail: list[str] = Field(default_factory=list)
     synthetic_hang: list[str] = Field(default_factory=list)
+    # Synthetic engine only: how it misbehaves like a real model (engine/synthetic.py, Misbehaviour).
+    # Each sample draws one kind; the four rates add up to at most 1.
+    synthetic_length_rate: float = Field(default=0.0, ge=0, le=1, description=(
+        "Share of samples (instructions and responses) that run on past max_tokens: cut mid-way, "
+        "finish_reason 'length'."))
+    synthetic_loop_rate: float = Field(default=0.0, ge=0, le=1, description=(
+        "Share of samples that fall into a loop: the tail repeats one phrase until vLLM's repetition "
+        "detection stops it (finish_reason 'repetition'), or max_tokens does first ('length')."))
+    synthetic_no_think_rate: float = Field(default=0.0, ge=0, le=1, description=(
+        "Share of responses that stop without closing </think> (no answer part)."))
+    synthetic_duplicate_rate: float = Field(default=0.04, ge=0, le=1, description=(
+        "Share of samples that repeat a common text exactly: an instruction a stock problem, a response "
+        "the one most likely response of its prompt."))
+    synthetic_answer_agreement: float = Field(default=0.5, ge=0, le=1, description=(
+        "Chance that a response boxes its prompt's consensus answer; otherwise it boxes an answer of its "
+        "own (0: a prompt's answers never agree, 1: they always do)."))
+    synthetic_request_seeds: bool = Field(default=True, description=(
+        "Honour per-request seeds as vLLM does on a GPU (same prompt and seed, same text); false: drop them "
+        "as vLLM's CPU build does, so the engine-level seed and call order decide."))
+
+    @model_validator(mode="after")
+    def _synthetic_rates(self) -> "EngineConfig":
+        total = (self.synthetic_length_rate + self.synthetic_loop_rate + self.synthetic_no_think_rate
+                 + self.synthetic_duplicate_rate)
+        if total > 1:
+            raise ValueError(f"engine: the synthetic_*_rate fields add up to {total:g}; they must add up to at most 1")
+        return self
 
 
 class InstructionStageConfig(_Strict):
@@ -115,7 +142,10 @@ class InstructionStageConfig(_Strict):
     oversample: float = Field(
         default=0.3, ge=0, description="Extra clean instructions a shard keeps, for cleaning losses."
     )
-    max_rounds: int = Field(default=20, gt=0, description="Chunks a shard may try before failing.")
+    max_rounds: int = Field(default=20, gt=0, description=(
+        "Rounds a shard may sample before it fails, naming its keep rate and drop reasons; a round is what "
+        "its target needs at throughput.keep_rate (so 20 lets a keep rate down to about a twentieth of "
+        "the planned one through)."))
     max_difficulty: bool = True
 
 

@@ -13,6 +13,7 @@ from conftest import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.stages import run_shard
+from magpie_hpc.store import RunStore
 
 
 def _launch(args: list[str], capsys) -> Path:
@@ -45,14 +46,17 @@ def test_counts_flag_and_subset_naming(synthetic_args, tmp_path, capsys):
     assert combined["dataset_name"] == "Magpie-Math-Subset-HLE-9"
     info = json.loads((run_dir / "geometry" / "dataset_info.json").read_text())
     assert info["dataset_name"] == "Magpie-Geometry-HLE-6"
-    # Instruction records carry distinct, recorded seeds per shard/chunk (defect 4).
+    # Instruction records carry the recorded seed of their own sample (defect 4): distinct per
+    # sample, and the shards' seeds never overlap.
     ins = json.loads((run_dir / "geometry" / "geometry_ins.json").read_text())
-    shards = pq.read_table(run_dir / "work" / "select" / "geometry" / "shard-00000" / "part-00000.parquet")
-    assert set(shards["source_shard"].to_pylist()) == {0, 1}
-    seeds_by_shard = {}
-    for rec, shard in zip(ins, shards["source_shard"].to_pylist()):
-        seeds_by_shard.setdefault(shard, set()).add(rec["gen_input_configs"]["seed"])
-    assert not (seeds_by_shard[0] & seeds_by_shard[1])
+    chosen = pq.read_table(run_dir / "work" / "select" / "geometry" / "shard-00000" / "part-00000.parquet")
+    store = RunStore(run_dir)
+    shard_rows = {s: store.shard("instructions", "geometry", s).read_all().to_pylist() for s in (0, 1)}
+    for rec, shard, sample in zip(ins, chosen["source_shard"].to_pylist(), chosen["source_sample"].to_pylist()):
+        assert rec["gen_input_configs"]["seed"] == shard_rows[shard][sample]["seed"]
+    seeds = [rec["gen_input_configs"]["seed"] for rec in ins]
+    assert len(set(seeds)) == len(seeds)
+    assert not ({r["seed"] for r in shard_rows[0]} & {r["seed"] for r in shard_rows[1]})
 
 
 def test_stage_functions_are_idempotent_and_resume(synthetic_args, tmp_path, capsys):

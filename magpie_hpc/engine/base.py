@@ -20,7 +20,10 @@ class Sampling:
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
     repetition_penalty: float = 1.0
-    seed: int | None = None  # per-request seed, where the engine supports one
+    # Per-request seed, where the engine supports one. vLLM gives sample k of a request the seed
+    # `seed + k` with a generator of its own (v1/engine/parallel_sampling.py): two requests with the
+    # same prompt and seed return the same n texts. Per-prompt seeds: `Request.seeds`.
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,18 @@ class Request:
 
     prompts: Sequence[Sequence[int]]
     sampling: Sampling
+    # One seed per prompt in place of `sampling.seed`, so that identical prompts (every Magpie
+    # request) get non-overlapping seed ranges: prompt p's sample k is seeded seeds[p] + k.
+    seeds: Sequence[int] | None = None
+
+
+def prompt_seeds(prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Sequence[int] | None) -> list[int | None]:
+    """The seed of each prompt's first sample: `seeds` where given, else `sampling.seed` for all."""
+    if seeds is None:
+        return [sampling.seed] * len(prompts)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one per prompt")
+    return list(seeds)
 
 
 class Generator(ABC):
@@ -51,8 +66,10 @@ class Generator(ABC):
     load_seconds: float = 0.0
 
     @abstractmethod
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[PromptResult]:
-        """One result per prompt, in order, each with `sampling.n` completions."""
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling,
+                 seeds: Sequence[int] | None = None) -> list[PromptResult]:
+        """One result per prompt, in order, each with `sampling.n` completions; `seeds`: as
+        `Request.seeds`."""
 
     def generate_stream(self, requests: Iterable[Request]) -> Iterator[list[PromptResult]]:
         """Each request's results, in request order, as soon as that request is complete. `requests`
@@ -60,7 +77,7 @@ class Generator(ABC):
         it never drains at a chunk boundary nor idles while the caller commits. This default runs
         them one after another."""
         for request in requests:
-            yield self.generate(request.prompts, request.sampling)
+            yield self.generate(request.prompts, request.sampling, request.seeds)
 
     def close(self) -> None:
         """Release the model (GPU memory) before another one is loaded in this process."""

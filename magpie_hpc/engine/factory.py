@@ -34,12 +34,18 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
                     task: TaskRef | None = None) -> Generator:
     eng = cfg.engine
     if eng.kind == "synthetic":
-        from .synthetic import SyntheticGenerator
+        from .synthetic import Misbehaviour, SyntheticGenerator
 
         marker = prompts.tokenizer(model.template["user_marker"], add_special_tokens=False)["input_ids"]
+        misbehaviour = Misbehaviour(
+            length_rate=eng.synthetic_length_rate, loop_rate=eng.synthetic_loop_rate,
+            no_think_rate=eng.synthetic_no_think_rate, duplicate_rate=eng.synthetic_duplicate_rate,
+            answer_agreement=eng.synthetic_answer_agreement,
+        )
         return SyntheticGenerator(
             seed=seed, user_marker_ids=marker, tokens_per_second=eng.synthetic_tokens_per_second,
             fail=_injected(eng.synthetic_fail, task), hang=_injected(eng.synthetic_hang, task),
+            misbehaviour=misbehaviour, request_seeds=eng.synthetic_request_seeds,
         )
     from .vllm_engine import VllmGenerator
 

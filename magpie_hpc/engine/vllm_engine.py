@@ -9,13 +9,14 @@ next chunk before the current one finishes, through the same public LLMEngine ca
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 
-from .base import Completion, Generator, PromptResult, Request, Sampling
+from .base import Completion, Generator, PromptResult, Request, Sampling, prompt_seeds
 
 
 def _on_cpu() -> bool:
@@ -63,11 +64,22 @@ class VllmGenerator(Generator):
             seed=None if self.on_cpu else sampling.seed,
         )
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling) -> list[PromptResult]:
+    def prompt_params(self, prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Sequence[int] | None) -> list:
+        """One SamplingParams per prompt, each with its own seed where `seeds` gives them. On the
+        CPU build `sampling_params` drops every per-request seed, so there the engine-level seed
+        decides and per-prompt seeds change nothing."""
+        if seeds is None:
+            return [self.sampling_params(sampling)] * len(prompts)
+        return [self.sampling_params(dataclasses.replace(sampling, seed=seed))
+                for seed in prompt_seeds(prompts, sampling, seeds)]
+
+    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling,
+                 seeds: Sequence[int] | None = None) -> list[PromptResult]:
         from vllm.inputs import TokensPrompt
 
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self.sampling_params(sampling), use_tqdm=False
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self.prompt_params(prompts, sampling, seeds),
+            use_tqdm=False,
         )
         return [_result(out) for out in outputs]
 
@@ -88,10 +100,10 @@ class VllmGenerator(Generator):
                 request = next(source, None)
                 if request is None:
                     return
-                params = self.sampling_params(request.sampling)
-                params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
                 ids = []
-                for prompt in request.prompts:
+                for prompt, params in zip(request.prompts,
+                                          self.prompt_params(request.prompts, request.sampling, request.seeds)):
+                    params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
                     ids.append(f"stream-{next(self._request_ids)}")
                     engine.add_request(ids[-1], TokensPrompt(prompt_token_ids=list(prompt)), params)
                 unfinished.update(ids)

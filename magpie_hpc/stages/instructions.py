@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 
 import pyarrow as pa
 
@@ -68,6 +69,25 @@ class InstructionsWork(ShardWork):
         path = self.ctx.store.shard(self.stage, self.domain, self.shard.shard).path / "topup.json"
         return json.loads(path.read_text())["extra"] if path.exists() else 0
 
+    def round_samples(self) -> int:
+        """One round: the samples the target needs at the planning keep rate (throughput.keep_rate),
+        in whole requests. `instructions.max_rounds` of them is what a shard may sample."""
+        per_prompt = self.cfg.instructions.samples_per_prompt
+        need = math.ceil(self.target / self.cfg.throughput.keep_rate * MARGIN)
+        return math.ceil(need / per_prompt) * per_prompt
+
+    def _out_of_rounds(self, committed: list[pa.Table], kept: int, sampled: int) -> MagpieError:
+        drops = Counter(r for t in committed for r in t["drop_reason"].to_pylist() if r)
+        listed = ", ".join(f"{reason} {n}" for reason, n in drops.most_common()) or "none"
+        max_rounds = self.cfg.instructions.max_rounds
+        return MagpieError(
+            f"instructions {self.domain} shard {self.shard.shard}: {kept} of {self.target} clean instructions "
+            f"after {sampled} samples ({max_rounds} rounds of {self.round_samples()}, instructions.max_rounds): "
+            f"keep rate {kept / sampled:.1%} against the planned {self.cfg.throughput.keep_rate:.0%}; drops: "
+            f"{listed}. Check the model's template, stop strings and max_tokens_instruction (see the chunk "
+            "files' drop_reason), or raise instructions.max_rounds"
+        )
+
     def next_chunk(self, committed: list[pa.Table]) -> int | None:
         kept = sum(_kept(t) for t in committed)
         if kept >= self.target:
@@ -84,10 +104,13 @@ class InstructionsWork(ShardWork):
                 "(see the chunk files' drop_reason)"
             )
         sampled = sum(t.num_rows for t in committed)
+        budget = self.cfg.instructions.max_rounds * self.round_samples() - sampled
+        if budget <= 0:
+            raise self._out_of_rounds(committed, kept, sampled)
         # Before any sample the planning estimate is the best guess; after, what this shard kept.
         keep_rate = max(kept / sampled, 0.05) if sampled else self.cfg.throughput.keep_rate
-        return plan_chunk(self.target - kept, keep_rate, self.cfg.sharding.chunk_size,
-                          self.cfg.instructions.samples_per_prompt)
+        return min(plan_chunk(self.target - kept, keep_rate, self.cfg.sharding.chunk_size,
+                              self.cfg.instructions.samples_per_prompt), budget)
 
     def _seen(self, committed: list[pa.Table]) -> set[str]:
         return {
@@ -97,21 +120,29 @@ class InstructionsWork(ShardWork):
 
     def run_chunk(self, engine, samples: int, index: int, committed: list[pa.Table]) -> pa.Table:
         per_prompt = min(self.cfg.instructions.samples_per_prompt, samples)
+        requests = math.ceil(samples / per_prompt)
         seed = derive_seed(self.cfg.seed, self.stage, self.domain, self.shard.shard, index)
+        # Every request of the chunk is the same prompt, and vLLM seeds sample k of a request
+        # `seed + k`: one shared seed gives every request the same n texts on a GPU. Request r gets
+        # the range seed + r*n .. seed + r*n + n-1 instead. The CPU build drops per-request seeds
+        # (there the engine-level seed, which depends on the resume point, decides).
+        seeds = [seed + r * per_prompt for r in range(requests)]
         sampling = Sampling(
             temperature=self.settings.instruction_temperature, top_p=self.cfg.instructions.top_p,
             max_tokens=self.settings.max_tokens_instruction, n=per_prompt,
-            stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+            stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids,
         )
-        results = engine.generate([self.prompt_ids] * math.ceil(samples / per_prompt), sampling)
+        results = engine.generate([self.prompt_ids] * requests, sampling, seeds)
         seen = self._seen(committed)
         first_sample = sum(t.num_rows for t in committed)
         created = int(time.time())
         rows: dict[str, list] = {k: [] for k in (
             "sample", "instruction", "raw", "drop_reason", "answer_cut", "finish_reason",
             "prompt_tokens", "output_tokens", "seed", "chunk", "created")}
-        completions = [(r.prompt_tokens, c) for r in results for c in r.completions][:samples]
-        for offset, (prompt_tokens, comp) in enumerate(completions):
+        # Each sample with the seed that produced it on a GPU (what gen_input_configs.seed records).
+        completions = [(r.prompt_tokens, s + k, c) for r, s in zip(results, seeds)
+                       for k, c in enumerate(r.completions)][:samples]
+        for offset, (prompt_tokens, sample_seed, comp) in enumerate(completions):
             cleaned = clean_instruction(comp.text, comp.finish_reason)
             text, reason = cleaned.text, cleaned.dropped
             if text is not None:
@@ -124,7 +155,8 @@ class InstructionsWork(ShardWork):
                 ("sample", first_sample + offset), ("instruction", text), ("raw", comp.text),
                 ("drop_reason", reason), ("answer_cut", cleaned.answer_cut),
                 ("finish_reason", comp.finish_reason), ("prompt_tokens", prompt_tokens),
-                ("output_tokens", comp.output_tokens), ("seed", seed), ("chunk", index), ("created", created),
+                ("output_tokens", comp.output_tokens), ("seed", sample_seed), ("chunk", index),
+                ("created", created),
             ):
                 rows[key].append(value)
         return pa.table(rows, schema=INSTRUCTION_SCHEMA)
