@@ -64,6 +64,43 @@ class EngineConfig(_Strict):
     synthetic_hang: list[str] = Field(default_factory=list)
 
 
+class RepetitionDetectionConfig(_Strict):
+    """vLLM's in-scheduler loop stop (`SamplingParams.repetition_detection`, vLLM >= 0.17): a request
+    whose output tail is one token pattern of `min_pattern_size`..`max_pattern_size` tokens repeated
+    `min_count` times in a row ends at once with finish reason "repetition" instead of running on to
+    `max_tokens`. Reasoning models at the seed's temperatures (0.0-0.05, below DeepSeek's 0.5-0.7 for
+    R1 "to prevent endless repetitions") repeat one paragraph until `max_tokens`; every such token is
+    GPU time for a response that is then thrown away (BENCHMARKS.md, loop stopping).
+
+    Why these defaults: a pattern of period p also repeats with period 2p, 3p..., so what triggers is
+    a tail of at least `min_count` identical blocks of `min_pattern_size` tokens or more. Legitimate
+    mathematics repeats, but not like that: an enumeration, a table of values or "Wait, let me
+    check" openings differ in their numbers or in what follows, and a matrix of zeros repeats its row
+    only as often as it has rows. `min_count` 12 leaves every zero matrix up to 11 rows alone (and,
+    with `min_pattern_size` 8, any run of one or two repeated tokens shorter than 96), while a loop
+    of a 100-token paragraph is stopped after 1,200 tokens of it. `max_pattern_size` bounds the
+    loops it can see (longer paragraphs repeat unnoticed) and its cost: vLLM checks every pattern
+    size at every step of every request in Python, about 0.25 us per size (128 sizes: ~30 us per
+    request and step). tests/test_repetition_defaults.py checks these cases with vLLM's own check."""
+
+    enabled: bool = Field(default=True, description=(
+        "Stop looping requests inside vLLM (finish reason \"repetition\"); false turns the check off "
+        "(then only the after-the-fact count of cut-off responses ending in a loop remains)."))
+    max_pattern_size: int = Field(default=128, gt=0, description=(
+        "Longest repeated token block looked for; longer loops go unnoticed, and each extra size costs "
+        "scheduler time at every step."))
+    min_pattern_size: int = Field(default=8, gt=0, description=(
+        "Shortest block: shorter periods count only through their multiples of at least this size."))
+    min_count: int = Field(default=12, ge=2, description=(
+        "Repeats in a row that make a loop: above the rows of any zero matrix written out in full."))
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "RepetitionDetectionConfig":
+        if self.min_pattern_size > self.max_pattern_size:
+            raise ValueError("repetition_detection.min_pattern_size: must not exceed max_pattern_size")
+        return self
+
+
 class InstructionStageConfig(_Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     samples_per_prompt: int = Field(default=16, gt=0, description="vLLM n per Magpie request.")
@@ -72,11 +109,15 @@ class InstructionStageConfig(_Strict):
     )
     max_rounds: int = Field(default=20, gt=0, description="Chunks a shard may try before failing.")
     max_difficulty: bool = True
+    repetition_detection: RepetitionDetectionConfig = Field(
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
 
 
 class ResponseStageConfig(_Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     repetition_penalty: float = Field(default=1.0, gt=0)
+    repetition_detection: RepetitionDetectionConfig = Field(
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
 
 
 class MultiResponseStageConfig(_Strict):
@@ -84,6 +125,8 @@ class MultiResponseStageConfig(_Strict):
     temperature: float = Field(default=0.8, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=4096, gt=0)
+    repetition_detection: RepetitionDetectionConfig = Field(
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
 
 
 class RewardStageConfig(_Strict):

@@ -11,6 +11,7 @@ import time
 import pyarrow as pa
 
 from ..engine import Sampling
+from ..engine.base import RepetitionDetection
 from ..errors import MagpieError
 from ..plan import derive_seed, instruction_target
 from ..quality.cleaning import clean_instruction, normalize_for_dedup
@@ -102,6 +103,7 @@ class InstructionsWork(ShardWork):
             temperature=self.settings.instruction_temperature, top_p=self.cfg.instructions.top_p,
             max_tokens=self.settings.max_tokens_instruction, n=per_prompt,
             stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+            repetition_detection=RepetitionDetection.from_settings(self.cfg.instructions.repetition_detection),
         )
         results = engine.generate([self.prompt_ids] * math.ceil(samples / per_prompt), sampling)
         seen = self._seen(committed)
