@@ -58,6 +58,9 @@ class EngineConfig(_Strict):
     enforce_eager: bool = False
     max_model_len: int | None = Field(default=None, gt=0, description="Overrides the model entry.")
     tensor_parallel_size: int | None = Field(default=None, gt=0)
+    allow_untested_engine: bool = Field(default=False, description=(
+        "Run on a vLLM outside the release line the tests run (engine_version.TESTED_VLLM); launch "
+        "and every task refuse one otherwise. Recorded in run.json."))
     # Synthetic engine only: simulated speed and injected faults ("stage:domain:shard").
     synthetic_tokens_per_second: float = Field(default=0.0, ge=0)
     synthetic_fail: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import RunConfig
+from .engine_version import engine_check
 from .errors import ConfigError
 from .models import PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model
 from .plan import plan_summary
@@ -48,6 +49,7 @@ def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     model = resolve_model(cfg.model, cfg, need_weights=cfg.engine.kind == "vllm")
     reward = resolve_reward_model(cfg.reward_model, need_weights=cfg.engine.reward_kind == "transformers")
     check_lengths(cfg, model)
+    engine_check(cfg, where="launch")
     prompts = PromptBuilder(model)
     for domain in cfg.domains:  # builds each prompt once: one BOS, template matches the registry
         prompts.magpie_prompt(cfg.domain(domain), cfg.instructions.max_difficulty)
@@ -88,6 +90,7 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
         "reward_model_path": reward_path,
         "templates": TemplateTexts.render(prompts or PromptBuilder(model), cfg).to_json(),
         "plan": plan_summary(cfg),
+        "engine_version": engine_check(cfg, where="launch"),
     })
     return run_dir.resolve()
 

@@ -41,6 +41,9 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
             seed=seed, user_marker_ids=marker, tokens_per_second=eng.synthetic_tokens_per_second,
             fail=_injected(eng.synthetic_fail, task), hang=_injected(eng.synthetic_hang, task),
         )
+    from ..engine_version import engine_check
+
+    engine_check(cfg, where="task")  # the compute node's vLLM, which the launch may not have seen
     from .vllm_engine import VllmGenerator
 
     return VllmGenerator(
