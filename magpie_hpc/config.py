@@ -216,6 +216,10 @@ class SlurmConfig(_Strict):
     profile: str | None = Field(default=None, description="A cluster profile in slurm_templates/.")
     setup: list[str] = Field(default_factory=list, description="Shell lines run before each task.")
     python: str | None = Field(default=None, description="Python on compute nodes.")
+    gpu_memory_gb: float | None = Field(default=None, gt=0, description=(
+        "Memory of one GPU of the partition's nodes, for preflight's does-the-model-fit check; unset: "
+        "read from sinfo (a feature like `80gb`, or the gres type; an A100 with no memory feature "
+        "counts as 40 GB, since an `a100` constraint also matches the 40 GB nodes)."))
     gpu_stage: SlurmStageResources = Field(default_factory=SlurmStageResources)
     cpu_stage: SlurmStageResources = Field(
         default_factory=lambda: SlurmStageResources(gpus=0, cpus=2, mem_gb=16, time_min=60)

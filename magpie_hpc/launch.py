@@ -44,6 +44,28 @@ def check_lengths(cfg: RunConfig, model: ResolvedModel) -> None:
         )
 
 
+# DeepSeek's guidance for the R1 family: temperature 0.5-0.7 "to prevent endless repetitions".
+REASONING_MIN_TEMPERATURE = 0.5
+
+
+def temperature_warnings(cfg: RunConfig, model: ResolvedModel) -> list[str]:
+    """Lines to print at launch when a reasoning model samples below its guidance. The seed's response
+    temperatures (0.0-0.05) stay the defaults; the loop stop is what keeps them affordable."""
+    if model.family != "deepseek_r1":
+        return []
+    low = {d: cfg.domain(d).response_temperature for d in cfg.domains
+           if cfg.domain(d).response_temperature < REASONING_MIN_TEMPERATURE}
+    if cfg.multi_responses.temperature < REASONING_MIN_TEMPERATURE:
+        low["preference responses"] = cfg.multi_responses.temperature
+    if not low:
+        return []
+    shown = ", ".join(f"{k} {v:g}" for k, v in low.items())
+    stop = "on" if cfg.responses.repetition_detection.enabled else "OFF"
+    return [f"{model.name} is a reasoning model (R1 family) sampled below DeepSeek's {REASONING_MIN_TEMPERATURE:g}-0.7 "
+            f"({shown}): expect responses that loop until max_tokens; the loop stop "
+            f"([responses.repetition_detection]) is {stop}, and the card counts the loops"]
+
+
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
     model = resolve_model(cfg.model, cfg, need_weights=cfg.engine.kind == "vllm")
