@@ -271,7 +271,7 @@ class DomainMerger:
             for selected, row in self._with_instructions("responses"):
                 self.samples.sft_response_tokens.append(row["output_tokens"][0])
                 loops.add(row["finish_reasons"], row["responses"])
-                if not row["complete"][0]:  # truncated or answerless responses stay out of SFT (defect 7)
+                if not row["complete"][0]:  # truncated, looped or answerless responses stay out of SFT (defect 7)
                     excluded += 1
                     continue
                 record = self._base(selected)
