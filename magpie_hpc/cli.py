@@ -38,14 +38,14 @@ def _launch(args: argparse.Namespace) -> int:
         reconcile_config(args.resume, cfg, force=args.force)
         return _continue_run(args.resume)
     model, reward, prompts = validate(cfg)
-    from .launch import temperature_warnings
-
-    for line in temperature_warnings(cfg, model):
-        print(f"warning: {line}", file=sys.stderr)
     executor = get_executor(cfg.executor or default_executor())
     executor.preflight(cfg)
     run_dir = create_run(cfg, model, reward, prompts)
     print(f"run directory: {run_dir}", file=sys.stderr)
+    from .launch import temperature_warnings
+
+    for line in temperature_warnings(cfg, model):  # once every check passed: bad input stays one line
+        print(f"warning: {line}", file=sys.stderr)
     executor.run(run_dir)
     if executor.name == "slurm":
         print(f"submitted; watch with: python -m magpie_hpc status {run_dir}", file=sys.stderr)

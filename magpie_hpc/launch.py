@@ -51,7 +51,7 @@ REASONING_MIN_TEMPERATURE = 0.5
 def temperature_warnings(cfg: RunConfig, model: ResolvedModel) -> list[str]:
     """Lines to print at launch when a reasoning model samples below its guidance. The seed's response
     temperatures (0.0-0.05) stay the defaults; the loop stop is what keeps them affordable."""
-    if model.family != "deepseek_r1":
+    if model.family != "deepseek_r1" or cfg.engine.kind != "vllm":  # the synthetic engine never loops
         return []
     low = {d: cfg.domain(d).response_temperature for d in cfg.domains
            if cfg.domain(d).response_temperature < REASONING_MIN_TEMPERATURE}
