@@ -104,6 +104,7 @@ def test_loop_stop_ends_looping_requests_inside_vllm(deepseek, temperature):
 
     from magpie_hpc.engine.base import RepetitionDetection
     from magpie_hpc.plan import loop_tokens_saved
+    from magpie_hpc.quality.loops import ends_in_loop
     from magpie_hpc.stages.runner import _summary
 
     cfg, builder, engine = deepseek
@@ -116,15 +117,23 @@ def test_loop_stop_ends_looping_requests_inside_vllm(deepseek, temperature):
     assert on is not None  # on by default
     stopped = [c for r in engine.generate(prompts, Sampling(**base, repetition_detection=on)) for c in r.completions]
     ran_on = [c for r in engine.generate(prompts, Sampling(**base)) for c in r.completions]
+    # At 0.05 a sampled token may break a lap (the check starts over); greedy decoding loops exactly.
+    slack = 0 if temperature == 0.0 else 1
+    # Off: every request runs on to max_tokens, and what it wrote ends in a loop (the after-the-fact count).
     assert [c.finish_reason for c in ran_on] == ["length"] * len(prompts)
-    assert [c.finish_reason for c in stopped] == ["repetition"] * len(prompts)
-    assert all(c.output_tokens < max_tokens for c in stopped)
+    assert sum(ends_in_loop(c.text) for c in ran_on) >= len(prompts) - slack
+    # On: the loops end inside vLLM.
+    reasons = [c.finish_reason for c in stopped]
+    assert set(reasons) <= {"repetition", "length"}
+    looped = [c for c in stopped if c.finish_reason == "repetition"]
+    assert len(looped) >= len(prompts) - slack
+    assert all(c.output_tokens < max_tokens for c in looped)
     assert sum(c.output_tokens for c in stopped) < sum(c.output_tokens for c in ran_on) / 2
     # Counted as the shard's DONE.json counts them, and the tokens not spent as the run summary does.
     table = pa.table({"finish_reasons": [[c.finish_reason] for c in stopped],
                       "output_tokens": [[c.output_tokens] for c in stopped]})
     done = _summary("responses", [table])
-    assert done["finish_reasons"] == {"repetition": len(prompts)}
-    assert done["repetition_output_tokens"] == sum(c.output_tokens for c in stopped)
+    assert done["finish_reasons"].get("repetition") == len(looped)
+    assert done["repetition_output_tokens"] == sum(c.output_tokens for c in looped)
     saved = loop_tokens_saved(max_tokens, done["finish_reasons"]["repetition"], done["repetition_output_tokens"])
-    assert saved == sum(max_tokens - c.output_tokens for c in stopped) > 0
+    assert saved == sum(max_tokens - c.output_tokens for c in looped) > 0
