@@ -263,6 +263,7 @@ def loop_savings_lines(summary: dict) -> list[str]:
         if not m.get("stopped_as_loops"):
             continue
         hours = m.get("loop_gpu_hours_saved")
+        unit = "GPU-hours" if summary.get("gpu_hours_source") != "wall_clock" else "wall-clock hours"
         lines.append(f"{stage}: {m['stopped_as_loops']} stopped as loops, {m['loop_tokens_saved']:,} tokens not "
-                     "generated" + (f" (~{_hours(hours)} GPU-hours)" if hours is not None else ""))
+                     "generated" + (f" (~{_hours(hours)} {unit})" if hours is not None else ""))
     return lines
