@@ -14,7 +14,7 @@ export VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-1}
 lscpu | grep 'Model name' || true
 echo "cores: $(nproc)"
 status=0
-for bench in shard_sizing reward_scoring checkpoint_overhead generation_efficiency merge_scale scheduling; do
+for bench in shard_sizing reward_scoring checkpoint_overhead generation_efficiency loop_stop merge_scale scheduling; do
   if [ "$bench" = scheduling ] && ! command -v sbatch >/dev/null; then
     echo "== $bench: skipped (no sbatch; start hpc/devcluster first)"
     continue

@@ -27,6 +27,8 @@ def _launch(args: argparse.Namespace) -> int:
     }
     if args.engine:
         overrides["engine"] = {"kind": args.engine, "reward_kind": "synthetic" if args.engine == "synthetic" else "transformers"}
+    if args.allow_untested_engine:
+        overrides["engine"] = {**overrides.get("engine", {}), "allow_untested_engine": True}
     cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None,
                       count=args.count, profile=args.profile)
     if args.dry_run:
@@ -42,6 +44,10 @@ def _launch(args: argparse.Namespace) -> int:
     created = _missing_parents(cfg.output_root)
     run_dir = create_run(cfg, model, reward, prompts)
     print(f"run directory: {run_dir}", file=sys.stderr)
+    from .launch import temperature_warnings
+
+    for line in temperature_warnings(cfg, model):  # once every check passed: bad input stays one line
+        print(f"warning: {line}", file=sys.stderr)
     try:
         executor.run(run_dir)
     except BaseException:
@@ -220,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--executor", choices=["slurm", "local"])
     launch.add_argument("--engine", choices=["vllm", "synthetic"], help="synthetic: test engine, no model weights")
     launch.add_argument("--seed", type=int)
+    launch.add_argument("--allow-untested-engine", action="store_true",
+                        help="run on a vLLM outside the tested release line (recorded in run.json)")
     launch.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
     launch.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an existing run: resubmit only what is not done")

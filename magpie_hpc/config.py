@@ -103,6 +103,9 @@ class EngineConfig(_Strict):
     enforce_eager: bool = False
     max_model_len: int | None = Field(default=None, gt=0, description="Overrides the model entry.")
     tensor_parallel_size: int | None = Field(default=None, gt=0)
+    allow_untested_engine: bool = Field(default=False, description=(
+        "Run on a vLLM outside the release line the tests run (engine_version.TESTED_VLLM); launch "
+        "and every task refuse one otherwise. Recorded in run.json."))
     # Synthetic engine only: simulated speed and injected faults ("stage:domain:shard").
     synthetic_tokens_per_second: float = Field(default=0.0, ge=0)
     synthetic_fail: list[str] = Field(default_factory=list)
@@ -136,6 +139,44 @@ class EngineConfig(_Strict):
         return self
 
 
+class RepetitionDetectionConfig(_Strict):
+    """vLLM's in-scheduler loop stop (`SamplingParams.repetition_detection`, vLLM >= 0.17): a request
+    whose output tail is one token pattern of `min_pattern_size`..`max_pattern_size` tokens repeated
+    `min_count` times in a row ends at once with finish reason "repetition" instead of running on to
+    `max_tokens`. Reasoning models at the seed's temperatures (0.0-0.05, below DeepSeek's 0.5-0.7 for
+    R1 "to prevent endless repetitions") repeat one paragraph until `max_tokens`; every such token is
+    GPU time for a response that is then thrown away (BENCHMARKS.md, loop stopping).
+
+    Why these defaults: a pattern of period p also repeats with period 2p, 3p..., so what triggers is
+    a tail of at least `min_count` identical blocks of `min_pattern_size` tokens or more. Legitimate
+    mathematics repeats, but not like that: an enumeration, a table of values or "Wait, let me
+    check" openings differ in their numbers or in what follows, and a matrix of zeros repeats its row
+    only as often as it has rows. `min_count` 12 leaves every zero matrix up to 11 rows alone (and,
+    with `min_pattern_size` 8, any run of one or two repeated tokens shorter than 96), while a loop
+    of a 100-token paragraph is stopped after 1,200 tokens of it. `max_pattern_size` bounds the
+    loops it can see (longer paragraphs repeat unnoticed) and its cost: vLLM checks every pattern
+    size at every step of every request in Python, about 0.25 us per size (121 sizes: ~30 us per
+    request and step), overlapped with the GPU's next step by vLLM's async scheduling (on by default
+    on GPU). tests/test_repetition_defaults.py checks these cases with vLLM's own check."""
+
+    enabled: bool = Field(default=True, description=(
+        "Stop looping requests inside vLLM (finish reason \"repetition\"); false turns the check off "
+        "(then only the after-the-fact count of cut-off responses ending in a loop remains)."))
+    max_pattern_size: int = Field(default=128, gt=0, description=(
+        "Longest repeated token block looked for; longer loops go unnoticed, and each extra size costs "
+        "scheduler time at every step."))
+    min_pattern_size: int = Field(default=8, gt=0, description=(
+        "Shortest block: shorter periods count only through their multiples of at least this size."))
+    min_count: int = Field(default=12, ge=2, description=(
+        "Repeats in a row that make a loop: above the rows of any zero matrix written out in full."))
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "RepetitionDetectionConfig":
+        if self.min_pattern_size > self.max_pattern_size:
+            raise ValueError("repetition_detection.min_pattern_size: must not exceed max_pattern_size")
+        return self
+
+
 class InstructionStageConfig(_Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     samples_per_prompt: int = Field(default=16, gt=0, description="vLLM n per Magpie request.")
@@ -147,11 +188,15 @@ class InstructionStageConfig(_Strict):
         "its target needs at throughput.keep_rate (so 20 lets a keep rate down to about a twentieth of "
         "the planned one through)."))
     max_difficulty: bool = True
+    repetition_detection: RepetitionDetectionConfig = Field(
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
 
 
 class ResponseStageConfig(_Strict):
     top_p: float = Field(default=1.0, gt=0, le=1)
     repetition_penalty: float = Field(default=1.0, gt=0)
+    repetition_detection: RepetitionDetectionConfig = Field(
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
 
 
 class MultiResponseStageConfig(_Strict):
@@ -159,6 +204,8 @@ class MultiResponseStageConfig(_Strict):
     temperature: float = Field(default=0.8, ge=0)
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=4096, gt=0)
+    repetition_detection: RepetitionDetectionConfig = Field(
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
 
 
 class RewardStageConfig(_Strict):
@@ -318,6 +365,10 @@ class SlurmConfig(_Strict):
             if stage not in STAGES:
                 raise ValueError(f"slurm.stage_array_parallelism: unknown stage {stage!r}; choose from {','.join(STAGES)}")
         return value
+    gpu_memory_gb: float | None = Field(default=None, gt=0, description=(
+        "Memory of one GPU of the partition's nodes, for preflight's does-the-model-fit check; unset: "
+        "read from sinfo (a feature like `80gb`, or the gres type; an A100 with no memory feature "
+        "counts as 40 GB, since an `a100` constraint also matches the 40 GB nodes)."))
     gpu_stage: SlurmStageResources = Field(default_factory=SlurmStageResources)
     cpu_stage: SlurmStageResources = Field(
         default_factory=lambda: SlurmStageResources(gpus=0, cpus=2, mem_gb=16, time_min=60)

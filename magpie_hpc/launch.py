@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import RunConfig
+from .engine_version import engine_check
 from .errors import ConfigError
 from .model_checks import check_generator
 from .models import (PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model,
@@ -59,6 +60,28 @@ def check_lengths(cfg: RunConfig, model: ResolvedModel) -> None:
         )
 
 
+# DeepSeek's guidance for the R1 family: temperature 0.5-0.7 "to prevent endless repetitions".
+REASONING_MIN_TEMPERATURE = 0.5
+
+
+def temperature_warnings(cfg: RunConfig, model: ResolvedModel) -> list[str]:
+    """Lines to print at launch when a reasoning model samples below its guidance. The seed's response
+    temperatures (0.0-0.05) stay the defaults; the loop stop is what keeps them affordable."""
+    if model.family != "deepseek_r1" or cfg.engine.kind != "vllm":  # the synthetic engine never loops
+        return []
+    low = {d: cfg.domain(d).response_temperature for d in cfg.domains
+           if cfg.domain(d).response_temperature < REASONING_MIN_TEMPERATURE}
+    if cfg.multi_responses.temperature < REASONING_MIN_TEMPERATURE:
+        low["preference responses"] = cfg.multi_responses.temperature
+    if not low:
+        return []
+    shown = ", ".join(f"{k} {v:g}" for k, v in low.items())
+    stop = "on" if cfg.responses.repetition_detection.enabled else "OFF"
+    return [f"{model.name} is a reasoning model (R1 family) sampled below DeepSeek's {REASONING_MIN_TEMPERATURE:g}-0.7 "
+            f"({shown}): expect responses that loop until max_tokens; the loop stop "
+            f"([responses.repetition_detection]) is {stop}, and the card counts the loops"]
+
+
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
     need_generator = cfg.engine.kind == "vllm"
@@ -71,6 +94,7 @@ def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
         check_generator(model.path, need_weights=need_generator)
     reward = resolve_reward_model(cfg.reward_model, need_weights=cfg.engine.reward_kind == "transformers")
     check_lengths(cfg, model)
+    engine_check(cfg, where="launch")
     prompts = PromptBuilder(model)
     for domain in cfg.domains:  # builds each prompt once: one BOS, template matches the registry
         prompts.magpie_prompt(cfg.domain(domain), cfg.instructions.max_difficulty)
@@ -160,6 +184,7 @@ def _write_manifest(cfg: RunConfig, model: ResolvedModel, reward_path: str, prom
         "reward_model_path": reward_path,
         "templates": TemplateTexts.render(prompts, cfg).to_json(),
         "plan": plan_summary(cfg),
+        "engine_version": engine_check(cfg, where="launch"),
     })
 
 

@@ -28,6 +28,7 @@ from .plan import instruction_id, stage_shards
 from .quality.answers import extract_boxed, majority_answer
 from .quality.answers import normalize_answer as _normalize_answer
 from .quality.dpo import SKIP_REASONS, choose_pair, dpo_record
+from .quality.loops import ends_in_loop
 from .quality.plots import PLOTS, DomainSamples, write_plots
 from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
@@ -133,6 +134,42 @@ def _title(domain: str) -> str:
     return domain.replace("_", " ").title().replace(" ", "")
 
 
+class LoopCount:
+    """A response file's loops: stopped by the engine (finish reason "repetition") and, among those cut
+    off at max_tokens, how many end in a repeated block (quality/loops.py) versus merely ran long."""
+
+    def __init__(self) -> None:
+        self.responses = self.stopped = self.cut_looping = self.cut_long = 0
+
+    def add(self, finish_reasons: list[str], texts: list[str]) -> None:
+        for finish, text in zip(finish_reasons, texts):
+            self.responses += 1
+            if finish == "repetition":
+                self.stopped += 1
+            elif finish == "length":
+                if ends_in_loop(text):
+                    self.cut_looping += 1
+                else:
+                    self.cut_long += 1
+
+    def stats(self, prefix: str) -> dict:
+        return {f"{prefix}_stopped_as_loops": self.stopped, f"{prefix}_cut_off_looping": self.cut_looping,
+                f"{prefix}_cut_off_long": self.cut_long}
+
+    def figures(self) -> dict:
+        return {"responses": self.responses, "stopped_as_loops": self.stopped,
+                "loop_stop_rate": round(self.stopped / self.responses, 4) if self.responses else 0.0,
+                "cut_off_looping": self.cut_looping, "cut_off_long": self.cut_long}
+
+
+def loop_figures(loops: dict[str, LoopCount], cfg) -> dict:
+    """dataset_info.json's `quality.loops`: per response file, and whether the engine's stop was on."""
+    figures = {name: count.figures() for name, count in loops.items()}
+    figures["detection"] = {"sft": cfg.responses.repetition_detection.enabled,
+                            "preference": cfg.multi_responses.repetition_detection.enabled}
+    return figures
+
+
 def file_names(domain: str, num_responses: int) -> dict[str, str]:
     """The per-domain files, the preference file named after the configured response count (defect 10)."""
     return {
@@ -205,6 +242,7 @@ class DomainMerger:
         self.stats: dict = {}
         self.samples = DomainSamples()  # small numbers for the plots, collected while streaming
         self.quality: dict = {}
+        self.loops: dict[str, LoopCount] = {}
 
     def _base(self, row: dict) -> dict:
         # The settings the instruction shard recorded when it generated this instruction; the run's
@@ -254,10 +292,12 @@ class DomainMerger:
 
     def write_sft(self) -> None:
         excluded = 0
+        loops = LoopCount()
         with TableWriter(self.out / self.names["sft_data"]) as writer:
             for selected, row in self._with_instructions("responses"):
                 self.samples.sft_response_tokens.append(row["output_tokens"][0])
-                if not row["complete"][0]:  # truncated or answerless responses stay out of SFT (defect 7)
+                loops.add(row["finish_reasons"], row["responses"])
+                if not row["complete"][0]:  # truncated, looped or answerless responses stay out of SFT (defect 7)
                     excluded += 1
                     continue
                 record = self._base(selected)
@@ -271,12 +311,15 @@ class DomainMerger:
                     output_tokens=row["output_tokens"][0], truncated=row["truncated"][0],
                 )
                 writer.write(record)
-        self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded)
+        self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded,
+                          **loops.stats("sft"))
+        self.loops["sft"] = loops
 
     def write_preference(self) -> None:
         """The preference file and, from the same stream, the DPO file (quality/dpo.py's rule)."""
         m, q = self.cfg.multi_responses, self.cfg.quality
         truncated = total = disagreeing = 0
+        loops = LoopCount()
         agreements = array("d")
         skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
         with (TableWriter(self.out / self.names["preference_data"]) as writer,
@@ -288,6 +331,7 @@ class DomainMerger:
                                              f"{len(scores)} scores, expected {m.num_responses}")
                 truncated += sum(row["truncated"])
                 total += len(row["truncated"])
+                loops.add(row["finish_reasons"], row["responses"])
                 self.samples.preference_response_tokens.extend(row["output_tokens"])
                 self.samples.scores.extend(scores)
                 raw, normalized = final_answers(row["answers"], row["complete"])
@@ -323,7 +367,9 @@ class DomainMerger:
         self.stats.update(preference_records=writer.count,
                           preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
                           answers_disagreeing=disagreeing, preference_dropped_disagreeing=skipped["disagreeing"],
-                          dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()})
+                          dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()},
+                          **loops.stats("preference"))
+        self.loops["preference"] = loops
         self.quality = dict(truncated=truncated, responses=total, agreements=agreements, disagreeing=disagreeing,
                             dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped)
 
@@ -336,6 +382,7 @@ class DomainMerger:
         duplicates = read_duplicates(self.ctx.store, self.domain)
         figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
                                   sft_excluded=self.stats["sft_excluded_incomplete"], **self.quality)
+        figures["loops"] = loop_figures(self.loops, self.cfg)
         self.stats.update(exact_duplicates_dropped=figures["exact_duplicates_dropped"],
                           near_duplicates_dropped=figures["near_duplicates_dropped"])
         figures["flags"] = domain_flags(self.domain, figures, self.cfg.quality)
@@ -500,6 +547,30 @@ def render_generation_configs(configs: dict[str, dict[str, list[dict]]]) -> list
             lines.append(f"- {stage} / {d} ({label}): " + "; ".join(f"`{json.dumps(c, sort_keys=True)}`"
                                                                      for c in settings))
     return lines
+def _loops_cell(quality: dict) -> str:
+    loops = quality.get("loops") or {}
+    return " / ".join(str(loops.get(k, {}).get("stopped_as_loops", 0)) for k in ("sft", "preference"))
+
+
+def _loops_note(infos: dict[str, dict]) -> list[str]:
+    """What *stopped as loops* means, which setting turns it off, and the cut-off responses that loop."""
+    first = next(iter(infos.values()))["quality"].get("loops") or {}
+    detection = first.get("detection", {})
+    state = {True: "on", False: "off"}
+    looping = {d: sum(info["quality"].get("loops", {}).get(k, {}).get("cut_off_looping", 0) for k in ("sft", "preference"))
+               for d, info in infos.items()}
+    long = {d: sum(info["quality"].get("loops", {}).get(k, {}).get("cut_off_long", 0) for k in ("sft", "preference"))
+            for d, info in infos.items()}
+    return [
+        "*stopped as loops*: responses that vLLM ended itself because their last tokens were one block "
+        "repeated (finish reason `repetition`; detection was "
+        f"{state.get(detection.get('sft'), '?')} for SFT responses and {state.get(detection.get('preference'), '?')} "
+        "for preference responses). They are incomplete like cut-off ones: not in the SFT file, never a DPO side. "
+        "`repetition_detection.enabled = false` under `[responses]` and `[multi_responses]` (and `[instructions]`, "
+        "where a looping sample is dropped as `repetition`) turns the detection off.",
+        "*cut off*, of all responses: " + "; ".join(f"{d} {looping[d]} ending in a repeated block, {long[d]} merely long"
+                                                   for d in infos) + ".", "",
+    ]
 
 
 def render_readme(combined: dict, infos: dict[str, dict]) -> str:
@@ -528,21 +599,23 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         f"{combined['magpie_hpc_version']} (run `{combined.get('run')}`).", "",
         "## Contents", "",
         "| domain | problems | SFT records | preference records | DPO pairs | duplicates removed (exact / near) "
-        "| truncated (preference) | answers agree |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| truncated (preference) | stopped as loops (SFT / preference) | answers agree |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for d, info in infos.items():
         c, qual = info["counts"], info["quality"]
         lines.append(
             f"| {d} | {info['problem_count']} | {c['sft_records']} | {c['preference_records']} | {c['dpo_pairs']} | "
             f"{qual['exact_duplicates_dropped'] + qual['instruction_stage_duplicates']} / "
-            f"{qual['near_duplicates_dropped']} | {qual['truncation_rate']:.1%} | {qual['agreement_rate']:.1%} |")
+            f"{qual['near_duplicates_dropped']} | {qual['truncation_rate']:.1%} | {_loops_cell(qual)} | "
+            f"{qual['agreement_rate']:.1%} |")
     lines += [
         "", f"*answers agree*: share of problems whose most common final answer is given by at least "
         f"{infos[first]['quality']['agreement_level']:.0%} of the {params['num_preference_responses']} responses. "
         "Every figure, with the DPO problems skipped by reason, is in each domain's `dataset_info.json` "
         "(`counts`, `quality`); `python -m magpie_hpc report RUN_DIR` prints them and flags thresholds.", "",
     ]
+    lines += _loops_note(infos)
     flags = combined.get("quality_flags", [])
     if flags:
         lines += ["**Quality flags** (thresholds of `[quality]`):", "", *[f"- {f}" for f in flags], ""]
@@ -556,7 +629,7 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "`pre_query_template`, `gen_input_configs` with the seed, `instruction_tokens`).",
         f"- `{files['sft_data']}` (`_sft`): `instruction` + `response`, with `reasoning` and `answer` split at "
         "`</think>`; responses that were cut off (finish_reason `length`, or a reasoning model that never "
-        "closed `</think>`) are left out.",
+        "closed `</think>`) or stopped as a loop (finish_reason `repetition`) are left out.",
         f"- `{files['preference_data']}` (`_preference`): `instruction`, `responses`, `scores` (also as "
         "`rewards_armorm`), per response `finish_reasons`, `truncated`, `complete`, `final_answers` (normalised "
         "last `\\boxed{}` of the answer part, null when none or incomplete), and per problem `majority_answer`, "

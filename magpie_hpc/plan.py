@@ -111,3 +111,33 @@ def plan_summary(cfg: RunConfig) -> dict:
         domain: {stage: len(stage_shards(cfg, stage, domain)) for stage in STAGE_SHARDING}
         for domain in cfg.domains
     }
+
+
+# Stages whose requests the engine's loop stop (config `repetition_detection`) can end early.
+LOOP_STAGES = ("instructions", "responses", "multi_responses")
+
+
+def stage_max_tokens(cfg: RunConfig, stage: str, domain: str) -> int:
+    """The `max_tokens` each request of a generation stage runs to at most."""
+    d = cfg.domain(domain)
+    return {"instructions": d.max_tokens_instruction, "responses": d.max_tokens_response,
+            "multi_responses": cfg.multi_responses.max_tokens}[stage]
+
+
+def loop_tokens_saved(max_tokens: int, loops: int, loop_output_tokens: int) -> int:
+    """Tokens the loop stop did not spend: each loop-stopped request would have run on to max_tokens
+    (a loop does not end by itself), minus what it did generate before the stop."""
+    return max(0, loops * max_tokens - loop_output_tokens)
+
+
+def planned_loop_savings(cfg: RunConfig, loop_rate: float, stopped_at: float) -> dict[str, dict]:
+    """What the loop stop would save for this config if `loop_rate` of the responses loop and each is
+    stopped after `stopped_at` of its max_tokens: {stage: {"tokens", "gpu_hours"}} at the planned
+    throughput. The real loop rate and stop point come from a pilot run (run summary)."""
+    out = {}
+    for stage, n in (("responses", 1), ("multi_responses", cfg.multi_responses.num_responses)):
+        tokens = sum(cfg.domain(d).count * n * loop_rate * stage_max_tokens(cfg, stage, d) * (1 - stopped_at)
+                     for d in cfg.domains)
+        out[stage] = {"tokens": int(tokens),
+                      "gpu_hours": round(tokens / cfg.throughput.generation_tokens_per_second / 3600, 2)}
+    return out

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .config import GPU_STAGES
-from .plan import instruction_target, stage_shards
+from .plan import LOOP_STAGES, instruction_target, loop_tokens_saved, stage_max_tokens, stage_shards
 from .store import RunStore, ShardStore, counted_starts
 
 SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
@@ -132,12 +132,13 @@ def _truncation(done: dict) -> tuple[int, int]:
 def _empty() -> dict:
     return {"gpu_seconds": 0.0, "gpu_hours": 0.0, "shards": 0, "records": 0, "output_tokens": 0, "prompt_tokens": 0,
             "truncated": 0, "completions": 0, "truncation_rate": None, "attempts": 0, "retries": 0,
-            "preemptions": 0, "slurm_task_runs": 0}
+            "preemptions": 0, "slurm_task_runs": 0, "stopped_as_loops": 0, "loop_tokens_saved": 0,
+            "loop_gpu_hours_saved": None}
 
 
 def _add(into: dict, other: dict) -> None:
     for key, value in other.items():
-        if key not in ("gpu_hours", "truncation_rate"):
+        if key not in ("gpu_hours", "truncation_rate", "loop_gpu_hours_saved"):
             into[key] += value
 
 
@@ -145,6 +146,11 @@ def _finish(metrics: dict) -> dict:
     metrics["gpu_seconds"] = round(metrics["gpu_seconds"], 1)
     metrics["gpu_hours"] = round(metrics["gpu_seconds"] / 3600, 4)
     metrics["truncation_rate"] = round(metrics["truncated"] / metrics["completions"], 4) if metrics["completions"] else None
+    # At the rate this stage generated (its tokens over its GPU-seconds, model loads included): what
+    # the tokens the loop stop did not spend would have cost.
+    if metrics["gpu_seconds"] > 0 and metrics["output_tokens"] > 0:
+        rate = metrics["output_tokens"] / metrics["gpu_seconds"]
+        metrics["loop_gpu_hours_saved"] = round(metrics["loop_tokens_saved"] / rate / 3600, 4)
     return metrics
 
 
@@ -171,6 +177,11 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
                 truncated, completions = _truncation(done)
                 m["truncated"] += truncated
                 m["completions"] += completions
+                if stage in LOOP_STAGES:
+                    loops = int((done.get("finish_reasons") or {}).get("repetition", 0))
+                    m["stopped_as_loops"] += loops
+                    m["loop_tokens_saved"] += loop_tokens_saved(stage_max_tokens(cfg, stage, domain), loops,
+                                                                int(done.get("repetition_output_tokens", 0)))
                 m["attempts"] += len(disk.starts)
                 m["retries"] += disk.retries
                 if acct is None:
@@ -233,7 +244,26 @@ def render_run_summary(summary: dict) -> str:
             lines.append(f"| {stage} | {domain} | {_hours(m['gpu_hours'])} | {m['output_tokens']:,} | "
                          f"{_pct(m['truncation_rate'])} | {m['attempts']} | {m['retries']} | {m['preemptions']} |")
     t = summary["total"]
+    loop_lines = loop_savings_lines(summary)
     lines.append(f"| **total** | | **{_hours(t['gpu_hours'])}** | **{t['output_tokens']:,}** | {_pct(t['truncation_rate'])} | "
                  f"{t['attempts']} | {t['retries']} | {t['preemptions']} |")
     lines.append("")
+    if loop_lines:
+        lines += ["Requests vLLM stopped as loops (finish reason `repetition`), and the tokens they did not spend "
+                  "(`max_tokens` minus what they generated) at each stage's own tokens per second:", "",
+                  *[f"- {line}" for line in loop_lines], ""]
     return "\n".join(lines)
+
+
+def loop_savings_lines(summary: dict) -> list[str]:
+    """One line per generation stage that stopped loops: count, tokens and GPU-hours saved."""
+    lines = []
+    for stage, block in summary["stages"].items():
+        m = block["total"]
+        if not m.get("stopped_as_loops"):
+            continue
+        hours = m.get("loop_gpu_hours_saved")
+        unit = "GPU-hours" if summary.get("gpu_hours_source") != "wall_clock" else "wall-clock hours"
+        lines.append(f"{stage}: {m['stopped_as_loops']} stopped as loops, {m['loop_tokens_saved']:,} tokens not "
+                     "generated" + (f" (~{_hours(hours)} {unit})" if hours is not None else ""))
+    return lines

@@ -92,3 +92,48 @@ def test_all_domains_local_real_vllm(tiny_models, tmp_path, capsys):
 
 def combined_domains(run_dir: Path) -> list[str]:
     return json.loads((run_dir / "run.json").read_text())["config"]["domains"]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.05])  # the seed's response temperatures
+def test_loop_stop_ends_looping_requests_inside_vllm(deepseek, temperature):
+    """The same prompts with the responses stage's loop stop on and off, one engine (the detection is
+    per request). The tiny model is built to stop under greedy decoding; a repetition penalty below 1
+    (it rewards tokens already written) drives it into the loop an R1 model falls into at these
+    temperatures: "2,2,2,..." until max_tokens."""
+    import pyarrow as pa
+
+    from magpie_hpc.engine.base import RepetitionDetection
+    from magpie_hpc.plan import loop_tokens_saved
+    from magpie_hpc.quality.loops import ends_in_loop
+    from magpie_hpc.stages.runner import _summary
+
+    cfg, builder, engine = deepseek
+    prompts = [builder.response_prompt(f"Let G be a group of order {n}. How many Sylow 3-subgroups can G have?")[1]
+               for n in (12, 15, 21, 27)]
+    max_tokens = 256
+    base = dict(temperature=temperature, top_p=1.0, max_tokens=max_tokens, repetition_penalty=0.7,
+                stop=builder.stop_strings, stop_token_ids=builder.stop_token_ids)
+    on = RepetitionDetection.from_settings(cfg.responses.repetition_detection)
+    assert on is not None  # on by default
+    stopped = [c for r in engine.generate(prompts, Sampling(**base, repetition_detection=on)) for c in r.completions]
+    ran_on = [c for r in engine.generate(prompts, Sampling(**base)) for c in r.completions]
+    # At 0.05 a sampled token may break a lap (the check starts over); greedy decoding loops exactly.
+    slack = 0 if temperature == 0.0 else 1
+    # Off: every request runs on to max_tokens, and what it wrote ends in a loop (the after-the-fact count).
+    assert [c.finish_reason for c in ran_on] == ["length"] * len(prompts)
+    assert sum(ends_in_loop(c.text) for c in ran_on) >= len(prompts) - slack
+    # On: the loops end inside vLLM.
+    reasons = [c.finish_reason for c in stopped]
+    assert set(reasons) <= {"repetition", "length"}
+    looped = [c for c in stopped if c.finish_reason == "repetition"]
+    assert len(looped) >= len(prompts) - slack
+    assert all(c.output_tokens < max_tokens for c in looped)
+    assert sum(c.output_tokens for c in stopped) < sum(c.output_tokens for c in ran_on) / 2
+    # Counted as the shard's DONE.json counts them, and the tokens not spent as the run summary does.
+    table = pa.table({"finish_reasons": [[c.finish_reason] for c in stopped],
+                      "output_tokens": [[c.output_tokens] for c in stopped]})
+    done = _summary("responses", [table])
+    assert done["finish_reasons"].get("repetition") == len(looped)
+    assert done["repetition_output_tokens"] == sum(c.output_tokens for c in looped)
+    saved = loop_tokens_saved(max_tokens, done["finish_reasons"]["repetition"], done["repetition_output_tokens"])
+    assert saved == sum(max_tokens - c.output_tokens for c in looped) > 0

@@ -11,6 +11,31 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 
+# Why a completion ended, in vLLM's words; the stages handle each.
+FINISH_STOP = "stop"  # a stop token or string: the model finished
+FINISH_LENGTH = "length"  # max_tokens (or the context) cut it off
+FINISH_REPETITION = "repetition"  # the engine saw its tail loop and stopped it (RepetitionDetection)
+FINISH_REASONS = (FINISH_STOP, FINISH_LENGTH, FINISH_REPETITION)
+
+
+@dataclass(frozen=True)
+class RepetitionDetection:
+    """Stop a completion whose last `min_count` blocks of one size in
+    [`min_pattern_size`, `max_pattern_size`] tokens are identical (vLLM's RepetitionDetectionParams;
+    defaults and why in config.RepetitionDetectionConfig)."""
+
+    max_pattern_size: int
+    min_pattern_size: int
+    min_count: int
+
+    @staticmethod
+    def from_settings(settings) -> "RepetitionDetection | None":
+        """From a stage's `repetition_detection` config section; None when it is turned off."""
+        if not settings.enabled:
+            return None
+        return RepetitionDetection(settings.max_pattern_size, settings.min_pattern_size, settings.min_count)
+
+
 @dataclass(frozen=True)
 class Sampling:
     temperature: float
@@ -24,13 +49,16 @@ class Sampling:
     # `seed + k` with a generator of its own (v1/engine/parallel_sampling.py): two requests with the
     # same prompt and seed return the same n texts. Per-prompt seeds: `Request.seeds`.
     seed: int | None = None
+    repetition_detection: RepetitionDetection | None = None  # None: run loops on to max_tokens
 
 
 @dataclass(frozen=True)
 class Completion:
     text: str
     output_tokens: int
-    finish_reason: str  # "stop" or "length" (vLLM's words)
+    # "stop": finished; "length": cut off at max_tokens; "repetition": stopped by the engine as a
+    # loop (only when Sampling.repetition_detection is set). Neither of the last two is an answer.
+    finish_reason: str
 
 
 @dataclass(frozen=True)

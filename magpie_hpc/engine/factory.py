@@ -47,6 +47,9 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
             fail=_injected(eng.synthetic_fail, task), hang=_injected(eng.synthetic_hang, task),
             misbehaviour=misbehaviour, request_seeds=eng.synthetic_request_seeds,
         )
+    from ..engine_version import engine_check
+
+    engine_check(cfg, where="task")  # the compute node's vLLM, which the launch may not have seen
     from .vllm_engine import VllmGenerator
 
     return VllmGenerator(

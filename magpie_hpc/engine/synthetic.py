@@ -116,10 +116,14 @@ def _run_on(rng: random.Random, start: str, words: int) -> str:
     return " ".join(parts)
 
 
-def _loop(rng: random.Random, start: str) -> str:
-    """`start`, then one pattern repeated: what repetition detection stops."""
+def _loop(rng: random.Random, start: str, max_tokens: int | None = None) -> str:
+    """`start`, then one pattern repeated: what repetition detection stops after a few laps. With
+    `max_tokens` (detection off) the loop runs on past it, as a real one does, for max_tokens to cut."""
     pattern = rng.choice(_LOOPS)
-    return " ".join([start, *[pattern] * rng.randint(*LOOP_REPEATS)])
+    laps = rng.randint(*LOOP_REPEATS)
+    if max_tokens is not None:
+        laps = max(laps, max_tokens // max(1, len(pattern.split(" "))) + 1)
+    return " ".join([start, *[pattern] * laps])
 
 
 class SyntheticGenerator(Generator):
@@ -144,7 +148,8 @@ class SyntheticGenerator(Generator):
         # The engine-level generator: what a sample gets depends on everything drawn before it.
         return _rng("engine", self.seed, self.calls, p_index, sample, key, sampling.temperature)
 
-    def _text(self, rng: random.Random, key: str, is_magpie: bool, max_tokens: int) -> tuple[str, str]:
+    def _text(self, rng: random.Random, key: str, is_magpie: bool, max_tokens: int,
+              detect_loops: bool = True) -> tuple[str, str]:
         """(text, how it ends) of one sample: "stop", "length" (run past max_tokens) or "repetition"."""
         m = self.misbehaviour
         kind = m.kind(rng.random(), response=not is_magpie)
@@ -163,6 +168,8 @@ class SyntheticGenerator(Generator):
             return _run_on(rng, head, max_tokens), "length"
         if kind == "loop":
             head = start if is_magpie else f"<think>\n{_steps(rng, rng.randint(1, 5))}"
+            if not detect_loops:  # vLLM without repetition_detection: the loop runs to max_tokens
+                return _loop(rng, head, max_tokens), "length"
             return _loop(rng, head), "repetition"
         if kind == "no_think":  # ends inside its reasoning: no `</think>`, no answer part
             return f"<think>\n{_steps(rng, rng.randint(2, 20))} So the answer should be {consensus}.", "stop"
@@ -184,7 +191,8 @@ class SyntheticGenerator(Generator):
             completions = []
             for sample in range(sampling.n):
                 rng = self._sample_rng(key, seed, p_index, sample, sampling)
-                text, finish = self._text(rng, key, is_magpie, sampling.max_tokens)
+                text, finish = self._text(rng, key, is_magpie, sampling.max_tokens,
+                                          detect_loops=sampling.repetition_detection is not None)
                 words = text.split(" ")
                 if len(words) > sampling.max_tokens:
                     words, finish = words[: sampling.max_tokens], "length"

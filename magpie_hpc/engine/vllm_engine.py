@@ -62,6 +62,7 @@ class VllmGenerator(Generator):
             repetition_penalty=sampling.repetition_penalty,
             # The CPU backend rejects per-request seeds; there the engine-level seed decides.
             seed=None if self.on_cpu else sampling.seed,
+            repetition_detection=_repetition_params(sampling),
         )
 
     def prompt_params(self, prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Sequence[int] | None) -> list:
@@ -136,6 +137,17 @@ class VllmGenerator(Generator):
         import gc
 
         gc.collect()
+
+
+def _repetition_params(sampling: Sampling):
+    """vLLM's loop stop (0.17+, CPU and CUDA builds alike: it runs in the scheduler, not a kernel)."""
+    rd = sampling.repetition_detection
+    if rd is None:
+        return None
+    from vllm.sampling_params import RepetitionDetectionParams
+
+    return RepetitionDetectionParams(max_pattern_size=rd.max_pattern_size, min_pattern_size=rd.min_pattern_size,
+                                     min_count=rd.min_count)
 
 
 def _result(out) -> PromptResult:

@@ -9,6 +9,8 @@ The original pipeline's output showed these defects, each handled here:
 * typed-out chat-template tokens ("<|im_start|>user", "[INST]", "### Response:") left in
   the text -> dropped ``"special_tokens"``;
 * empty and whitespace-only texts -> ``"empty"``; length-truncated ones -> ``"truncated"``;
+* a sample the engine stopped as a degenerate loop (finish_reason "repetition") -> ``"repetition"``:
+  its tail is one block repeated, never a question;
 * exact duplicates -> `drop_exact_duplicates`.
 
 The rules are written to leave a well-formed research-level problem untouched: a kept text
@@ -30,8 +32,8 @@ class Cleaned:
     """Outcome of `clean_instruction`.
 
     text: the cleaned instruction; None when dropped.
-    dropped: why it was dropped ("empty", "truncated", "special_tokens", "dangling",
-        "too_short"); None when kept.
+    dropped: why it was dropped ("empty", "truncated", "repetition", "special_tokens",
+        "dangling", "too_short"); None when kept.
     answer_cut: True when an appended answer/solution/reasoning was cut off (also set when
         the remaining question was then dropped, so the defect can be counted).
     """
@@ -235,6 +237,8 @@ def clean_instruction(
     1. strip whitespace; nothing left -> "empty";
     2. finish_reason "length" -> "truncated" (with ``salvage_truncated`` a length-cut text
        whose appended answer is cut off is kept instead: the question itself finished);
+       finish_reason "repetition" (the engine stopped a loop) -> "repetition", never salvaged:
+       the loop may as well sit inside the question;
     3. an appended answer (see the marker lists above) is cut off, keeping the text before it;
        nothing left -> "empty";
     4. typed-out special tokens anywhere in what is left -> "special_tokens";
@@ -245,6 +249,8 @@ def clean_instruction(
     stripped = (text or "").strip()
     if not stripped:
         return Cleaned(None, "empty", False)
+    if finish_reason == "repetition":
+        return Cleaned(None, "repetition", False)
     truncated = finish_reason == "length"
     if truncated and not salvage_truncated:
         return Cleaned(None, "truncated", False)

@@ -2,8 +2,9 @@
 
 The rule, in full:
 
-* only complete responses compete (finished with "stop", not truncated, with an answer part)
-  whose score is a finite number;
+* only complete responses compete (finished with "stop": neither cut off at max_tokens, "length",
+  nor stopped by the engine as a loop, "repetition"; with an answer part) whose score is a finite
+  number;
 * chosen = the highest-scored of them (the first on a tie);
 * rejected = the lowest-scored of them whose text (stripped) differs from the chosen text
   (the first on a tie);

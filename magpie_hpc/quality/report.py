@@ -110,7 +110,11 @@ def run_report(run_dir: Path | str) -> dict:
         figures["flags"] = domain_flags(domain, figures, cfg.quality)
         domains[domain] = figures
         flags += figures["flags"]
+    from ..run_summary import loop_savings_lines
+
+    summary = combined.get("run_summary")
     return {"run_dir": str(store.run_dir), "dataset_name": combined.get("dataset_name"),
+            "loop_savings": loop_savings_lines(summary) if summary else [],
             "thresholds": {k: getattr(cfg.quality, k) for k in
                            ("max_truncation_rate", "max_duplicate_rate", "min_agreement_rate")},
             "domains": domains, "flags": flags}
@@ -123,12 +127,21 @@ _COLUMNS = (  # header, width, formatter
     ("dup_near", 8, lambda d, f: str(f["near_duplicates_dropped"])),
     ("dup_rate", 8, lambda d, f: f"{f['duplicate_rate']:.1%}"),
     ("truncated", 9, lambda d, f: f"{f['truncation_rate']:.1%}"),
+    ("loops", 9, lambda d, f: _loops(f, "stopped_as_loops")),
     ("sft_excl", 8, lambda d, f: str(f["sft_excluded"])),
     ("agree", 7, lambda d, f: f"{f['agreement_rate']:.1%}"),
     ("mean_agr", 8, lambda d, f: f"{f['mean_agreement']:.2f}"),
     ("dpo_pairs", 9, lambda d, f: str(f["dpo_pairs"])),
     ("dpo_skip", 8, lambda d, f: str(sum(f["dpo_skipped"].values()))),
 )
+
+
+def _loops(figures: Mapping, key: str) -> str:
+    """`sft/preference` counts of a `quality.loops` figure; "-" for a run merged before loops were counted."""
+    loops = figures.get("loops")
+    if not loops:
+        return "-"
+    return "/".join(str(loops.get(k, {}).get(key, 0)) for k in ("sft", "preference"))
 
 
 def format_report(data: dict) -> str:
@@ -138,7 +151,8 @@ def format_report(data: dict) -> str:
         lines.append("  ".join(fmt(domain, figures).ljust(w) if i == 0 else fmt(domain, figures).rjust(w)
                                for i, (_, w, fmt) in enumerate(_COLUMNS)))
     lines += ["", "dup_exact: exact duplicates dropped (in-shard + across shards at select); dup_near: near "
-              "duplicates dropped at select; truncated: share of preference responses cut off; agree: share of "
+              "duplicates dropped at select; truncated: share of preference responses cut off; loops: responses "
+              "vLLM stopped as loops (finish reason repetition), SFT/preference; agree: share of "
               f"problems whose majority final answer has agreement >= {AGREEMENT_LEVEL:g}.", ""]
     for domain, figures in data["domains"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in figures["instruction_drop_reasons"].items()) or "none"
@@ -146,7 +160,15 @@ def format_report(data: dict) -> str:
         lines.append(f"{domain}: instruction drops: {reasons}; DPO skipped: {skipped}"
                      + (f"; left out (answers disagree): {figures['dropped_disagreeing']}"
                         if figures["dropped_disagreeing"] else ""))
+        if figures.get("loops"):
+            detection = figures["loops"].get("detection", {})
+            lines.append(f"{domain}: cut off (SFT/preference): {_loops(figures, 'cut_off_looping')} ending in a "
+                         f"repeated block, {_loops(figures, 'cut_off_long')} merely long; loop stop "
+                         + "/".join("on" if detection.get(k) else "off" for k in ("sft", "preference")))
     lines.append("")
+    if data.get("loop_savings"):
+        lines += ["loops stopped by vLLM (tokens not generated, at each stage's own tokens/s):",
+                  *[f"  {line}" for line in data["loop_savings"]], ""]
     t = data["thresholds"]
     lines.append(f"thresholds: max_truncation_rate {t['max_truncation_rate']:g}, max_duplicate_rate "
                  f"{t['max_duplicate_rate']:g}, min_agreement_rate {t['min_agreement_rate']:g}")

@@ -58,6 +58,17 @@ def max_gres_per_node(partition: str | None, kind: str = "gpu") -> int:
     return most
 
 
+def node_groups(partition: str | None) -> list[tuple[str, str]]:
+    """(gres, features) of each group of like nodes: sinfo's %G and %f, e.g. ('gpu:a100:4', 'a100,80gb')."""
+    args = ["sinfo", "-h", "-o", "%G|%f"] + (["-p", partition] if partition else [])
+    groups = []
+    for line in run_cmd(args).splitlines():
+        gres, _, features = line.strip().partition("|")
+        if gres:
+            groups.append((gres, "" if features == "(null)" else features))
+    return groups
+
+
 def account_exists(account: str) -> bool:
     return bool(run_cmd(["sacctmgr", "-n", "-P", "show", "account", account, "format=Account"]).strip())
 

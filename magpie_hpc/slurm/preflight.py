@@ -30,6 +30,7 @@ def preflight(cfg: RunConfig) -> None:
     if needed > offered:
         raise ConfigError(f"engine.tensor_parallel_size: a task needs {needed} GPUs on one node and {where} offers "
                           f"at most {offered}; lower it (a smaller model) or choose a partition with bigger nodes")
+    check_gpu_fit(cfg, where)
     python = s.python or sys.executable
     modules = "magpie_hpc" + (", vllm" if cfg.engine.kind == "vllm" else "")
     try:
@@ -39,3 +40,28 @@ def preflight(cfg: RunConfig) -> None:
     if probe.returncode != 0:
         last = (probe.stderr.strip().splitlines() or ["?"])[-1]
         raise ConfigError(f"slurm.python: {python} cannot import {modules} ({last}); install magpie-hpc in the jobs' environment")
+
+
+def check_gpu_fit(cfg: RunConfig, where: str) -> None:
+    """Refuse a generator whose weights and one full-length sequence do not fit its GPUs (gpu_fit.py).
+    Silent where the GPU memory or the weights are unknown (a hub id not cached here)."""
+    if cfg.engine.kind != "vllm" or not cfg.slurm.gpu_stage.gpus:
+        return
+    from ..models import resolve_model
+    from .gpu_fit import fit_error, model_need, smallest_gpu_gib
+
+    s = cfg.slurm
+    gpu_gib = s.gpu_memory_gb or smallest_gpu_gib(cluster.node_groups(s.partition), s.constraint)
+    if gpu_gib is None:
+        return
+    try:
+        model = resolve_model(cfg.model, cfg, need_weights=False)
+    except ConfigError:
+        return
+    need = model_need(model.path, model.max_model_len, cfg.engine.dtype)
+    if need is None or not need.weights_bytes:
+        return
+    error = fit_error(need, model.tensor_parallel_size, gpu_gib, cfg.engine.gpu_memory_utilization,
+                      cluster.max_gres_per_node(s.partition), where)
+    if error:
+        raise ConfigError(error)

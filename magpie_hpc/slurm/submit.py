@@ -112,11 +112,19 @@ def submission_values(cfg: RunConfig, run_dir: str | None = None, run_name: str 
     for domain in cfg.domains:
         values[f"domains ({domain})"] = domain
     return values
+# Each task's own copy of Hugging Face's dynamic-module cache: concurrent tasks copying a checkpoint's
+# remote code into one shared cache race. The package never runs remote code (trust_remote_code is
+# never true), so this is a defence only; SLURM_JOB_ID is distinct per array task.
+TASK_MODULES_CACHE = "export HF_MODULES_CACHE=${TMPDIR:-/tmp}/magpie-hf-modules-$SLURM_JOB_ID"
+# submitit starts the task with `srun` without --cpus-per-task; SLURM 22.05-23.02 then gives that step
+# one CPU (the job's --cpus-per-task is not inherited), and vLLM's tokenizer and scheduler threads
+# and the reward model's torch crawl. srun reads SRUN_CPUS_PER_TASK.
+SRUN_CPUS = "export SRUN_CPUS_PER_TASK=$SLURM_CPUS_PER_TASK"
 
 
 def setup_lines(cfg: RunConfig) -> list[str]:
     # Compute nodes are often offline: models were checked in the cache at launch, so never fetch.
-    return ["export HF_HUB_OFFLINE=1", *cfg.slurm.setup]
+    return ["export HF_HUB_OFFLINE=1", TASK_MODULES_CACHE, SRUN_CPUS, *cfg.slurm.setup]
 
 
 class Submitter:

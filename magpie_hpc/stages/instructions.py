@@ -12,6 +12,7 @@ from collections import Counter
 import pyarrow as pa
 
 from ..engine import Sampling
+from ..engine.base import RepetitionDetection
 from ..errors import MagpieError
 from ..plan import derive_seed, instruction_target
 from ..quality.cleaning import clean_instruction, normalize_for_dedup
@@ -131,6 +132,7 @@ class InstructionsWork(ShardWork):
             temperature=self.settings.instruction_temperature, top_p=self.cfg.instructions.top_p,
             max_tokens=self.settings.max_tokens_instruction, n=per_prompt,
             stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids,
+            repetition_detection=RepetitionDetection.from_settings(self.cfg.instructions.repetition_detection),
         )
         results = engine.generate([self.prompt_ids] * requests, sampling, seeds)
         seen = self._seen(committed)

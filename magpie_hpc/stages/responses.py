@@ -7,6 +7,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from ..engine import PromptResult, Request, Sampling
+from ..engine.base import FINISH_LENGTH, FINISH_REPETITION, FINISH_STOP, RepetitionDetection
 from ..plan import derive_seed
 from ..quality.answers import split_reasoning
 from .base import ShardWork, rows_done
@@ -26,6 +27,7 @@ class ResponsesWork(ShardWork):
             temperature=d.response_temperature, top_p=self.cfg.responses.top_p,
             max_tokens=d.max_tokens_response, n=1, repetition_penalty=self.cfg.responses.repetition_penalty,
             stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+            repetition_detection=RepetitionDetection.from_settings(self.cfg.responses.repetition_detection),
         )
 
     def planned_chunks(self, committed: list[pa.Table]) -> list[slice]:
@@ -56,13 +58,15 @@ class ResponsesWork(ShardWork):
                 split = [(r, a if r is not None else None) for r, a in split]
             finish = [c.finish_reason for c in result.completions]
             # A reasoning model that never closed </think> gave no answer, whatever vLLM says (defect 7).
-            complete = [f == "stop" and (r is not None or not reasoning_model) for f, (r, _) in zip(finish, split)]
+            # "length" (cut off) and "repetition" (stopped as a loop) are not answers either.
+            complete = [f == FINISH_STOP and (r is not None or not reasoning_model) for f, (r, _) in zip(finish, split)]
             for key, value in (
                 ("id", item["id"]), ("prompt_tokens", result.prompt_tokens),
                 ("responses", [c.text for c in result.completions]),
                 ("reasonings", [r for r, _ in split]), ("answers", [a for _, a in split]),
                 ("finish_reasons", finish), ("output_tokens", [c.output_tokens for c in result.completions]),
-                ("truncated", [f == "length" for f in finish]), ("complete", complete), ("seed", seed),
+                ("truncated", [f == FINISH_LENGTH for f in finish]),
+                ("looped", [f == FINISH_REPETITION for f in finish]), ("complete", complete), ("seed", seed),
             ):
                 rows[key].append(value)
         return pa.table(rows, schema=RESPONSE_SCHEMA)
@@ -74,7 +78,8 @@ class MultiResponsesWork(ResponsesWork):
     def sampling(self, seed: int) -> Sampling:
         m = self.cfg.multi_responses
         return Sampling(temperature=m.temperature, top_p=m.top_p, max_tokens=m.max_tokens, n=m.num_responses,
-                        stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed)
+                        stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+                        repetition_detection=RepetitionDetection.from_settings(m.repetition_detection))
 
 
 RESPONSE_SCHEMA = pa.schema([
@@ -82,4 +87,5 @@ RESPONSE_SCHEMA = pa.schema([
     ("reasonings", pa.list_(pa.string())), ("answers", pa.list_(pa.string())),
     ("finish_reasons", pa.list_(pa.string())), ("output_tokens", pa.list_(pa.int64())),
     ("truncated", pa.list_(pa.bool_())), ("complete", pa.list_(pa.bool_())), ("seed", pa.int64()),
+    ("looped", pa.list_(pa.bool_())),  # finish reason "repetition": the engine stopped a loop
 ])

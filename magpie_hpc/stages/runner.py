@@ -85,6 +85,15 @@ def _gpu_name() -> str | None:
     return None
 
 
+def _loop_tokens(table: pa.Table) -> int:
+    """Output tokens of the completions that ended with finish reason "repetition"."""
+    tokens = table["output_tokens"].to_pylist()
+    if "finish_reasons" in table.column_names:
+        return int(sum(t for fs, ts in zip(table["finish_reasons"].to_pylist(), tokens)
+                       for f, t in zip(fs, ts) if f == "repetition"))
+    return int(sum(t for f, t in zip(table["finish_reason"].to_pylist(), tokens) if f == "repetition"))
+
+
 def _summary(stage: str, committed: list[pa.Table]) -> dict:
     rows = sum(t.num_rows for t in committed)
     summary: dict = {"rows": rows, "chunks": len(committed)}
@@ -100,6 +109,9 @@ def _summary(stage: str, committed: list[pa.Table]) -> dict:
         summary["finish_reasons"] = dict(Counter(f for fs in table["finish_reasons"].to_pylist() for f in fs))
     elif "finish_reason" in names:
         summary["finish_reasons"] = dict(Counter(table["finish_reason"].to_pylist()))
+    if "output_tokens" in names and ("finish_reasons" in names or "finish_reason" in names):
+        # What the engine's loop stop let loops generate; run_summary turns it into tokens saved.
+        summary["repetition_output_tokens"] = _loop_tokens(table)
     if "drop_reason" in names:
         summary["kept"] = rows - table["instruction"].null_count
         summary["drop_reasons"] = dict(Counter(r for r in table["drop_reason"].to_pylist() if r))
