@@ -111,9 +111,10 @@ def card_training_lines(files: dict[str, str], scored_part: str, first: str, mod
         "learns its reasoning. The seed's `" + files["sft_data"] + "` keeps the original Magpie keys for the "
         "seed's own scripts: `SFTTrainer` cannot read it (no `text` or `prompt`/`completion`), and a "
         "conversational mapping of it trains a DeepSeek-R1 model on the final answer only.",
-        f"- **DPO** (`DPOTrainer`): for a reasoning model (the DeepSeek-R1 template) use `{files['dpo_text']}` "
-        "(config `<domain>_dpo_text`), TRL's standard format with an explicit prompt: `prompt` is the "
-        "generation prompt text as above, `chosen` and `rejected` the full generated texts with the EOS token. "
+        f"- **DPO** (`DPOTrainer`): `{files['dpo_text']}` (config `<domain>_dpo_text`), TRL's standard format "
+        "with an explicit prompt: `prompt` is the generation prompt text as above, `chosen` and `rejected` the "
+        "full generated texts with the EOS token; right for any generator, and the one to use for a reasoning "
+        "model (the DeepSeek-R1 template). "
         f"`{files['dpo_data']}` (config `<domain>_dpo`) holds the same pairs in TRL's conversational format; "
         "TRL applies the tokenizer's chat template to it, and the DeepSeek-R1 template removes everything up "
         "to `</think>` from assistant turns and ends the prompt before `<think>\\n`: it trains on the final "

@@ -268,3 +268,20 @@ def test_card_says_which_file_goes_to_which_trainer(run_dir):
                   "`RewardTrainer`", "`margin`", "-logsigmoid(r_chosen - r_rejected - margin)",
                   "answer part only", "score_reasoning", "default config `sft_text`"):
         assert words in section, words
+
+
+def test_run_json_without_frozen_eos_still_merges(run_dir, tokenizer, tmp_path):
+    """A run launched before the EOS text was frozen into run.json: the merge reads it from the
+    tokenizer once, and writes the same files."""
+    import shutil
+
+    from magpie_hpc.merge import merge_run
+
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    manifest = json.loads((copy / "run.json").read_text())
+    assert manifest["templates"].pop("eos_token") == tokenizer.eos_token
+    (copy / "run.json").write_text(json.dumps(manifest))
+    merge_run(copy)
+    for name in ("algebra/algebra_sft_text.json", "algebra/algebra_dpo_text.json"):
+        assert _records(copy / name) == _records(run_dir / name)
