@@ -285,3 +285,30 @@ def test_run_json_without_frozen_eos_still_merges(run_dir, tokenizer, tmp_path):
     merge_run(copy)
     for name in ("algebra/algebra_sft_text.json", "algebra/algebra_dpo_text.json"):
         assert _records(copy / name) == _records(run_dir / name)
+
+
+def test_a_table_that_becomes_empty_on_a_second_merge_loses_its_parquet(run_dir, tmp_path):
+    """Merged again with a DPO margin no pair reaches, the DPO tables are empty: their Parquet
+    files from the first merge must go (a stale twin would be loaded as the current data), and
+    the card and every glob still load."""
+    import shutil
+
+    from magpie_hpc.merge import merge_run
+
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    assert (copy / "algebra" / "algebra_dpo.parquet").is_file()
+    manifest = json.loads((copy / "run.json").read_text())
+    manifest["config"]["quality"]["dpo_min_margin"] = 1e9
+    (copy / "run.json").write_text(json.dumps(manifest))
+    merge_run(copy)
+    for domain in DOMAINS:
+        info = json.loads((copy / domain / "dataset_info.json").read_text())
+        assert {f"{domain}_dpo.json", f"{domain}_dpo_text.json"} <= set(info["empty_tables"])
+        for name in (f"{domain}_dpo", f"{domain}_dpo_text"):
+            assert _records(copy / domain / f"{name}.json") == []
+            assert not (copy / domain / f"{name}.parquet").exists(), name
+    configs = {c["config_name"] for c in _front(copy)["configs"]}
+    assert not configs & {"dpo", "dpo_text", "algebra_dpo", "algebra_dpo_text"}
+    loaded = _load("parquet", data_files=str(copy / "*" / "*_ins_7res_armorm.parquet"), cache=tmp_path / "hf")
+    assert loaded.num_rows == 2 * COUNT
