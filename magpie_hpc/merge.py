@@ -33,9 +33,10 @@ from .quality.plots import PLOTS, DomainSamples, write_plots
 from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
 from .stages.select import read_duplicates
-from .store import RunStore, write_atomic, write_json_atomic
+from .store import RunStore, inside, write_atomic, write_json_atomic
 from .provenance import shard_settings
 from .publish import Staging, merge_lock
+from .trl_files import TextFormats, card_training_lines, empty_tables, model_label, model_revision
 
 # An output batch goes to Parquet (one row group) at whichever comes first: a preference record is
 # ~100 KB of text, an instruction record ~1 KB, so a row cap alone would either bloat memory or
@@ -118,10 +119,14 @@ class TableWriter:
         self._json.flush()
         os.fsync(self._json.fileno())
         self._json.close()
-        if self._parquet is None:  # an empty table still gets its (empty) Parquet file
-            pq.write_table(pa.table({"id": pa.array([], pa.string())}), self._tmp_parquet)
-        else:
-            self._parquet.close()
+        if self._parquet is None:
+            # No Parquet file for an empty table: `datasets` refuses every Parquet file without rows
+            # (whatever its schema), and one such file breaks a glob over all domains. The JSON `[]`
+            # stays (the seed's contract); a stale twin from an earlier merge goes.
+            os.replace(self._tmp_json, self.json_path)
+            self.parquet_path.unlink(missing_ok=True)
+            return
+        self._parquet.close()
         os.replace(self._tmp_json, self.json_path)
         os.replace(self._tmp_parquet, self.parquet_path)
 
@@ -177,6 +182,8 @@ def file_names(domain: str, num_responses: int) -> dict[str, str]:
         "sft_data": f"{domain}_ins_res.json",
         "preference_data": f"{domain}_ins_{num_responses}res_armorm.json",
         "dpo_data": f"{domain}_dpo.json",
+        "sft_text": f"{domain}_sft_text.json",  # TRL standard formats (trl_files.py)
+        "dpo_text": f"{domain}_dpo_text.json",
         "info": "dataset_info.json",
     }
 
@@ -239,6 +246,10 @@ class DomainMerger:
         self.names = file_names(domain, self.cfg.multi_responses.num_responses)
         self.texts = ctx.template_texts
         self.pre_query = self.texts.pre_query[domain]
+        # A run.json from before the EOS text was frozen needs the tokenizer once for it.
+        self.formats = TextFormats(self.texts, ctx.model.family,
+                                   self.texts.eos_token or ctx.prompts.tokenizer.eos_token)
+        self.generator, self.reward_label = model_label(ctx.model.name), model_label(ctx.reward_path)
         self.stats: dict = {}
         self.samples = DomainSamples()  # small numbers for the plots, collected while streaming
         self.quality: dict = {}
@@ -254,7 +265,7 @@ class DomainMerger:
             "gen_input_configs": {
                 "temperature": made.get("temperature", self.settings.instruction_temperature),
                 "top_p": made.get("top_p", self.cfg.instructions.top_p),
-                "input_generator": made.get("input_generator", self.ctx.model.name), "seed": row["seed"],
+                "input_generator": model_label(made.get("input_generator", self.ctx.model.name)), "seed": row["seed"],
                 "domain": self.domain, "max_tokens": made.get("max_tokens", self.settings.max_tokens_instruction),
             },
             "gen_response_configs": None,
@@ -272,7 +283,7 @@ class DomainMerger:
             "repetition_penalty": made.get("repetition_penalty", self.cfg.responses.repetition_penalty),
             "max_tokens": made.get("max_tokens", max_tokens),
             "stop_tokens": list(self.texts.stop_strings),
-            "output_generator": made.get("output_generator", self.ctx.model.name),
+            "output_generator": model_label(made.get("output_generator", self.ctx.model.name)),
             "engine": made.get("engine", self.cfg.engine.kind), "n": made.get("n", n), "seed": seed,
         }
 
@@ -293,7 +304,8 @@ class DomainMerger:
     def write_sft(self) -> None:
         excluded = 0
         loops = LoopCount()
-        with TableWriter(self.out / self.names["sft_data"]) as writer:
+        with (TableWriter(self.out / self.names["sft_data"]) as writer,
+              TableWriter(self.out / self.names["sft_text"]) as text_writer):
             for selected, row in self._with_instructions("responses"):
                 self.samples.sft_response_tokens.append(row["output_tokens"][0])
                 loops.add(row["finish_reasons"], row["responses"])
@@ -311,6 +323,7 @@ class DomainMerger:
                     output_tokens=row["output_tokens"][0], truncated=row["truncated"][0],
                 )
                 writer.write(record)
+                text_writer.write(self.formats.sft_record(row["id"], selected["instruction"], row["responses"][0]))
         self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded,
                           **loops.stats("sft"))
         self.loops["sft"] = loops
@@ -323,7 +336,8 @@ class DomainMerger:
         agreements = array("d")
         skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
         with (TableWriter(self.out / self.names["preference_data"]) as writer,
-              TableWriter(self.out / self.names["dpo_data"]) as dpo):
+              TableWriter(self.out / self.names["dpo_data"]) as dpo,
+              TableWriter(self.out / self.names["dpo_text"]) as dpo_text):
             for selected, row, score_row in self._with_instructions("multi_responses", "rewards"):
                 scores = score_row["scores"]
                 if len(scores) != len(row["responses"]) or len(scores) != m.num_responses:
@@ -349,7 +363,7 @@ class DomainMerger:
                     gen_response_configs=self._response_configs(m.temperature, m.top_p, m.max_tokens,
                                                                 m.num_responses, row["seed"], row.get("_settings")),
                     rewards_armorm=[{"score": s} for s in scores], scores=scores,
-                    reward_model=self.cfg.reward_model, reward_scored_part=score_row["scored_part"],
+                    reward_model=self.reward_label, reward_scored_part=score_row["scored_part"],
                     reasonings=row["reasonings"], answers=row["answers"], finish_reasons=row["finish_reasons"],
                     prompt_tokens=row["prompt_tokens"], output_tokens=row["output_tokens"],
                     truncated=row["truncated"], complete=row["complete"],
@@ -362,7 +376,9 @@ class DomainMerger:
                 if pair is None:
                     skipped[reason] += 1
                     continue
-                dpo.write(dpo_record(row["id"], record["instruction"], row["responses"], pair))
+                conversational = dpo_record(row["id"], record["instruction"], row["responses"], pair)
+                dpo.write(conversational)
+                dpo_text.write(self.formats.dpo_record(conversational, record["instruction"], row["responses"], pair))
                 self.samples.margins.append(pair.margin)
         self.stats.update(preference_records=writer.count,
                           preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
@@ -392,7 +408,8 @@ class DomainMerger:
         s, m = self.settings, self.cfg.multi_responses
         return {
             "dataset_name": f"Magpie-{_title(self.domain)}-HLE-{_fmt_count(s.count)}",
-            "model": self.ctx.model.name, "domain": self.domain, "problem_count": s.count,
+            "model": self.generator, "model_revision": model_revision(self.ctx.manifest, "model"),
+            "domain": self.domain, "problem_count": s.count,
             "description": s.description, "generation_date": self.date,
             "parameters": {
                 "instruction_temperature": s.instruction_temperature,
@@ -402,7 +419,8 @@ class DomainMerger:
                 "num_preference_responses": m.num_responses,
                 "preference_temperature": m.temperature, "preference_top_p": m.top_p,
                 "advanced_reasoning_mode": self.cfg.instructions.max_difficulty,
-                "reward_model": self.cfg.reward_model,
+                "reward_model": self.reward_label,
+                "reward_model_revision": model_revision(self.ctx.manifest, "reward_model"),
                 "reward_scored_part": "full" if self.cfg.rewards.score_reasoning else "answer",
                 "seed": self.cfg.seed,
                 "quality_settings": self.cfg.quality.model_dump(),
@@ -410,6 +428,7 @@ class DomainMerger:
             "files": {k: v for k, v in self.names.items() if k != "info"},
             "counts": self.stats,
             "quality": self.quality_section(),
+            "empty_tables": empty_tables(self.names, self.stats, {key: count for _, key, count in CARD_CONFIGS}),
         }
 
     def run(self) -> dict:
@@ -465,6 +484,11 @@ def _merge_locked(ctx: RunContext, accounting) -> dict:
     marker = ctx.store.shard("merge", "all", 0)
     marker.done_path.unlink(missing_ok=True)  # old outputs are about to be replaced: not merged meanwhile
     staging.publish([*ctx.cfg.domains, PLOTS_DIR, "combined_dataset_info.json", "README.md"])
+    # A table that had rows in an earlier merge and has none now: its old Parquet file would load as
+    # current data (publish replaces files by name and leaves the rest).
+    for domain, names in (combined.get("empty_tables") or {}).items():
+        for name in names:
+            inside(ctx.run_dir, ctx.run_dir / domain / name).with_suffix(".parquet").unlink(missing_ok=True)
     marker.mark_done({"stage": "merge", "finished": date, "total_problems": ctx.cfg.total_problems})  # last
     return combined
 
@@ -483,16 +507,19 @@ def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
     all_six = len(cfg.domains) == len(cfg.domain_settings)
     combined = {
         "dataset_name": f"Magpie-Math-{'Complete' if all_six else 'Subset'}-HLE-{_fmt_count(total)}",
-        "model": ctx.model.name, "total_problems": total, "generation_date": date,
+        "model": model_label(ctx.model.name), "model_revision": model_revision(ctx.manifest, "model"),
+        "total_problems": total, "generation_date": date,
         "domains": {
             d: {"problems": cfg.domain(d).count, "description": cfg.domain(d).description, "directory": d}
             for d in cfg.domains
         },
         "files_per_domain": {k: v.replace(cfg.domains[0], "<domain>", 1)
                              for k, v in file_names(cfg.domains[0], cfg.multi_responses.num_responses).items()},
-        "reward_model": cfg.reward_model, "magpie_hpc_version": __version__,
+        "reward_model": model_label(ctx.reward_path),
+        "reward_model_revision": model_revision(ctx.manifest, "reward_model"), "magpie_hpc_version": __version__,
         "run": ctx.manifest.get("run_name"),
         "summary": {d: info["counts"] for d, info in infos.items()},
+        "empty_tables": {d: info["empty_tables"] for d, info in infos.items() if info["empty_tables"]},
         "quality_settings": cfg.quality.model_dump(),
         "quality_flags": [f for info in infos.values() for f in info["quality"]["flags"]],
         "plots": [f"{PLOTS_DIR}/{name}" for name in plots],
@@ -508,7 +535,8 @@ def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
 # The card's configs: one per domain and file kind, named `<domain>_<suffix>`, and the count that
 # says whether the file holds records (`datasets` cannot load an empty file).
 CARD_CONFIGS = (("instructions", "instructions", "instructions"), ("sft", "sft_data", "sft_records"),
-                ("preference", "preference_data", "preference_records"), ("dpo", "dpo_data", "dpo_pairs"))
+                ("preference", "preference_data", "preference_records"), ("dpo", "dpo_data", "dpo_pairs"),
+                ("sft_text", "sft_text", "sft_records"), ("dpo_text", "dpo_text", "dpo_pairs"))
 
 
 def _size_category(n: int) -> str:
@@ -519,15 +547,27 @@ def _size_category(n: int) -> str:
 
 
 def card_configs(combined: dict, infos: dict[str, dict]) -> list[dict]:
-    """[{"config_name", "data_files"}] for every non-empty Parquet table, paths relative to the run dir."""
-    configs = []
+    """[{"config_name", "data_files"}] for every non-empty Parquet table, paths relative to the run dir;
+    then one config per file kind over every domain's non-empty table (`sft_text`, ...), the first
+    of them with rows marked `default` (so `load_dataset(RUN_DIR)` needs no config name)."""
+    configs, by_kind = [], {}
     for d, info in infos.items():
         directory = combined["domains"][d]["directory"]
         for suffix, key, count in CARD_CONFIGS:
             if info["counts"].get(count, 0) > 0:
                 parquet = Path(info["files"][key]).with_suffix(".parquet").name
                 configs.append({"config_name": f"{d}_{suffix}", "data_files": f"{directory}/{parquet}"})
-    return configs
+                by_kind.setdefault(suffix, []).append(f"{directory}/{parquet}")
+    # The TRL standard-format SFT table is what most readers train on first.
+    order = ("sft_text", "dpo_text", "sft", "preference", "dpo", "instructions")
+    kinds = [{"config_name": kind, "data_files": by_kind[kind]} for kind in order if kind in by_kind]
+    if kinds:
+        kinds[0]["default"] = True
+    return configs + kinds
+
+
+def _revision(revision: str | None) -> str:
+    return f" (revision `{revision}`)" if revision else ""
 
 
 def render_generation_configs(configs: dict[str, dict[str, list[dict]]]) -> list[str]:
@@ -589,6 +629,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
     ]
     for c in configs:
         yaml += [f"- config_name: {json.dumps(c['config_name'])}", f"  data_files: {json.dumps(c['data_files'])}"]
+        if c.get("default"):
+            yaml.append("  default: true")
     yaml.append("---")
 
     lines = [
@@ -622,9 +664,13 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
 
     lines += [
         "## Configs and files", "",
-        "Each domain folder holds these files, each JSON file with a Parquet twin beside it; the card's "
-        "configs (`<domain>_instructions`, `<domain>_sft`, `<domain>_preference`, `<domain>_dpo`) point at "
-        "the Parquet files.", "",
+        "Each domain folder holds these files, each JSON file with a Parquet twin beside it (but for a table "
+        "without records: its JSON file is `[]` and it has no Parquet file, as `datasets` cannot load one); "
+        "the card's configs (`<domain>_instructions`, `<domain>_sft`, `<domain>_preference`, `<domain>_dpo`, "
+        "`<domain>_sft_text`, `<domain>_dpo_text`) point at the Parquet files, and one config per file kind "
+        "(`sft_text`, `dpo_text`, `sft`, `preference`, `dpo`, `instructions`) holds that table of every domain"
+        + (f"; `{next(c['config_name'] for c in configs if c.get('default'))}` is the default."
+           if any(c.get("default") for c in configs) else "."), "",
         f"- `{files['instructions']}` (`_instructions`): instructions only (`id`, `instruction`, "
         "`pre_query_template`, `gen_input_configs` with the seed, `instruction_tokens`).",
         f"- `{files['sft_data']}` (`_sft`): `instruction` + `response`, with `reasoning` and `answer` split at "
@@ -642,11 +688,21 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "complete responses or equal scores"
         + (f", or a margin below {q['dpo_min_margin']:g}," if q.get("dpo_min_margin") else "")
         + " give no pair.",
-        f"- `{files['info']}`: per-domain metadata, counts and quality figures.", "",
+        f"- `{files['sft_text']}` (`_sft_text`): the SFT records in TRL's standard prompt-completion format "
+        "(`id`, `prompt`, `completion`); see *Training with TRL*.",
+        f"- `{files['dpo_text']}` (`_dpo_text`): the DPO pairs in TRL's standard format with an explicit "
+        "prompt (`prompt`, `chosen`, `rejected` as plain text, and the same scores, `margin` and indices).",
+        f"- `{files['info']}`: per-domain metadata, counts, quality figures and `empty_tables`.", "",
+        *card_training_lines(files, params["reward_scored_part"], first, combined["model"],
+                             next((c["config_name"] for c in configs if c.get("default")), None),
+                             combined.get("empty_tables") or {}),
         "## Loading", "", "```python", "from datasets import load_dataset", "",
-        "# one file", f"dpo = load_dataset(\"parquet\", data_files=\"{first}/{first}_dpo.parquet\")[\"train\"]",
+        "# one file", f"dpo = load_dataset(\"parquet\", data_files=\"{first}/{first}_dpo_text.parquet\")[\"train\"]",
+        "# one file kind across every domain (tables without records have no Parquet file)",
+        "sft = load_dataset(\"parquet\", data_files=\"*/*_sft_text.parquet\")[\"train\"]",
         "# a config of this card (a local copy of the folder, or its Hub repository)",
-        f"sft = load_dataset(\"path/to/this/folder\", \"{first}_sft\")[\"train\"]", "```", "",
+        f"sft = load_dataset(\"path/to/this/folder\", \"{configs[0]['config_name'] if configs else first + '_sft'}\")"
+        "[\"train\"]", "```", "",
     ]
     if combined.get("plots"):
         lines += ["## Pictures", ""]
@@ -656,7 +712,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
 
     lines += [
         "## Settings used", "",
-        f"- Generator: `{combined['model']}`; reward model: `{combined['reward_model']}`, scoring the "
+        f"- Generator: `{combined['model']}`{_revision(combined.get('model_revision'))}; reward model: "
+        f"`{combined['reward_model']}`{_revision(combined.get('reward_model_revision'))}, scoring the "
         f"{'reasoning and answer' if params['reward_scored_part'] == 'full' else 'answer part only'}.",
         f"- Preference responses: {params['num_preference_responses']} per problem, temperature "
         f"{params['preference_temperature']:g}, top_p {params['preference_top_p']:g}; run seed {params['seed']}.",
@@ -685,7 +742,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "removed within each domain only, by a MinHash estimate).",
         "- The SFT file holds fewer records than problems when responses were cut off; the preference file "
         "keeps cut-off responses, marked by `truncated` and `complete`.",
-        "- `datasets` cannot load a file without records; such files are left out of the configs above.",
+        "- `datasets` cannot load a file without records: a table without records has its `[]` JSON file "
+        "only (no Parquet file, no config), and `dataset_info.json` names it under `empty_tables`.",
         f"- License: the records are output of `{combined['model']}` and `{combined['reward_model']}`; their "
         "licenses and terms of use apply (`license: other`).", "",
     ]

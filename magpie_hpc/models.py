@@ -336,6 +336,9 @@ class TemplateTexts:
     pre_query: dict[str, str]  # domain -> Magpie prompt text
     response_prompt: str  # the chat template around the literal placeholder "{instruction}"
     stop_strings: tuple[str, ...]
+    # The tokenizer's eos_token, which the standard-format TRL files end each completion with
+    # (trl_files.py); None in a run.json written before it was recorded.
+    eos_token: str | None = None
 
     @classmethod
     def render(cls, prompts: PromptBuilder, cfg: RunConfig) -> TemplateTexts:
@@ -344,12 +347,14 @@ class TemplateTexts:
                        for d in cfg.domains},
             response_prompt=prompts.response_prompt("{instruction}")[0],
             stop_strings=prompts.stop_strings,
+            eos_token=prompts.tokenizer.eos_token,
         )
 
     def to_json(self) -> dict:
         return {"pre_query": self.pre_query, "response_prompt": self.response_prompt,
-                "stop_strings": list(self.stop_strings)}
+                "stop_strings": list(self.stop_strings), "eos_token": self.eos_token}
 
     @classmethod
     def from_json(cls, data: dict) -> TemplateTexts:
-        return cls(dict(data["pre_query"]), data["response_prompt"], tuple(data["stop_strings"]))
+        return cls(dict(data["pre_query"]), data["response_prompt"], tuple(data["stop_strings"]),
+                   data.get("eos_token"))

@@ -25,7 +25,7 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int = 7) -> 
     assert files == {
         "instructions": "<domain>_ins.json", "sft_data": "<domain>_ins_res.json",
         "preference_data": f"<domain>_ins_{num_responses}res_armorm.json", "dpo_data": "<domain>_dpo.json",
-        "info": "dataset_info.json",
+        "sft_text": "<domain>_sft_text.json", "dpo_text": "<domain>_dpo_text.json", "info": "dataset_info.json",
     }
     all_ids: set[str] = set()
     for domain, count in counts.items():
@@ -71,10 +71,14 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int = 7) -> 
         assert info["counts"]["sft_records"] == len(sft)
         assert info["counts"]["sft_records"] + info["counts"]["sft_excluded_incomplete"] == count
         assert info["parameters"]["num_preference_responses"] == num_responses
-        for key in ("instructions", "sft_data", "preference_data"):
+        for key in ("instructions", "sft_data", "preference_data", "sft_text"):
             assert (folder / info["files"][key]).is_file()
-            # The Parquet twin holds the same records in the same order.
-            twin = pq.read_table((folder / info["files"][key]).with_suffix(".parquet"))
-            expected = {"instructions": ids, "sft_data": sft_ids, "preference_data": ids}[key]
-            assert (twin.column("id").to_pylist() if twin.num_rows else []) == expected
+            # The Parquet twin holds the same records in the same order; an empty table has none
+            # (`datasets` cannot load a Parquet file without rows) and dataset_info.json says so.
+            expected = {"instructions": ids, "sft_data": sft_ids, "preference_data": ids, "sft_text": sft_ids}[key]
+            parquet = (folder / info["files"][key]).with_suffix(".parquet")
+            assert parquet.is_file() == bool(expected), parquet
+            assert (info["files"][key] in info["empty_tables"]) == (not expected)
+            if expected:
+                assert pq.read_table(parquet).column("id").to_pylist() == expected
     return combined

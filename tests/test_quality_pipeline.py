@@ -234,7 +234,7 @@ def test_dpo_min_margin_and_drop_disagreeing(run_dir, tmp_path):
 def test_every_output_loads_with_datasets(run_dir, tmp_path):
     outputs = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.suffix in (".json", ".parquet")
                      and "work" not in p.relative_to(run_dir).parts and p.name != "run.json")
-    tables = [f"{d}/{d}_{kind}.{ext}" for d in DOMAINS for kind in ("ins", "ins_res", "ins_7res_armorm", "dpo")
+    tables = [f"{d}/{d}_{kind}.{ext}" for d in DOMAINS for kind in ("ins", "ins_res", "ins_7res_armorm", "dpo", "sft_text", "dpo_text")
               for ext in ("json", "parquet")]
     assert outputs == sorted(["combined_dataset_info.json", *tables, *(f"{d}/dataset_info.json" for d in DOMAINS)])
     for rel in outputs:
@@ -268,10 +268,13 @@ def test_plots_and_card(run_dir, tmp_path):
     assert front["license"] and front["task_categories"] == ["text-generation"] and front["language"] == ["en"]
     assert {"math", "synthetic", "magpie"} <= set(front["tags"])
     names = {c["config_name"]: c["data_files"] for c in front["configs"]}
-    assert set(names) == {f"{d}_{k}" for d in DOMAINS for k in ("instructions", "sft", "preference", "dpo")}
+    kinds = ("instructions", "sft", "preference", "dpo", "sft_text", "dpo_text")
+    assert set(names) == {f"{d}_{k}" for d in DOMAINS for k in kinds} | set(kinds)
     assert names["algebra_sft"] == "algebra/algebra_ins_res.parquet"
+    assert names["sft_text"] == [f"{d}/{d}_sft_text.parquet" for d in DOMAINS]
+    assert [c["config_name"] for c in front["configs"] if c.get("default")] == ["sft_text"]
     for data_files in names.values():
-        assert (run_dir / data_files).is_file()
+        assert all((run_dir / f).is_file() for f in ([data_files] if isinstance(data_files, str) else data_files))
     # `datasets` itself reads the card's configs from the folder.
     from datasets import load_dataset
 

@@ -1,0 +1,141 @@
+"""Tables that `datasets` and TRL take as they are (issue 13 part 4, issue 17 part 1).
+
+TRL's *standard* (plain-text) formats carry the exact text a model was trained to continue: the
+generation prompt as the generator was given it (its chat template around the instruction, up to
+and including what follows the assistant header, e.g. DeepSeek-R1's `<think>\\n`) and the full
+generated text with the end-of-sequence token. The conversational files lose the reasoning under
+the DeepSeek-R1 chat template (it removes everything up to `</think>` from assistant turns, and its
+generation prompt ends before `<think>\\n`), so a reasoning model trains on these instead.
+
+The texts come from run.json (models.TemplateTexts, frozen at launch), so the merge needs no
+tokenizer. The BOS that the template starts with is left out: TRL tokenizes a standard prompt with
+the tokenizer's own special tokens, which add it again (a second BOS would be defect 2 of SPEC.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from . import registry
+from .models import TemplateTexts
+from .quality.dpo import DpoPair
+
+__all__ = ["TextFormats", "model_label", "model_revision", "card_training_lines", "empty_tables"]
+
+PLACEHOLDER = "{instruction}"
+
+
+def model_label(name_or_path: str) -> str:
+    """What a model is, not where it was loaded from: a hub id as is; a hub-cache snapshot folder
+    as its hub id (`models--org--name/snapshots/HASH` -> `org/name`); any other local folder by its
+    folder name only (an absolute path tells a reader nothing and leaks a site's layout)."""
+    text = str(name_or_path).rstrip("/")
+    if not (os.path.isabs(text) or text.startswith(("./", "../", "~"))):
+        return text
+    parts = Path(text).parts
+    if "snapshots" in parts:
+        for part in parts[: parts.index("snapshots")][::-1]:
+            if part.startswith("models--"):
+                return part[len("models--"):].replace("--", "/", 1)
+    return Path(text).name
+
+
+def model_revision(manifest: dict, key: str) -> str | None:
+    """The revision provenance recorded at launch (run.json `provenance.<key>.revision`), if any."""
+    entry = (manifest.get("provenance") or {}).get(key) or {}
+    revision = entry.get("revision") if isinstance(entry, dict) else None
+    return revision if isinstance(revision, str) and revision else None
+
+
+class TextFormats:
+    """Standard-format prompt and completion texts of one run's generator."""
+
+    def __init__(self, texts: TemplateTexts, family: str, eos_token: str | None = None):
+        template = texts.response_prompt
+        if template.count(PLACEHOLDER) != 1:
+            raise ValueError(f"response prompt {template!r} must hold {PLACEHOLDER} exactly once")
+        bos = registry.TEMPLATE_FAMILIES[family]["bos"]
+        if bos and template.startswith(bos):
+            template = template[len(bos):]
+        self.before, self.after = template.split(PLACEHOLDER)
+        self.eos = eos_token if eos_token is not None else texts.eos_token
+        if not self.eos:
+            raise ValueError("the tokenizer's eos_token is not known; rerun `launch --resume` to record it")
+
+    def prompt(self, instruction: str) -> str:
+        """The generation prompt text as the generator saw it, without the BOS."""
+        return self.before + instruction + self.after
+
+    def completion(self, response: str) -> str:
+        """The full generated text (reasoning, `</think>`, answer) ended by the EOS token, as the
+        model emitted it (vLLM leaves the EOS out of the text it returns)."""
+        return response if response.endswith(self.eos) else response + self.eos
+
+    def sft_record(self, problem_id: str, instruction: str, response: str) -> dict:
+        """One row of TRL SFTTrainer's standard prompt-completion format."""
+        return {"id": problem_id, "prompt": self.prompt(instruction), "completion": self.completion(response)}
+
+    def dpo_record(self, conversational: dict, instruction: str, responses: list[str], pair: DpoPair) -> dict:
+        """One row of TRL DPOTrainer's standard preference format (explicit prompt), with the same
+        scores, margin and indices as the conversational row it pairs with."""
+        record = dict(conversational)
+        record.update(prompt=self.prompt(instruction), chosen=self.completion(responses[pair.chosen]),
+                      rejected=self.completion(responses[pair.rejected]))
+        return record
+
+
+def empty_tables(names: dict[str, str], counts: dict, count_keys: dict[str, str]) -> list[str]:
+    """File names of the tables without records: their JSON file is `[]` and they have no Parquet
+    file, because `datasets` refuses every Parquet file without rows."""
+    return [names[key] for key, count in count_keys.items() if counts.get(count, 0) == 0]
+
+
+def card_training_lines(files: dict[str, str], scored_part: str, first: str, model: str,
+                        default_config: str | None, empty: dict[str, list[str]]) -> list[str]:
+    """The card's section on which file to train on with which TRL trainer and chat template."""
+    def name(key: str) -> str:
+        return files[key].replace("<domain>", first)
+
+    scored = ("the reasoning and the answer (the whole response)" if scored_part == "full" else
+              "the answer part only: the text after `</think>`, without the reasoning (the default, "
+              "`[rewards] score_reasoning = false`)")
+    lines = [
+        "## Training with TRL", "",
+        f"- **SFT** (`SFTTrainer`, `trl sft`): `{files['sft_text']}` (config `<domain>_sft_text`), TRL's standard "
+        "prompt-completion format. `prompt` is the exact text the generator was given: its chat template around "
+        "the instruction, up to and including what follows the assistant header (`<think>\\n` for DeepSeek-R1), "
+        "without the BOS, which the tokenizer adds; `completion` is the full generated text, reasoning, "
+        "`</think>` and answer, ended by the EOS token. Train with the generator's own tokenizer and no chat "
+        "template applied by TRL (the text already holds it); the loss covers the completion, so the model "
+        "learns its reasoning. The seed's `" + files["sft_data"] + "` keeps the original Magpie keys for the "
+        "seed's own scripts: `SFTTrainer` cannot read it (no `text` or `prompt`/`completion`), and a "
+        "conversational mapping of it trains a DeepSeek-R1 model on the final answer only.",
+        f"- **DPO** (`DPOTrainer`): `{files['dpo_text']}` (config `<domain>_dpo_text`), TRL's standard format "
+        "with an explicit prompt: `prompt` is the generation prompt text as above, `chosen` and `rejected` the "
+        "full generated texts with the EOS token; right for any generator, and the one to use for a reasoning "
+        "model (the DeepSeek-R1 template). "
+        f"`{files['dpo_data']}` (config `<domain>_dpo`) holds the same pairs in TRL's conversational format; "
+        "TRL applies the tokenizer's chat template to it, and the DeepSeek-R1 template removes everything up "
+        "to `</think>` from assistant turns and ends the prompt before `<think>\\n`: it trains on the final "
+        "answers only. Use it for a model whose chat template keeps assistant turns as they are, or to train "
+        "on answers alone.",
+        "- **Reward models** (`RewardTrainer`): either DPO file. Both carry `margin` = `score_chosen - "
+        "score_rejected` (reward-model score difference, never below `[quality] dpo_min_margin`), and "
+        "`RewardTrainer` uses a `margin` column in its loss by itself: `-logsigmoid(r_chosen - r_rejected - "
+        "margin)`; drop the column (`dataset.remove_columns(\"margin\")`) for the plain Bradley-Terry loss.",
+        f"- **What the reward model scored**: {scored}. The DPO texts hold the reasoning too, so a pair's "
+        "order reflects the answers' scores, not the reasoning's.",
+        "- Extra columns (`id`, scores, indices) are left alone by the trainers.",
+    ]
+    if default_config:
+        lines.append(f"- `load_dataset(\"path/to/this/folder\")` loads the default config `{default_config}`.")
+    if empty:
+        shown = "; ".join(f"{d}: {', '.join(f'`{n}`' for n in names)}" for d, names in empty.items())
+        lines.append(f"- Empty tables (no records; the JSON file is `[]`, no Parquet file, no config): {shown}.")
+    lines += ["", "```python", "from datasets import load_dataset", "from trl import SFTConfig, SFTTrainer", "",
+              f"train = load_dataset(\"parquet\", data_files=\"{first}/{name('sft_text').replace('.json', '.parquet')}\")"
+              "[\"train\"]",
+              f"trainer = SFTTrainer(model={model!r}, args=SFTConfig(output_dir=\"out\"), train_dataset=train)",
+              "```", ""]
+    return lines
