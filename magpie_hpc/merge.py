@@ -34,9 +34,10 @@ from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
 from .stages.select import read_duplicates
 from .store import RunStore, inside, write_atomic, write_json_atomic
-from .provenance import shard_settings
+from .generation_settings import shard_settings
 from .publish import Staging, merge_lock
-from .trl_files import TextFormats, card_training_lines, empty_tables, model_label, model_revision
+from .models import model_label
+from .trl_files import TextFormats, card_training_lines, empty_tables, model_revision
 
 # An output batch goes to Parquet (one row group) at whichever comes first: a preference record is
 # ~100 KB of text, an instruction record ~1 KB, so a row cap alone would either bloat memory or

@@ -8,6 +8,7 @@ hands out token ids (a string prompt would get a second BOS from vLLM: defect 2 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import cached_property
@@ -40,6 +41,21 @@ class ResolvedModel:
     @property
     def template(self) -> dict:
         return registry.TEMPLATE_FAMILIES[self.family]
+
+
+def model_label(name_or_path: str) -> str:
+    """What a model is, not where it was loaded from: a hub id as is; a hub-cache snapshot folder
+    as its hub id (`models--org--name/snapshots/HASH` -> `org/name`); any other local folder by its
+    folder name only (an absolute path tells a reader nothing and leaks a site's layout)."""
+    text = str(name_or_path).rstrip("/")
+    if not (os.path.isabs(text) or text.startswith(("./", "../", "~"))):
+        return text
+    parts = Path(text).parts
+    if "snapshots" in parts:
+        for part in parts[: parts.index("snapshots")][::-1]:
+            if part.startswith("models--"):
+                return part[len("models--"):].replace("--", "/", 1)
+    return Path(text).name
 
 
 def _hub_cached(hub_id: str) -> str | None:

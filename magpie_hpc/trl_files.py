@@ -14,9 +14,6 @@ the tokenizer's own special tokens, which add it again (a second BOS would be de
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from . import registry
 from .models import TemplateTexts
 from .quality.dpo import DpoPair
@@ -24,21 +21,6 @@ from .quality.dpo import DpoPair
 __all__ = ["TextFormats", "model_label", "model_revision", "card_training_lines", "empty_tables"]
 
 PLACEHOLDER = "{instruction}"
-
-
-def model_label(name_or_path: str) -> str:
-    """What a model is, not where it was loaded from: a hub id as is; a hub-cache snapshot folder
-    as its hub id (`models--org--name/snapshots/HASH` -> `org/name`); any other local folder by its
-    folder name only (an absolute path tells a reader nothing and leaks a site's layout)."""
-    text = str(name_or_path).rstrip("/")
-    if not (os.path.isabs(text) or text.startswith(("./", "../", "~"))):
-        return text
-    parts = Path(text).parts
-    if "snapshots" in parts:
-        for part in parts[: parts.index("snapshots")][::-1]:
-            if part.startswith("models--"):
-                return part[len("models--"):].replace("--", "/", 1)
-    return Path(text).name
 
 
 def model_revision(manifest: dict, key: str) -> str | None:

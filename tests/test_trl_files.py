@@ -21,7 +21,7 @@ from conftest import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.models import PromptBuilder, ResolvedModel, load_tokenizer
 from magpie_hpc.registry import TEMPLATE_FAMILIES
-from magpie_hpc.trl_files import model_label
+from magpie_hpc.models import model_label
 
 DOMAINS = ("algebra", "geometry")
 COUNT = 4

@@ -25,7 +25,7 @@ from ..engine import EngineCache
 from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..plan import derive_seed, stage_shards
-from ..provenance import stage_settings
+from ..generation_settings import stage_settings
 from ..shardlock import ShardLock
 from ..store import counted_starts
 from .base import ShardWork

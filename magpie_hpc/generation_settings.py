@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 
 from .config import RunConfig
+from .models import model_label
 
 
 def stage_settings(cfg: RunConfig, model_name: str, stage: str, domain: str) -> dict | None:
-    """The settings one chunk of `stage` is generated (or scored) with; None for select."""
-    d = cfg.domain(domain)
+    """The settings one chunk of `stage` is generated (or scored) with; None for select. Models by
+    label (hub id or folder name): these reach the records and the card, where a path does not belong."""
+    d, model_name = cfg.domain(domain), model_label(model_name)
     if stage == "instructions":
         return {"temperature": d.instruction_temperature, "top_p": cfg.instructions.top_p,
                 "max_tokens": d.max_tokens_instruction, "samples_per_prompt": cfg.instructions.samples_per_prompt,
@@ -31,7 +33,7 @@ def stage_settings(cfg: RunConfig, model_name: str, stage: str, domain: str) -> 
                 "max_tokens": m.max_tokens, "n": m.num_responses, "output_generator": model_name,
                 "engine": cfg.engine.kind}
     if stage == "rewards":
-        return {"reward_model": cfg.reward_model, "max_length": cfg.rewards.max_length,
+        return {"reward_model": model_label(cfg.reward_model), "max_length": cfg.rewards.max_length,
                 "score_reasoning": cfg.rewards.score_reasoning, "engine": cfg.engine.reward_kind}
     return None
 
