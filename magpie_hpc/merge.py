@@ -7,6 +7,7 @@ every shard done; while writing, that every id of every range is present exactly
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,9 +26,10 @@ from . import __version__
 from .context import RunContext
 from .errors import IncompleteRunError
 from .plan import instruction_id, stage_shards
-from .quality.answers import extract_boxed, majority_answer
+from .quality.answers import extract_boxed
 from .quality.answers import normalize_answer as _normalize_answer
 from .quality.dpo import SKIP_REASONS, choose_pair, dpo_record
+from .quality.equivalence import EquivalenceChecker, EquivalenceStats, vote_stream
 from .quality.plots import PLOTS, DomainSamples, write_plots
 from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
@@ -253,9 +255,16 @@ class DomainMerger:
         truncated = total = disagreeing = 0
         agreements = array("d")
         skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
+        # Answers grouped by equivalence (quality/equivalence.py), a window of problems at a time.
+        equivalence = EquivalenceStats(enabled=q.answer_equivalence)
+        checker = EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers) if q.answer_equivalence else None
+        voted = vote_stream(self._with_instructions("multi_responses", "rewards"),
+                            lambda rows: final_answers(rows[1]["answers"], rows[1]["complete"]), checker, equivalence)
         with (TableWriter(self.out / self.names["preference_data"]) as writer,
-              TableWriter(self.out / self.names["dpo_data"]) as dpo):
-            for selected, row, score_row in self._with_instructions("multi_responses", "rewards"):
+              TableWriter(self.out / self.names["dpo_data"]) as dpo, contextlib.ExitStack() as stack):
+            if checker is not None:
+                stack.callback(checker.close)
+            for (selected, row, score_row), vote in voted:
                 scores = score_row["scores"]
                 if len(scores) != len(row["responses"]) or len(scores) != m.num_responses:
                     raise IncompleteRunError(f"merge: {row['id']} has {len(row['responses'])} responses and "
@@ -264,9 +273,8 @@ class DomainMerger:
                 total += len(row["truncated"])
                 self.samples.preference_response_tokens.extend(row["output_tokens"])
                 self.samples.scores.extend(scores)
-                raw, normalized = final_answers(row["answers"], row["complete"])
-                majority, agreement = majority_answer(raw)
-                agree = majority is not None and normalized.count(majority) >= 2
+                _, normalized = final_answers(row["answers"], row["complete"])
+                majority, agreement, agree = vote.majority_answer, vote.agreement, vote.answers_agree
                 agreements.append(agreement)
                 disagreeing += not agree
                 if not agree and q.drop_disagreeing:
@@ -298,8 +306,12 @@ class DomainMerger:
                           preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
                           answers_disagreeing=disagreeing, preference_dropped_disagreeing=skipped["disagreeing"],
                           dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()})
+        equivalence.worker_restarts = checker.restarts if checker is not None else 0
+        self.stats.update(answers_compared_by_value=equivalence.answers_by_value,
+                          answers_compared_as_strings=equivalence.answers_by_string)
         self.quality = dict(truncated=truncated, responses=total, agreements=agreements, disagreeing=disagreeing,
-                            dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped)
+                            dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped,
+                            equivalence=equivalence.to_json())
 
     def quality_section(self) -> dict:
         """dataset_info.json's `quality`: what `python -m magpie_hpc report` prints, flags included."""
@@ -395,6 +407,21 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
     return combined
 
 
+def _equivalence_lines(infos: dict[str, dict]) -> list[str]:
+    """The card's paragraph on how answers were compared (dataset_info.json `answer_equivalence`)."""
+    stats = {d: info["quality"].get("answer_equivalence") or {} for d, info in infos.items()}
+    if not any(s.get("enabled") for s in stats.values()):
+        return ["Final answers were compared as normalised LaTeX strings (`quality.answer_equivalence` off).", ""]
+    total = lambda key: sum(s.get(key, 0) for s in stats.values())  # noqa: E731
+    return [
+        "Final answers are grouped by mathematical equivalence with `math-verify` before the vote "
+        f"(`0.5` = `\\frac{{1}}{{2}}`): of the distinct answers that had to be compared, "
+        f"{total('answers_by_value')} were compared by value ({total('answers_by_exact_rational')} of them exactly "
+        f"as integers or fractions) and {total('answers_by_string')} as normalised strings (unparsable, or past "
+        f"the time limit: {total('parse_timeouts')} parse and {total('comparison_timeouts')} comparison "
+        f"timeouts); equivalence joined differently written answers in {total('problems_merged')} problems.", ""]
+
+
 # The card's configs: one per domain and file kind, named `<domain>_<suffix>`, and the count that
 # says whether the file holds records (`datasets` cannot load an empty file).
 CARD_CONFIGS = (("instructions", "instructions", "instructions"), ("sft", "sft_data", "sft_records"),
@@ -461,6 +488,7 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "Every figure, with the DPO problems skipped by reason, is in each domain's `dataset_info.json` "
         "(`counts`, `quality`); `python -m magpie_hpc report RUN_DIR` prints them and flags thresholds.", "",
     ]
+    lines += _equivalence_lines(infos)
     flags = combined.get("quality_flags", [])
     if flags:
         lines += ["**Quality flags** (thresholds of `[quality]`):", "", *[f"- {f}" for f in flags], ""]
@@ -478,7 +506,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         f"- `{files['preference_data']}` (`_preference`): `instruction`, `responses`, `scores` (also as "
         "`rewards_armorm`), per response `finish_reasons`, `truncated`, `complete`, `final_answers` (normalised "
         "last `\\boxed{}` of the answer part, null when none or incomplete), and per problem `majority_answer`, "
-        "`agreement` (its share of the responses) and `answers_agree` (some answer given twice)"
+        "`agreement` (its share of the responses) and `answers_agree` (some answer given twice), answers "
+        "counted together when equal in value"
         + ("; problems whose answers never agree are left out." if q.get("drop_disagreeing") else "."),
         f"- `{files['dpo_data']}` (`_dpo`): TRL `DPOTrainer` conversational format: `prompt` "
         "(`[{role: user, content}]`), `chosen` and `rejected` (`[{role: assistant, content}]`), with "
@@ -520,8 +549,11 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
     lines += [
         "", "## Known limits", "",
         "- No ground truth: `majority_answer` and `agreement` measure self-consistency, not correctness. "
-        "Answers are compared as normalised LaTeX, never evaluated, so equal values written differently "
-        "(`0.5` and `\\frac{1}{2}`) count as disagreeing.",
+        + ("Answers are grouped by mathematical equivalence (math-verify), so `0.5` and `\\frac{1}{2}` agree; "
+           "an answer it cannot parse in time is compared as normalised LaTeX, where equal values written "
+           "differently count as disagreeing." if q.get("answer_equivalence", True) else
+           "Answers are compared as normalised LaTeX, never evaluated, so equal values written differently "
+           "(`0.5` and `\\frac{1}{2}`) count as disagreeing."),
         "- Reward scores come from one reward model, uncalibrated across domains; a DPO margin is a score "
         "difference, not a probability.",
         "- The questions are written by the model itself: some may be ill-posed, unsolvable or trivially easy; "

@@ -29,7 +29,7 @@ def duplicate_rate(instruction_stage_duplicates: int, candidates: int, exact: in
 def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: Mapping[str, int],
                     truncated: int, responses: int, sft_excluded: int, agreements: list[float],
                     disagreeing: int, dropped_disagreeing: int, dpo_pairs: int,
-                    dpo_skipped: Mapping[str, int]) -> dict:
+                    dpo_skipped: Mapping[str, int], equivalence: Mapping | None = None) -> dict:
     """The `quality` section of dataset_info.json (flags are added by the caller)."""
     duplicates = duplicates or {}
     candidates = int(duplicates.get("candidates", 0))
@@ -55,6 +55,8 @@ def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: 
         "dropped_disagreeing": dropped_disagreeing,
         "dpo_pairs": dpo_pairs,
         "dpo_skipped": dict(dpo_skipped),
+        # how each problem's answers were compared (quality/equivalence.py: EquivalenceStats)
+        "answer_equivalence": dict(equivalence or {}),
     }
 
 

@@ -26,6 +26,17 @@ class QualityConfig(BaseModel):
         description="Estimated Jaccard similarity (character 5-grams, MinHash) at or above which an instruction "
                     "is a near-duplicate of an earlier one. 1.0 drops only texts whose shingle sets are equal "
                     "(they differ in spacing, case or punctuation); near_dedup = false turns it off.")
+    answer_equivalence: bool = Field(
+        default=True,
+        description="Group each problem's final answers by mathematical equivalence (math-verify) for "
+                    "majority_answer, agreement and answers_agree; false: by normalised LaTeX strings only.")
+    equivalence_timeout_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="Time limit of one answer parse and of one comparison; past it the answer is compared as "
+                    "a string (counted in dataset_info.json, answer_equivalence).")
+    equivalence_workers: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes that check answer equivalence during the merge (0: the usable cores, at most 8).")
     dpo_min_margin: float = Field(
         default=0.0, ge=0,
         description="Smallest reward margin (chosen - rejected) of a DPO pair; a pair also needs a margin > 0.")
