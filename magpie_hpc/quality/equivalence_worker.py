@@ -24,6 +24,10 @@ import sys
 from functools import lru_cache
 
 
+# Relative difference beyond which two plain numbers are unequal without math-verify (see equal()).
+NUMERIC_GAP = 1e-3
+
+
 class _Timeout(BaseException):
     """Raised by the timer. A BaseException so math-verify's and sympy's `except Exception`
     handlers do not swallow it and report a timeout as a plain failure."""
@@ -62,10 +66,33 @@ def main() -> None:
             return None, "unparsed"
         return (result, "parsed") if result else (None, "unparsed")
 
+    import sympy
+
+    @lru_cache(maxsize=1 << 16)
+    def numeric(answer: str) -> complex | None:
+        """The value of an answer that is a plain number (no symbols, not a set, interval, relation
+        or matrix), to 30 digits; None otherwise or when it cannot be evaluated."""
+        expressions = parsed(answer)[0]
+        if not expressions or not isinstance(expressions[0], sympy.Expr) or not expressions[0].is_number:
+            return None
+        try:
+            value = complex(_bounded(timeout_s, expressions[0].evalf, 30))
+        except (_Timeout, Exception):  # noqa: BLE001
+            return None
+        return value if value == value and abs(value) != float("inf") else None  # not NaN, finite
+
     @lru_cache(maxsize=1 << 16)
     def equal(first: str, second: str) -> bool | None:
         """math-verify's verdict with the earlier answer as gold (it is not symmetric: assignment
-        handling); None on timeout."""
+        handling); None on timeout.
+
+        Two plain numbers whose values differ by more than NUMERIC_GAP relative are unequal without
+        asking math-verify, whose symbolic simplification takes 20-600 ms on such a pair (sqrt(8) vs
+        12) and would say the same: it only joins numbers equal up to rounding at 6 decimals, far
+        inside that gap. Numbers that are close, and everything else, go to math-verify."""
+        a, b = numeric(first), numeric(second)
+        if a is not None and b is not None and abs(a - b) > NUMERIC_GAP * max(1.0, abs(a), abs(b)):
+            return False
         try:
             return bool(_bounded(timeout_s, verify, parsed(first)[0], parsed(second)[0], 6, 15, True, False, None))
         except _Timeout:
