@@ -48,6 +48,10 @@ def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     model = resolve_model(cfg.model, cfg, need_weights=cfg.engine.kind == "vllm")
     reward = resolve_reward_model(cfg.reward_model, need_weights=cfg.engine.reward_kind == "transformers")
     check_lengths(cfg, model)
+    if cfg.quality.decontamination_files:  # compute nodes cannot download them: each must be here now
+        from .quality.decontam import check_benchmark_files
+
+        check_benchmark_files(cfg.quality.decontamination_files, cfg.quality.decontamination_field)
     prompts = PromptBuilder(model)
     for domain in cfg.domains:  # builds each prompt once: one BOS, template matches the registry
         prompts.magpie_prompt(cfg.domain(domain), cfg.instructions.max_difficulty)

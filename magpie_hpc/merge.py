@@ -33,7 +33,7 @@ from .quality.equivalence import EquivalenceChecker, EquivalenceStats, vote_stre
 from .quality.plots import PLOTS, DomainSamples, write_plots
 from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
-from .stages.select import read_duplicates
+from .stages.select import read_decontamination, read_duplicates
 from .store import RunStore, write_atomic, write_json_atomic
 
 # An output batch goes to Parquet (one row group) at whichever comes first: a preference record is
@@ -321,9 +321,11 @@ class DomainMerger:
             drop_reasons.update(done.get("drop_reasons", {}))
         duplicates = read_duplicates(self.ctx.store, self.domain)
         figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
-                                  sft_excluded=self.stats["sft_excluded_incomplete"], **self.quality)
+                                  sft_excluded=self.stats["sft_excluded_incomplete"],
+                                  decontamination=read_decontamination(self.ctx.store, self.domain), **self.quality)
         self.stats.update(exact_duplicates_dropped=figures["exact_duplicates_dropped"],
-                          near_duplicates_dropped=figures["near_duplicates_dropped"])
+                          near_duplicates_dropped=figures["near_duplicates_dropped"],
+                          benchmark_problems_dropped=figures["decontamination"]["dropped"])
         figures["flags"] = domain_flags(self.domain, figures, self.cfg.quality)
         return figures
 
@@ -405,6 +407,27 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
     write_atomic(ctx.run_dir / "README.md", readme.encode())
     ctx.store.shard("merge", "all", 0).mark_done({"stage": "merge", "finished": date, "total_problems": total})
     return combined
+
+
+def _decontamination_lines(infos: dict[str, dict]) -> list[str]:
+    """The card's decontamination table: instructions dropped at select per benchmark file."""
+    sections = {d: info["quality"].get("decontamination") or {} for d, info in infos.items()}
+    files = sorted({f for s in sections.values() for f in s.get("files", {})})
+    if not files:
+        return ["**Decontamination**: none (no `quality.decontamination_files` were given), so nothing checks "
+                "these problems against evaluation benchmarks.", ""]
+    first = next(s for s in sections.values() if s.get("files"))
+    lines = [f"**Decontamination** against evaluation benchmarks, at selection (before any response was "
+             f"generated): instructions sharing a {first['ngram']}-word n-gram with a benchmark problem, or with "
+             f"an estimated Jaccard similarity >= {first['threshold']:g} (character 5-grams, MinHash), were dropped "
+             "and replaced.", "",
+             "| benchmark file | problems | " + " | ".join(infos) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in infos) + " |"]
+    for f in files:
+        size = next(s["files"][f]["problems"] for s in sections.values() if f in s.get("files", {}))
+        counts = [str(sections[d].get("files", {}).get(f, {}).get("dropped", "-")) for d in infos]
+        lines.append(f"| `{Path(f).name}` | {size} | " + " | ".join(counts) + " |")
+    return lines + [""]
 
 
 def _equivalence_lines(infos: dict[str, dict]) -> list[str]:
@@ -489,6 +512,7 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "(`counts`, `quality`); `python -m magpie_hpc report RUN_DIR` prints them and flags thresholds.", "",
     ]
     lines += _equivalence_lines(infos)
+    lines += _decontamination_lines(infos)
     flags = combined.get("quality_flags", [])
     if flags:
         lines += ["**Quality flags** (thresholds of `[quality]`):", "", *[f"- {f}" for f in flags], ""]
@@ -557,8 +581,10 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "- Reward scores come from one reward model, uncalibrated across domains; a DPO margin is a score "
         "difference, not a probability.",
         "- The questions are written by the model itself: some may be ill-posed, unsolvable or trivially easy; "
-        "nothing checks them against public benchmarks (contamination) or across domains (near-duplicates are "
-        "removed within each domain only, by a MinHash estimate).",
+        + ("they are checked against the benchmark files listed above only (an n-gram and MinHash test, not "
+           "paraphrase detection), " if q.get("decontamination_files") else
+           "nothing checks them against public benchmarks (contamination), ")
+        + "nor across domains (near-duplicates are removed within each domain only, by a MinHash estimate).",
         "- The SFT file holds fewer records than problems when responses were cut off; the preference file "
         "keeps cut-off responses, marked by `truncated` and `complete`.",
         "- `datasets` cannot load a file without records; such files are left out of the configs above.",
