@@ -16,6 +16,8 @@ from .config import RunConfig
 from .errors import ConfigError
 from .models import PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model
 from .plan import plan_summary
+from .provenance import collect as collect_provenance
+from .provenance import reconcile_provenance
 from .store import RunStore
 
 # Room for the chat template around an instruction in the response prompt.
@@ -92,6 +94,7 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
         "reward_model_path": reward_path,
         "templates": TemplateTexts.render(prompts or PromptBuilder(model), cfg).to_json(),
         "plan": plan_summary(cfg),
+        "provenance": collect_provenance(model.path, reward_path),  # what `launch --resume` compares
     })
     return run_dir.resolve()
 
@@ -124,8 +127,11 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     from .plan import plan_summary
 
     ctx = RunContext(run_dir)
+    updated = reconcile_provenance(ctx.manifest, force=force)  # a changed model or package: refused first
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
+        if updated is not None:
+            RunStore(run_dir).write_manifest(updated)
         return
     shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
     if not force:
@@ -133,7 +139,7 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     counts = lambda c: {d: c.domain(d).count for d in c.domains}  # noqa: E731
     if plan_summary(ctx.cfg) != plan_summary(new) or counts(ctx.cfg) != counts(new):
         raise ConfigError(f"config: the change alters the shard plan ({shown}); start a new run instead")
-    manifest = dict(ctx.manifest)
+    manifest = dict(updated or ctx.manifest)
     manifest.setdefault("config_history", []).append({"changed": datetime.now().isoformat(timespec="seconds"),
                                                       "differences": diffs})
     manifest["config"] = new.model_copy(update={"executor": ctx.cfg.executor,

@@ -26,6 +26,7 @@ from . import __version__
 from .context import RunContext
 from .errors import IncompleteRunError
 from .plan import instruction_id, stage_shards
+from .provenance import stage_gpus
 from .quality.answers import extract_boxed
 from .quality.answers import normalize_answer as _normalize_answer
 from .quality.dpo import SKIP_REASONS, choose_pair, dpo_record
@@ -401,12 +402,44 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
         "quality_flags": [f for info in infos.values() for f in info["quality"]["flags"]],
         "plots": [f"{PLOTS_DIR}/{name}" for name in plots],
     }
+    # launch's record (run.json) plus the GPU types each stage ran on (DONE.json)
+    combined["provenance"] = {**(ctx.manifest.get("provenance") or {}), "stage_gpus": stage_gpus(ctx),
+                              "merged_by_magpie_hpc": __version__}
     combined["run_summary"] = build_run_summary(ctx, accounting)
     write_json_atomic(ctx.run_dir / "combined_dataset_info.json", combined)
     readme = render_readme(combined, infos) + render_run_summary(combined["run_summary"])
     write_atomic(ctx.run_dir / "README.md", readme.encode())
     ctx.store.shard("merge", "all", 0).mark_done({"stage": "merge", "finished": date, "total_problems": total})
     return combined
+
+
+def _provenance_lines(prov: dict) -> list[str]:
+    """The card's provenance section: model revisions, package versions, SLURM, GPUs per stage."""
+    if not prov:
+        return []
+
+    def revision(entry: dict | None) -> str:
+        entry = entry or {}
+        if entry.get("source") == "hf-cache":
+            return f"`{entry['revision']}` (Hugging Face cache snapshot)"
+        if entry.get("revision"):
+            return f"`{entry['revision']}` (of its config and tokenizer files)"
+        return "unknown (not a local folder at launch)"
+
+    packages = prov.get("packages") or {}
+    git = prov.get("magpie_hpc_git")
+    lines = ["", "## Provenance", "",
+             f"- Generator revision: {revision(prov.get('model'))}.",
+             f"- Reward model revision: {revision(prov.get('reward_model'))}.",
+             "- Packages at launch: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in packages.items())
+             + (f"; magpie-hpc from git commit `{git['commit']}`" + (" (with local changes)" if git.get("dirty") else "")
+                if git else "") + ".",
+             f"- SLURM: {prov.get('slurm') or 'not installed where the run was launched'}."]
+    gpus = prov.get("stage_gpus") or {}
+    if gpus:
+        lines += ["", "| stage | GPU types |", "| --- | --- |"]
+        lines += [f"| {stage} | {', '.join(types)} |" for stage, types in gpus.items()]
+    return lines
 
 
 def _decontamination_lines(infos: dict[str, dict]) -> list[str]:
@@ -570,6 +603,7 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         p = info["parameters"]
         lines.append(f"| {d} | {p['instruction_temperature']:g} | {p['response_temperature']:g} | "
                      f"{p['max_tokens_instruction']} / {p['max_tokens_response']} |")
+    lines += _provenance_lines(combined.get("provenance") or {})
     lines += [
         "", "## Known limits", "",
         "- No ground truth: `majority_answer` and `agreement` measure self-consistency, not correctness. "
