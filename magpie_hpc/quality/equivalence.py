@@ -8,7 +8,7 @@ Bounded cost, by construction:
 * a problem whose distinct answers are all integers or integer fractions is decided here, exactly
   (fractions.Fraction), without math-verify: the same verdict, ~1000x cheaper;
 * the rest goes to worker processes (quality/equivalence_worker.py) that parse each answer once
-  (cached) and run every parse and every comparison under a float timer (`timeout_s`), in their
+  (cached) and run every parse and every comparison under a CPU-time timer (`timeout_s`), in their
   own main thread, so math-verify's signal-based timeout works whichever thread the merge runs in;
   a worker stuck inside C, where no signal reaches, is killed after the request's hard limit and
   its problems' answers become "timeout" (compared as strings);
@@ -42,6 +42,8 @@ MAX_ANSWER_CHARS = 256
 BATCH_PROBLEMS = 32
 # Added to each request's hard limit: a busy machine's scheduling delays, not parsing time.
 HARD_LIMIT_SLACK_S = 10.0
+# Wall seconds allowed per CPU second of budget before a worker is presumed stuck.
+WALL_PER_CPU = 4.0
 # A worker's start (Python + sympy + math-verify imports) on a loaded login or compute node.
 START_LIMIT_S = 120.0
 WORKER = Path(__file__).with_name("equivalence_worker.py")
@@ -161,9 +163,10 @@ class EquivalenceChecker:
         self._pool = []
 
     def _hard_limit(self, problems: Sequence[Sequence[str]]) -> float:
-        # every parse and every pairwise comparison may use its whole budget
+        # every parse and every pairwise comparison may use its whole budget of CPU time; the limit
+        # is wall time, so it allows for a worker that gets a share of a busy core only
         calls = sum(len(p) + len(p) * (len(p) - 1) // 2 for p in problems)
-        return calls * self.timeout_s + HARD_LIMIT_SLACK_S
+        return WALL_PER_CPU * calls * self.timeout_s + HARD_LIMIT_SLACK_S
 
     def classify(self, problems: Sequence[Sequence[str]]) -> list[dict]:
         """Per problem (its distinct raw answers): {"labels", "status", "comparison_timeouts"}."""

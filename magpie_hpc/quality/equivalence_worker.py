@@ -6,7 +6,7 @@ It runs as a script (``python equivalence_worker.py TIMEOUT_S``), never imported
 math-verify bounds its work with ``signal.alarm``, which only works in the main thread and only in
 whole seconds; here we are always in our own main thread, so math-verify's own timeouts are turned
 off (``parsing_timeout=None``, ``timeout_seconds=None``) and every parse and every comparison runs
-under ``signal.setitimer`` with a float budget instead. A computation stuck inside C (sympy
+under ``signal.setitimer`` with a float budget of CPU time instead. A computation stuck inside C (sympy
 evaluating ``10^{10^{10}}`` as an integer: the handler only runs between bytecodes) is beyond any
 signal; the parent kills this process for that (its hard limit), so nothing here has to.
 
@@ -38,11 +38,13 @@ def _on_alarm(signum, frame):
 
 
 def _bounded(seconds: float, fn, *args):
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # CPU time of this process (ITIMER_PROF), not wall time: a busy machine must not turn answers
+    # into "timeout", or the dataset would depend on the load of the node that merged it.
+    signal.setitimer(signal.ITIMER_PROF, seconds)
     try:
         return fn(*args)
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def main() -> None:
@@ -50,7 +52,7 @@ def main() -> None:
     logging.disable(logging.WARNING)  # math-verify warns that its timeout is off: ours is on
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    signal.signal(signal.SIGALRM, _on_alarm)
+    signal.signal(signal.SIGPROF, _on_alarm)
     config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
 
     @lru_cache(maxsize=1 << 16)

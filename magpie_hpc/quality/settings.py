@@ -50,8 +50,9 @@ class QualityConfig(BaseModel):
                     "majority_answer, agreement and answers_agree; false: by normalised LaTeX strings only.")
     equivalence_timeout_s: float = Field(
         default=1.0, gt=0, le=60,
-        description="Time limit of one answer parse and of one comparison; past it the answer is compared as "
-                    "a string (counted in dataset_info.json, answer_equivalence).")
+        description="CPU-time limit of one answer parse and of one comparison (CPU time, so a busy node "
+                    "gives the same dataset); past it the answer is compared as a string (counted in "
+                    "dataset_info.json, answer_equivalence).")
     equivalence_workers: int = Field(
         default=0, ge=0, le=64,
         description="Processes that check answer equivalence during the merge (0: the usable cores, at most 8).")

@@ -15,7 +15,7 @@ from magpie_hpc.quality.equivalence import EquivalenceChecker, EquivalenceStats,
 
 @pytest.fixture(scope="module")
 def checker():
-    with EquivalenceChecker(timeout_s=0.5, workers=2) as c:
+    with EquivalenceChecker(timeout_s=1.0, workers=2) as c:
         yield c
 
 
@@ -101,10 +101,10 @@ def test_huge_or_malformed_expressions_time_out_into_unparsed(checker) -> None:
 
 def test_a_worker_stuck_where_no_signal_reaches_is_killed(tmp_path, monkeypatch) -> None:
     stuck = tmp_path / "stuck_worker.py"
-    # Ignores SIGALRM and blocks on the answer "hang" (like a computation inside C), else labels.
+    # Ignores the timer signal and blocks on the answer "hang" (like a computation inside C), else labels.
     stuck.write_text(
         "import json, signal, sys, time\n"
-        "signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+        "signal.signal(signal.SIGPROF, signal.SIG_IGN)\n"
         "print(json.dumps({'ready': True}), flush=True)\n"
         "for line in sys.stdin:\n"
         "    problems = json.loads(line)['problems']\n"
@@ -114,6 +114,7 @@ def test_a_worker_stuck_where_no_signal_reaches_is_killed(tmp_path, monkeypatch)
         "          'comparison_timeouts': 0} for p in problems]}), flush=True)\n")
     monkeypatch.setattr(equivalence, "WORKER", stuck)
     monkeypatch.setattr(equivalence, "HARD_LIMIT_SLACK_S", 0.5)
+    monkeypatch.setattr(equivalence, "WALL_PER_CPU", 1.0)
     stats = EquivalenceStats()
     items = [["0.5", "\\frac{1}{2}"], ["hang", "x"], ["0.25", "\\frac{1}{4}"]]
     with EquivalenceChecker(timeout_s=0.1, workers=1) as c:
