@@ -183,8 +183,10 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
 
 
 class DomainMerger:
-    def __init__(self, ctx: RunContext, domain: str, generation_date: str):
+    def __init__(self, ctx: RunContext, domain: str, generation_date: str,
+                 checker: EquivalenceChecker | None = None):
         self.ctx, self.cfg, self.domain, self.date = ctx, ctx.cfg, domain, generation_date
+        self.checker = checker  # shared by the domains of one merge: its workers start once
         self.settings = self.cfg.domain(domain)
         self.out = ctx.run_dir / domain
         self.names = file_names(domain, self.cfg.multi_responses.num_responses)
@@ -258,12 +260,15 @@ class DomainMerger:
         skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
         # Answers grouped by equivalence (quality/equivalence.py), a window of problems at a time.
         equivalence = EquivalenceStats(enabled=q.answer_equivalence)
-        checker = EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers) if q.answer_equivalence else None
+        checker = self.checker
+        if checker is None and q.answer_equivalence:
+            checker = EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers)
+        restarts = checker.restarts if checker is not None else 0
         voted = vote_stream(self._with_instructions("multi_responses", "rewards"),
                             lambda rows: final_answers(rows[1]["answers"], rows[1]["complete"]), checker, equivalence)
         with (TableWriter(self.out / self.names["preference_data"]) as writer,
               TableWriter(self.out / self.names["dpo_data"]) as dpo, contextlib.ExitStack() as stack):
-            if checker is not None:
+            if checker is not None and checker is not self.checker:
                 stack.callback(checker.close)
             for (selected, row, score_row), vote in voted:
                 scores = score_row["scores"]
@@ -307,7 +312,7 @@ class DomainMerger:
                           preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
                           answers_disagreeing=disagreeing, preference_dropped_disagreeing=skipped["disagreeing"],
                           dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()})
-        equivalence.worker_restarts = checker.restarts if checker is not None else 0
+        equivalence.worker_restarts = checker.restarts - restarts if checker is not None else 0
         self.stats.update(answers_compared_by_value=equivalence.answers_by_value,
                           answers_compared_as_strings=equivalence.answers_by_string)
         self.quality = dict(truncated=truncated, responses=total, agreements=agreements, disagreeing=disagreeing,
@@ -376,9 +381,12 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
         raise IncompleteRunError(f"merge: {len(missing)} shard(s) not done: {shown}; run `python -m magpie_hpc resubmit {ctx.run_dir}`")
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     infos, samples = {}, {}
-    for d in ctx.cfg.domains:
-        merger = DomainMerger(ctx, d, date)
-        infos[d], samples[d] = merger.run(), merger.samples
+    q = ctx.cfg.quality
+    with (EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers) if q.answer_equivalence
+          else contextlib.nullcontext()) as checker:
+        for d in ctx.cfg.domains:
+            merger = DomainMerger(ctx, d, date, checker)
+            infos[d], samples[d] = merger.run(), merger.samples
     rates = {d: {k: info["quality"][k] for k in ("truncation_rate", "sft_excluded_rate", "agreement_rate")}
              for d, info in infos.items()}
     plots = write_plots(ctx.run_dir / PLOTS_DIR, samples, rates, ctx.cfg.quality.model_dump())
@@ -616,9 +624,9 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "difference, not a probability.",
         "- The questions are written by the model itself: some may be ill-posed, unsolvable or trivially easy; "
         + ("they are checked against the benchmark files listed above only (an n-gram and MinHash test, not "
-           "paraphrase detection), " if q.get("decontamination_files") else
-           "nothing checks them against public benchmarks (contamination), ")
-        + "nor across domains (near-duplicates are removed within each domain only, by a MinHash estimate).",
+           "paraphrase detection); " if q.get("decontamination_files") else
+           "nothing checks them against public benchmarks (contamination); ")
+        + "near-duplicates are removed within each domain only (a MinHash estimate), not across domains.",
         "- The SFT file holds fewer records than problems when responses were cut off; the preference file "
         "keeps cut-off responses, marked by `truncated` and `complete`.",
         "- `datasets` cannot load a file without records; such files are left out of the configs above.",

@@ -20,6 +20,7 @@ answers whose normalised strings equal it. `EquivalenceStats` counts both kinds.
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -149,6 +150,8 @@ class EquivalenceChecker:
         self.timeout_s = timeout_s
         self.workers = workers or _default_workers()
         self._pool: list[_Worker] = []
+        self._outstanding: list[collections.deque] = []  # per worker: batches sent, not yet read
+        self._next = -1
         self.restarts = 0
 
     def __enter__(self) -> EquivalenceChecker:
@@ -160,7 +163,7 @@ class EquivalenceChecker:
     def close(self) -> None:
         for worker in self._pool:
             worker.kill()
-        self._pool = []
+        self._pool, self._outstanding = [], []
 
     def _hard_limit(self, problems: Sequence[Sequence[str]]) -> float:
         # every parse and every pairwise comparison may use its whole budget of CPU time; the limit
@@ -170,21 +173,31 @@ class EquivalenceChecker:
 
     def classify(self, problems: Sequence[Sequence[str]]) -> list[dict]:
         """Per problem (its distinct raw answers): {"labels", "status", "comparison_timeouts"}."""
-        if not problems:
-            return []
+        return self.collect(self.submit(problems))
+
+    def submit(self, problems: Sequence[Sequence[str]]) -> list[tuple[int, list[list[str]]]]:
+        """Send the problems to the workers (batches round robin) and return at once; `collect`
+        reads the answers. Several submissions may be outstanding: each worker answers in order.
+        (Requests and replies are small, a few KB per batch, so neither pipe fills up.)"""
         batches = [list(map(list, problems[i:i + BATCH_PROBLEMS])) for i in range(0, len(problems), BATCH_PROBLEMS)]
         while len(self._pool) < min(self.workers, len(batches)):
             self._pool.append(_Worker(self.timeout_s))
-        results: list[list[dict] | None] = [None] * len(batches)
-        # Round robin: each worker takes one batch at a time; all working in parallel.
-        pending = list(range(len(batches)))
-        while pending:
-            wave, pending = pending[:len(self._pool)], pending[len(self._pool):]
-            for slot, index in enumerate(wave):
-                self._pool[slot].send(batches[index])
-            for slot, index in enumerate(wave):
-                results[index] = self._receive(slot, batches[index])
-        return [r for batch in results for r in batch]  # type: ignore[union-attr]
+            self._outstanding.append(collections.deque())
+        ticket = []
+        for batch in batches:
+            slot = self._next = (self._next + 1) % len(self._pool)
+            self._pool[slot].send(batch)
+            self._outstanding[slot].append(batch)
+            ticket.append((slot, batch))
+        return ticket
+
+    def collect(self, ticket: list[tuple[int, list[list[str]]]]) -> list[dict]:
+        out: list[dict] = []
+        for slot, batch in ticket:
+            assert self._outstanding[slot][0] is batch, "collect tickets in the order they were submitted"
+            out.extend(self._receive(slot, batch))
+            self._outstanding[slot].popleft()
+        return out
 
     def _receive(self, slot: int, batch: list[list[str]]) -> list[dict]:
         line = self._pool[slot].read_line(self._hard_limit(batch))
@@ -203,6 +216,8 @@ class EquivalenceChecker:
                             "comparison_timeouts": 0})
             else:
                 out.extend(json.loads(line)["results"])
+        for later in list(self._outstanding[slot])[1:]:  # the killed worker's queue, sent again
+            self._pool[slot].send(later)
         return out
 
     def _replace(self, slot: int) -> None:
@@ -321,21 +336,32 @@ def vote_stream(items: Iterable[T], answers: Callable[[T], tuple[Sequence[str | 
                 window: int = 256) -> Iterator[tuple[T, AnswerVote]]:
     """(item, vote) for each item, in order. `answers(item)` gives (raw, normalised) final answers.
 
-    Items are buffered `window` at a time so the workers get many problems at once (in parallel,
-    and one pipe round trip per batch); memory is `window` items."""
-    buffer: list[tuple[T, _Pending, int]] = []
+    Items are read `window` at a time and their problems sent to the workers at once (in parallel,
+    one pipe round trip per batch); while the workers check one window, the caller processes the
+    previous one, so the merge's own work and the checking overlap. Memory: two windows of items."""
+    previous: tuple[list, list] | None = None  # (buffer, ticket) whose answers are being checked
 
-    def flush() -> Iterator[tuple[T, AnswerVote]]:
+    def finish(buffer: list, ticket: list) -> Iterator[tuple[T, AnswerVote]]:
         todo = [p for _, p, _ in buffer if p.result is None]  # only with a checker
-        for p, result in zip(todo, checker.classify([_guarded(p) for p in todo]) if todo else ()):
+        for p, result in zip(todo, checker.collect(ticket) if todo else ()):
             p.result = _with_guard(p, result)
         for item, p, n in buffer:
             yield item, _finish(p, stats, n)
-        buffer.clear()
 
+    def start(buffer: list) -> tuple[list, list]:
+        todo = [p for _, p, _ in buffer if p.result is None]
+        return buffer, (checker.submit([_guarded(p) for p in todo]) if todo else [])
+
+    buffer: list[tuple[T, _Pending, int]] = []
     for item in items:
         raw, normalized = answers(item)
         buffer.append((item, _prepare(raw, normalized, checker is not None), len(raw)))
         if len(buffer) >= window:
-            yield from flush()
-    yield from flush()
+            current = start(buffer)
+            if previous is not None:
+                yield from finish(*previous)
+            previous, buffer = current, []
+    current = start(buffer)
+    if previous is not None:
+        yield from finish(*previous)
+    yield from finish(*current)

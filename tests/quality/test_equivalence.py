@@ -99,7 +99,8 @@ def test_huge_or_malformed_expressions_time_out_into_unparsed(checker) -> None:
     assert cast(["0.5", "\\frac{1}{2}"], checker).answers_agree
 
 
-def test_a_worker_stuck_where_no_signal_reaches_is_killed(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("window", [256, 1])  # 1: later windows are queued on the worker that gets stuck
+def test_a_worker_stuck_where_no_signal_reaches_is_killed(tmp_path, monkeypatch, window) -> None:
     stuck = tmp_path / "stuck_worker.py"
     # Ignores the timer signal and blocks on the answer "hang" (like a computation inside C), else labels.
     stuck.write_text(
@@ -119,7 +120,7 @@ def test_a_worker_stuck_where_no_signal_reaches_is_killed(tmp_path, monkeypatch)
     items = [["0.5", "\\frac{1}{2}"], ["hang", "x"], ["0.25", "\\frac{1}{4}"]]
     with EquivalenceChecker(timeout_s=0.1, workers=1) as c:
         votes = [v for _, v in vote_stream(items, lambda raws: (raws, [normalize_answer(r) for r in raws]),
-                                          c, stats)]
+                                          c, stats, window=window)]
         assert c.restarts == 2  # the batch's worker, then the problem's own retry
     assert [v.classes for v in votes] == [(0, 0), (0, 1), (0, 0)]  # only the stuck problem lost its parses
     assert stats.parse_timeouts == 2 and stats.answers_by_string == 2
