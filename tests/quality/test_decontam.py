@@ -114,7 +114,7 @@ def test_launch_refuses_a_missing_benchmark_file(tiny_models, tmp_path, capsys) 
     assert not (tmp_path / "data").exists()
 
 
-def test_planted_benchmark_problem_is_dropped_and_replaced(tiny_models, tmp_path, monkeypatch) -> None:
+def test_planted_benchmark_problem_is_dropped_and_replaced(tiny_models, tmp_path, monkeypatch, capsys) -> None:
     count = 24
     bench = _jsonl(tmp_path / "planted.jsonl", [SYNTHETIC_REPEAT, UNRELATED])
     monkeypatch.chdir(tmp_path)  # a relative path is taken from launch's directory, frozen absolute
@@ -141,5 +141,9 @@ def test_planted_benchmark_problem_is_dropped_and_replaced(tiny_models, tmp_path
     card = (run / "README.md").read_text()
     assert "**Decontamination**" in card and "| `planted.jsonl` | 2 | 1 |" in card
     assert "grouped by mathematical equivalence" in card  # the agreement paragraph
-    assert main(["report", str(run), "--json"]) in (0, 1)
+    capsys.readouterr()
+    assert main(["report", str(run), "--json"]) in (0, 1)  # 1: flagged (tiny limits truncate), never 2
+    figures = json.loads(capsys.readouterr().out)["domains"]["algebra"]
+    assert figures["decontamination"]["dropped"] == 1
     assert main(["report", str(run)]) in (0, 1)
+    assert "algebra: benchmark problems dropped: 1 (planted.jsonl 1 of 2)" in capsys.readouterr().out
