@@ -105,12 +105,17 @@ class _Worker:
     """One child process speaking JSON lines."""
 
     def __init__(self, timeout_s: float):
+        # stderr is inherited: a worker that cannot start leaves its traceback in the task's log
         self.proc = subprocess.Popen([sys.executable, str(WORKER), repr(timeout_s)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+                                     stdout=subprocess.PIPE, close_fds=True)
         self.buffer = b""
         if self.read_line(START_LIMIT_S) is None:
             self.kill()
-            raise RuntimeError(f"answer equivalence: {WORKER.name} did not start within {START_LIMIT_S:.0f} s")
+            from ..errors import MagpieError
+
+            raise MagpieError(f"answer equivalence: {WORKER.name} did not start (is math-verify installed? "
+                              "`pip install math-verify`; see the traceback above), or set "
+                              "quality.answer_equivalence = false to compare answers as strings")
 
     def send(self, problems: list[list[str]]) -> None:
         self.proc.stdin.write(json.dumps({"problems": problems}).encode() + b"\n")
