@@ -73,7 +73,6 @@ def test_word_ngrams() -> None:
 
 
 def test_counts_per_file_and_formats(tmp_path) -> None:
-    first = _jsonl(tmp_path / "first.jsonl", [LONG])
     second = tmp_path / "second.parquet"
     pq.write_table(pa.table({"question": [SHORT, UNRELATED]}), second)
     third = tmp_path / "third.json"
@@ -86,7 +85,6 @@ def test_counts_per_file_and_formats(tmp_path) -> None:
     assert d.sizes == [1, 2, 1]
     matches = d.match([SYNTHETIC_REPEAT, "unrelated text about nothing", UNRELATED, LONG])
     assert [(m.index, m.file, m.problem) for m in matches] == [(0, 2, 0), (2, 1, 1), (3, 0, 0)]
-    del first
 
 
 @pytest.mark.parametrize(("content", "message"), [
