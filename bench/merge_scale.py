@@ -11,6 +11,8 @@ model and a DONE.json per shard. Responses are R1-sized: 2,000-4,000 tokens at ~
 Then, each in a fresh subprocess (peak RSS = `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` of a
 wrapper that runs only that child):
   merge     `magpie_hpc.merge.merge_run(run_dir)`: every JSON + Parquet output, plots, README
+  merge-strings  the same with `quality.answer_equivalence = false` (answers compared as strings), to
+            measure what the equivalence check costs (target: within 5% of the merge)
   floor     pyarrow alone writing the same bytes: every output Parquet file re-encoded row group by
             row group (ParquetWriter, zstd) and every output JSON file's bytes streamed through
             pyarrow's input/output streams (+ fsync, as the merge does), into scratch copies
@@ -39,7 +41,10 @@ from _common import BENCH, ROOT, make_run, quick_flag, scratch, table, write_res
 POOL = 256
 WORDS = ("we reduce the claim using lemma hence the group order divides therefore every subgroup of index two is "
          "normal and the quotient is cyclic so by induction the bound holds for all n").split()
-ANSWERS = ("12", "7", "\\frac{1}{2}", "3")
+# Some answers are equal in value but not in writing, so the merge's equivalence check (math-verify,
+# quality/equivalence.py) has work to do; the pool is small, so most parses are cached (see the
+# `equivalence_probe` for the cost of answers never seen before).
+ANSWERS = ("12", "7", "\\frac{1}{2}", "3", "0.5", "\\sqrt{8}", "2\\sqrt{2}", "\\{1,2\\}", "\\{2,1\\}")
 
 
 def pools(seed: int = 0):
@@ -208,10 +213,38 @@ def measured(args: list[str]) -> dict:
     return result
 
 
-def child_merge(run_dir: Path) -> None:
+def child_merge(run_dir: Path, equivalence: bool = True) -> None:
+    from magpie_hpc.context import RunContext
     from magpie_hpc.merge import merge_run
 
-    merge_run(run_dir)
+    ctx = RunContext(run_dir)
+    ctx.cfg.quality.answer_equivalence = equivalence  # `merge-strings`: the same merge without it
+    merge_run(run_dir, ctx=ctx)
+
+
+def equivalence_probe(problems: int = 300, seed: int = 0) -> dict:
+    """The cost of the equivalence check on answers it has never seen (no cache helps): problems of 7
+    answers in 3-4 forms needing math-verify, a value written two ways, on the default workers."""
+    from magpie_hpc.quality.answers import normalize_answer
+    from magpie_hpc.quality.equivalence import EquivalenceChecker, EquivalenceStats, vote_stream
+
+    rng = random.Random(seed)
+    forms = (lambda a, b: f"{a}.{b}", lambda a, b: f"{a}\\sqrt{{{b}}}", lambda a, b: f"\\{{{a},{b}\\}}",
+             lambda a, b: f"{a}\\pi", lambda a, b: f"x^{{{b}}}+{a}", lambda a, b: f"\\frac{{{a}}}{{{b}}}")
+    items = []
+    for _ in range(problems):
+        a, b = rng.randint(10, 10**6), rng.randint(2, 97)
+        picks = [rng.choice(forms)(rng.randint(10, 10**6), rng.randint(2, 97)) for _ in range(3)]
+        items.append([f"{a / b:.6f}", f"\\frac{{{a}}}{{{b}}}", *picks, picks[0], f"\\frac{{{a}}}{{{b}}}"])
+    stats = EquivalenceStats()
+    with EquivalenceChecker() as checker:
+        list(vote_stream([["1", "0.5"]], lambda r: (r, r), checker, EquivalenceStats()))  # workers started
+        started = time.perf_counter()
+        list(vote_stream(items, lambda r: (r, [normalize_answer(x) for x in r]), checker, stats))
+        seconds = time.perf_counter() - started
+        workers = checker.workers
+    return {"problems": problems, "workers": workers, "ms_per_problem": round(seconds / problems * 1000, 3),
+            "stats": stats.to_json()}
 
 
 def child_floor(run_dir: Path) -> None:
@@ -305,12 +338,19 @@ def one_size(total: int, keep: bool) -> dict:
         work = write_work(run_dir)
         print(f"  {total:,} problems: work/ written in {work['seconds']:.0f}s ({work['bytes'] / 1e9:.2f} GB)",
               flush=True)
+        strings = measured(["merge-strings", str(run_dir)])
+        print(f"  merge without answer equivalence {strings['seconds']:.0f}s (CPU {strings['cpu_seconds']:.0f}s)",
+              flush=True)
         merge = measured(["merge", str(run_dir)])
+        with open(run_dir / next(iter(counts)) / "dataset_info.json") as fh:
+            eq_stats = json.load(fh)["quality"]["answer_equivalence"]
         out = output_bytes(run_dir, counts)
         print(f"  merge {merge['seconds']:.0f}s (CPU {merge['cpu_seconds']:.0f}s), peak RSS {merge['peak_rss_mb']:.0f} MB, output "
               f"{(out['json'] + out['parquet']) / 1e9:.2f} GB", flush=True)
         floor = measured(["floor", str(run_dir)])
         print(f"  pyarrow floor {floor['seconds']:.0f}s (CPU {floor['cpu_seconds']:.0f}s)", flush=True)
+        print(f"  answer equivalence: merge x{merge['seconds'] / strings['seconds']:.3f} of the merge without it; "
+              f"first domain {eq_stats}", flush=True)
         probe = encoding_probe(run_dir, next(iter(counts)))
         print(f"  preference record: JSON {probe['json_ms_per_record']} ms (msgspec {probe['msgspec_ms_per_record']} ms,"
               f" {probe['byte_identical']}/{probe['records']} byte-identical), answers "
@@ -322,7 +362,8 @@ def one_size(total: int, keep: bool) -> dict:
         shards = {s: sum(len(stage_shards(cfg, s, d)) for d in cfg.domains) for s in ("responses", "multi_responses")}
         return {"problems": sum(counts.values()), "counts": counts, "shards": shards, "work": work, "merge": merge,
                 "floor": floor, "output_bytes": out, "merge_over_floor": merge["seconds"] / floor["seconds"],
-                "probe": probe}
+                "probe": probe, "merge_without_equivalence": strings,
+                "equivalence_overhead": merge["seconds"] / strings["seconds"] - 1, "equivalence_stats": eq_stats}
     finally:
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -337,7 +378,10 @@ def main() -> None:
     args = p.parse_args()
     if args.child:
         what, run_dir = args.child
-        (child_merge if what == "merge" else child_floor)(Path(run_dir))
+        if what.startswith("merge"):
+            child_merge(Path(run_dir), equivalence=what == "merge")
+        else:
+            child_floor(Path(run_dir))
         return
     quick = args.quick or quick_flag()
     sizes = args.sizes or ([2_000, 8_000] if quick else [44_000, 176_000])
@@ -376,7 +420,18 @@ def main() -> None:
               f"peak RSS x{b['merge']['peak_rss_mb'] / a['merge']['peak_rss_mb']:.2f}")
     for n in notes:
         print("note: " + n)
-    write_results("merge_scale", {"quick": quick, "sizes_requested": sizes, "notes": notes, "runs": results})
+    if results:
+        probe = equivalence_probe()
+        per_44k = probe["ms_per_problem"] * 44_000 / 1000
+        print(f"equivalence on never-seen answers: {probe['ms_per_problem']} ms/problem on {probe['workers']} "
+              f"worker(s), ~{per_44k:.0f} s at 44K if every problem needed it ({probe['stats']})")
+        for r in results:
+            print(f"{r['problems']:,} problems: merge {r['merge']['seconds']:.1f}s with equivalence, "
+                  f"{r['merge_without_equivalence']['seconds']:.1f}s without ({r['equivalence_overhead']:+.1%})")
+    else:
+        probe = None
+    write_results("merge_scale", {"quick": quick, "sizes_requested": sizes, "notes": notes, "runs": results,
+                                  "equivalence_probe": probe})
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from .model_checks import check_generator
 from .models import (PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model,
                      write_engine_tokenizer)
 from .plan import plan_summary
+from .provenance import collect as collect_provenance
+from .provenance import reconcile_provenance
 from .store import RunStore
 
 # Room for the chat template around an instruction in the response prompt.
@@ -95,6 +97,10 @@ def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     reward = resolve_reward_model(cfg.reward_model, need_weights=cfg.engine.reward_kind == "transformers")
     check_lengths(cfg, model)
     engine_check(cfg, where="launch")
+    if cfg.quality.decontamination_files:  # compute nodes cannot download them: each must be here now
+        from .quality.decontam import check_benchmark_files
+
+        check_benchmark_files(cfg.quality.decontamination_files, cfg.quality.decontamination_field)
     prompts = PromptBuilder(model)
     for domain in cfg.domains:  # builds each prompt once: one BOS, template matches the registry
         prompts.magpie_prompt(cfg.domain(domain), cfg.instructions.max_difficulty)
@@ -185,6 +191,7 @@ def _write_manifest(cfg: RunConfig, model: ResolvedModel, reward_path: str, prom
         "templates": TemplateTexts.render(prompts, cfg).to_json(),
         "plan": plan_summary(cfg),
         "engine_version": engine_check(cfg, where="launch"),
+        "provenance": collect_provenance(model.path, reward_path),  # what `launch --resume` compares
     })
 
 
@@ -219,8 +226,11 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
 
     ctx = RunContext(run_dir)
     check_run_files(ctx)  # refuse a damaged run before run.json is rewritten
+    updated = reconcile_provenance(ctx.manifest, force=force)  # a changed model or package: refused first
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
+        if updated is not None:
+            RunStore(run_dir).write_manifest(updated)
         return
     shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
     if not force:
@@ -228,7 +238,7 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     counts = lambda c: {d: c.domain(d).count for d in c.domains}  # noqa: E731
     if plan_summary(ctx.cfg) != plan_summary(new) or counts(ctx.cfg) != counts(new):
         raise ConfigError(f"config: the change alters the shard plan ({shown}); start a new run instead")
-    manifest = dict(ctx.manifest)
+    manifest = dict(updated or ctx.manifest)
     manifest.setdefault("config_history", []).append({"changed": datetime.now().isoformat(timespec="seconds"),
                                                       "differences": diffs})
     manifest["config"] = new.model_copy(update={"executor": ctx.cfg.executor,

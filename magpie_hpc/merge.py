@@ -7,6 +7,7 @@ every shard done; while writing, that every id of every range is present exactly
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -25,14 +26,16 @@ from . import __version__
 from .context import RunContext
 from .errors import IncompleteRunError
 from .plan import instruction_id, stage_shards
-from .quality.answers import extract_boxed, majority_answer
+from .provenance import stage_gpus
+from .quality.answers import extract_boxed
 from .quality.answers import normalize_answer as _normalize_answer
 from .quality.dpo import SKIP_REASONS, choose_pair, dpo_record
+from .quality.equivalence import EquivalenceChecker, EquivalenceStats, vote_stream
 from .quality.loops import ends_in_loop
 from .quality.plots import PLOTS, DomainSamples, write_plots
 from .quality.report import domain_flags, quality_figures
 from .run_summary import build_run_summary, render_run_summary
-from .stages.select import read_duplicates
+from .stages.select import read_decontamination, read_duplicates
 from .store import RunStore, inside, write_atomic, write_json_atomic
 from .generation_settings import shard_settings
 from .publish import Staging, merge_lock
@@ -236,8 +239,10 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
 
 
 class DomainMerger:
-    def __init__(self, ctx: RunContext, domain: str, generation_date: str, out_root: Path | None = None):
+    def __init__(self, ctx: RunContext, domain: str, generation_date: str, out_root: Path | None = None,
+                 checker: EquivalenceChecker | None = None):
         self.ctx, self.cfg, self.domain, self.date = ctx, ctx.cfg, domain, generation_date
+        self.checker = checker  # shared by the domains of one merge: its workers start once
         self.settings = self.cfg.domain(domain)
         self.out = (out_root or ctx.run_dir) / domain
         # Each instruction shard's recorded settings (its newest, where a --force change split it).
@@ -336,10 +341,20 @@ class DomainMerger:
         loops = LoopCount()
         agreements = array("d")
         skipped = dict.fromkeys((*SKIP_REASONS, "disagreeing"), 0)
+        # Answers grouped by equivalence (quality/equivalence.py), a window of problems at a time.
+        equivalence = EquivalenceStats(enabled=q.answer_equivalence)
+        checker = self.checker
+        if checker is None and q.answer_equivalence:
+            checker = EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers)
+        restarts = checker.restarts if checker is not None else 0
+        voted = vote_stream(self._with_instructions("multi_responses", "rewards"),
+                            lambda rows: final_answers(rows[1]["answers"], rows[1]["complete"]), checker, equivalence)
         with (TableWriter(self.out / self.names["preference_data"]) as writer,
               TableWriter(self.out / self.names["dpo_data"]) as dpo,
-              TableWriter(self.out / self.names["dpo_text"]) as dpo_text):
-            for selected, row, score_row in self._with_instructions("multi_responses", "rewards"):
+              TableWriter(self.out / self.names["dpo_text"]) as dpo_text, contextlib.ExitStack() as stack):
+            if checker is not None and checker is not self.checker:
+                stack.callback(checker.close)
+            for (selected, row, score_row), vote in voted:
                 scores = score_row["scores"]
                 if len(scores) != len(row["responses"]) or len(scores) != m.num_responses:
                     raise IncompleteRunError(f"merge: {row['id']} has {len(row['responses'])} responses and "
@@ -349,9 +364,8 @@ class DomainMerger:
                 loops.add(row["finish_reasons"], row["responses"])
                 self.samples.preference_response_tokens.extend(row["output_tokens"])
                 self.samples.scores.extend(scores)
-                raw, normalized = final_answers(row["answers"], row["complete"])
-                majority, agreement = majority_answer(raw)
-                agree = majority is not None and normalized.count(majority) >= 2
+                _, normalized = final_answers(row["answers"], row["complete"])
+                majority, agreement, agree = vote.majority_answer, vote.agreement, vote.answers_agree
                 agreements.append(agreement)
                 disagreeing += not agree
                 if not agree and q.drop_disagreeing:
@@ -387,8 +401,12 @@ class DomainMerger:
                           dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()},
                           **loops.stats("preference"))
         self.loops["preference"] = loops
+        equivalence.worker_restarts = checker.restarts - restarts if checker is not None else 0
+        self.stats.update(answers_compared_by_value=equivalence.answers_by_value,
+                          answers_compared_as_strings=equivalence.answers_by_string)
         self.quality = dict(truncated=truncated, responses=total, agreements=agreements, disagreeing=disagreeing,
-                            dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped)
+                            dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped,
+                            equivalence=equivalence.to_json())
 
     def quality_section(self) -> dict:
         """dataset_info.json's `quality`: what `python -m magpie_hpc report` prints, flags included."""
@@ -398,10 +416,12 @@ class DomainMerger:
             drop_reasons.update(done.get("drop_reasons", {}))
         duplicates = read_duplicates(self.ctx.store, self.domain)
         figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
-                                  sft_excluded=self.stats["sft_excluded_incomplete"], **self.quality)
+                                  sft_excluded=self.stats["sft_excluded_incomplete"],
+                                  decontamination=read_decontamination(self.ctx.store, self.domain), **self.quality)
         figures["loops"] = loop_figures(self.loops, self.cfg)
         self.stats.update(exact_duplicates_dropped=figures["exact_duplicates_dropped"],
-                          near_duplicates_dropped=figures["near_duplicates_dropped"])
+                          near_duplicates_dropped=figures["near_duplicates_dropped"],
+                          benchmark_problems_dropped=figures["decontamination"]["dropped"])
         figures["flags"] = domain_flags(self.domain, figures, self.cfg.quality)
         return figures
 
@@ -496,9 +516,12 @@ def _merge_locked(ctx: RunContext, accounting) -> dict:
 
 def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
     infos, samples = {}, {}
-    for d in ctx.cfg.domains:
-        merger = DomainMerger(ctx, d, date, out_root=out)
-        infos[d], samples[d] = merger.run(), merger.samples
+    q = ctx.cfg.quality
+    with (EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers) if q.answer_equivalence
+          else contextlib.nullcontext()) as checker:
+        for d in ctx.cfg.domains:
+            merger = DomainMerger(ctx, d, date, out_root=out, checker=checker)
+            infos[d], samples[d] = merger.run(), merger.samples
     rates = {d: {k: info["quality"][k] for k in ("truncation_rate", "sft_excluded_rate", "agreement_rate")}
              for d, info in infos.items()}
     plots = write_plots(out / PLOTS_DIR, samples, rates, ctx.cfg.quality.model_dump())
@@ -526,11 +549,79 @@ def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
         "plots": [f"{PLOTS_DIR}/{name}" for name in plots],
         "generation_configs": generation_configs(ctx),
     }
+    # launch's record (run.json) plus the GPU types each stage ran on (DONE.json)
+    combined["provenance"] = {**(ctx.manifest.get("provenance") or {}), "stage_gpus": stage_gpus(ctx),
+                              "merged_by_magpie_hpc": __version__}
     combined["run_summary"] = build_run_summary(ctx, accounting)
     write_json_atomic(out / "combined_dataset_info.json", combined)
     readme = render_readme(combined, infos) + render_run_summary(combined["run_summary"])
     write_atomic(out / "README.md", readme.encode())
     return combined
+
+
+def _provenance_lines(prov: dict) -> list[str]:
+    """The card's provenance section: model revisions, package versions, SLURM, GPUs per stage."""
+    if not prov:
+        return []
+
+    def revision(entry: dict | None) -> str:
+        entry = entry or {}
+        if entry.get("source") == "hf-cache":
+            return f"`{entry['revision']}` (Hugging Face cache snapshot)"
+        if entry.get("revision"):
+            return f"`{entry['revision']}` (of its config and tokenizer files)"
+        return "unknown (not a local folder at launch)"
+
+    packages = prov.get("packages") or {}
+    git = prov.get("magpie_hpc_git")
+    lines = ["", "## Provenance", "",
+             f"- Generator revision: {revision(prov.get('model'))}.",
+             f"- Reward model revision: {revision(prov.get('reward_model'))}.",
+             "- Packages at launch: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in packages.items())
+             + (f"; magpie-hpc from git commit `{git['commit']}`" + (" (with local changes)" if git.get("dirty") else "")
+                if git else "") + ".",
+             f"- SLURM: {prov.get('slurm') or 'not installed where the run was launched'}."]
+    gpus = prov.get("stage_gpus") or {}
+    if gpus:
+        lines += ["", "| stage | GPU types |", "| --- | --- |"]
+        lines += [f"| {stage} | {', '.join(types)} |" for stage, types in gpus.items()]
+    return lines
+
+
+def _decontamination_lines(infos: dict[str, dict]) -> list[str]:
+    """The card's decontamination table: instructions dropped at select per benchmark file."""
+    sections = {d: info["quality"].get("decontamination") or {} for d, info in infos.items()}
+    files = sorted({f for s in sections.values() for f in s.get("files", {})})
+    if not files:
+        return ["**Decontamination**: none (no `quality.decontamination_files` were given), so nothing checks "
+                "these problems against evaluation benchmarks.", ""]
+    first = next(s for s in sections.values() if s.get("files"))
+    lines = [f"**Decontamination** against evaluation benchmarks, at selection (before any response was "
+             f"generated): instructions sharing a {first['ngram']}-word n-gram with a benchmark problem, or with "
+             f"an estimated Jaccard similarity >= {first['threshold']:g} (character 5-grams, MinHash), were dropped "
+             "and replaced.", "",
+             "| benchmark file | problems | " + " | ".join(infos) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in infos) + " |"]
+    for f in files:
+        size = next(s["files"][f]["problems"] for s in sections.values() if f in s.get("files", {}))
+        counts = [str(sections[d].get("files", {}).get(f, {}).get("dropped", "-")) for d in infos]
+        lines.append(f"| `{Path(f).name}` | {size} | " + " | ".join(counts) + " |")
+    return lines + [""]
+
+
+def _equivalence_lines(infos: dict[str, dict]) -> list[str]:
+    """The card's paragraph on how answers were compared (dataset_info.json `answer_equivalence`)."""
+    stats = {d: info["quality"].get("answer_equivalence") or {} for d, info in infos.items()}
+    if not any(s.get("enabled") for s in stats.values()):
+        return ["Final answers were compared as normalised LaTeX strings (`quality.answer_equivalence` off).", ""]
+    total = lambda key: sum(s.get(key, 0) for s in stats.values())  # noqa: E731
+    return [
+        "Final answers are grouped by mathematical equivalence with `math-verify` before the vote "
+        f"(`0.5` = `\\frac{{1}}{{2}}`): of the distinct answers that had to be compared, "
+        f"{total('answers_by_value')} were compared by value ({total('answers_by_exact_rational')} of them exactly "
+        f"as integers or fractions) and {total('answers_by_string')} as normalised strings (unparsable, or past "
+        f"the time limit: {total('parse_timeouts')} parse and {total('comparison_timeouts')} comparison "
+        f"timeouts); equivalence joined differently written answers in {total('problems_merged')} problems.", ""]
 
 
 # The card's configs: one per domain and file kind, named `<domain>_<suffix>`, and the count that
@@ -659,6 +750,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "(`counts`, `quality`); `python -m magpie_hpc report RUN_DIR` prints them and flags thresholds.", "",
     ]
     lines += _loops_note(infos)
+    lines += _equivalence_lines(infos)
+    lines += _decontamination_lines(infos)
     flags = combined.get("quality_flags", [])
     if flags:
         lines += ["**Quality flags** (thresholds of `[quality]`):", "", *[f"- {f}" for f in flags], ""]
@@ -680,7 +773,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         f"- `{files['preference_data']}` (`_preference`): `instruction`, `responses`, `scores` (also as "
         "`rewards_armorm`), per response `finish_reasons`, `truncated`, `complete`, `final_answers` (normalised "
         "last `\\boxed{}` of the answer part, null when none or incomplete), and per problem `majority_answer`, "
-        "`agreement` (its share of the responses) and `answers_agree` (some answer given twice)"
+        "`agreement` (its share of the responses) and `answers_agree` (some answer given twice), answers "
+        "counted together when equal in value"
         + ("; problems whose answers never agree are left out." if q.get("drop_disagreeing") else "."),
         f"- `{files['dpo_data']}` (`_dpo`): TRL `DPOTrainer` conversational format: `prompt` "
         "(`[{role: user, content}]`), `chosen` and `rejected` (`[{role: assistant, content}]`), with "
@@ -731,16 +825,22 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         lines.append(f"| {d} | {p['instruction_temperature']:g} | {p['response_temperature']:g} | "
                      f"{p['max_tokens_instruction']} / {p['max_tokens_response']} |")
     lines += render_generation_configs(combined.get("generation_configs") or {})
+    lines += _provenance_lines(combined.get("provenance") or {})
     lines += [
         "", "## Known limits", "",
         "- No ground truth: `majority_answer` and `agreement` measure self-consistency, not correctness. "
-        "Answers are compared as normalised LaTeX, never evaluated, so equal values written differently "
-        "(`0.5` and `\\frac{1}{2}`) count as disagreeing.",
+        + ("Answers are grouped by mathematical equivalence (math-verify), so `0.5` and `\\frac{1}{2}` agree; "
+           "an answer it cannot parse in time is compared as normalised LaTeX, where equal values written "
+           "differently count as disagreeing." if q.get("answer_equivalence", True) else
+           "Answers are compared as normalised LaTeX, never evaluated, so equal values written differently "
+           "(`0.5` and `\\frac{1}{2}`) count as disagreeing."),
         "- Reward scores come from one reward model, uncalibrated across domains; a DPO margin is a score "
         "difference, not a probability.",
         "- The questions are written by the model itself: some may be ill-posed, unsolvable or trivially easy; "
-        "nothing checks them against public benchmarks (contamination) or across domains (near-duplicates are "
-        "removed within each domain only, by a MinHash estimate).",
+        + ("they are checked against the benchmark files listed above only (an n-gram and MinHash test, not "
+           "paraphrase detection); " if q.get("decontamination_files") else
+           "nothing checks them against public benchmarks (contamination); ")
+        + "near-duplicates are removed within each domain only (a MinHash estimate), not across domains.",
         "- The SFT file holds fewer records than problems when responses were cut off; the preference file "
         "keeps cut-off responses, marked by `truncated` and `complete`.",
         "- `datasets` cannot load a file without records: a table without records has its `[]` JSON file "

@@ -4,7 +4,9 @@ normalise it, and vote across several responses to one instruction.
 Normalisation is conservative on purpose: two answers are made equal only when they are
 the same LaTeX up to presentation (spacing, delimiters, \\dfrac vs \\frac, a trailing '.').
 It never evaluates math (0.5 and \\frac{1}{2} stay different), so a vote can under-count
-agreement but never invents it.
+agreement but never invents it. The merge's vote goes further: quality/equivalence.py groups the
+normalised answers by mathematical equivalence (math-verify) and keeps these strings as the
+fallback for answers it cannot parse; `majority_answer` here is the string-only vote.
 """
 
 from __future__ import annotations

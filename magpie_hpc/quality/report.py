@@ -29,7 +29,8 @@ def duplicate_rate(instruction_stage_duplicates: int, candidates: int, exact: in
 def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: Mapping[str, int],
                     truncated: int, responses: int, sft_excluded: int, agreements: list[float],
                     disagreeing: int, dropped_disagreeing: int, dpo_pairs: int,
-                    dpo_skipped: Mapping[str, int]) -> dict:
+                    dpo_skipped: Mapping[str, int], equivalence: Mapping | None = None,
+                    decontamination: Mapping | None = None) -> dict:
     """The `quality` section of dataset_info.json (flags are added by the caller)."""
     duplicates = duplicates or {}
     candidates = int(duplicates.get("candidates", 0))
@@ -55,6 +56,14 @@ def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: 
         "dropped_disagreeing": dropped_disagreeing,
         "dpo_pairs": dpo_pairs,
         "dpo_skipped": dict(dpo_skipped),
+        # how each problem's answers were compared (quality/equivalence.py: EquivalenceStats)
+        "answer_equivalence": dict(equivalence or {}),
+        # instructions dropped at select as benchmark problems, per file (stages/select.py)
+        "decontamination": {
+            "dropped": int((decontamination or {}).get("dropped", 0)),
+            "files": {f: dict(v) for f, v in (decontamination or {}).get("files", {}).items()},
+            "ngram": (decontamination or {}).get("ngram"), "threshold": (decontamination or {}).get("threshold"),
+        },
     }
 
 
@@ -165,6 +174,15 @@ def format_report(data: dict) -> str:
             lines.append(f"{domain}: cut off (SFT/preference): {_loops(figures, 'cut_off_looping')} ending in a "
                          f"repeated block, {_loops(figures, 'cut_off_long')} merely long; loop stop "
                          + "/".join("on" if detection.get(k) else "off" for k in ("sft", "preference")))
+    for domain, figures in data["domains"].items():
+        decon = figures.get("decontamination") or {}
+        if decon.get("files"):
+            per_file = ", ".join(f"{Path(f).name} {v['dropped']} of {v['problems']}" for f, v in decon["files"].items())
+            lines.append(f"{domain}: benchmark problems dropped: {decon['dropped']} ({per_file})")
+    equivalence = [f.get("answer_equivalence") or {} for f in data["domains"].values()]
+    if any(e.get("enabled") for e in equivalence):
+        lines.append(f"answers compared by value (math-verify) {sum(e.get('answers_by_value', 0) for e in equivalence)}, "
+                     f"as strings {sum(e.get('answers_by_string', 0) for e in equivalence)}")
     lines.append("")
     if data.get("loop_savings"):
         lines += ["loops stopped by vLLM (tokens not generated, at each stage's own tokens/s):",

@@ -6,7 +6,9 @@ Kept free of other magpie_hpc imports so `config.py` can import it without a cyc
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+import os
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # A problem "agrees" when its majority final answer is shared by at least this share of its
 # responses (4 of 7). The report's agreement rate is the share of problems that agree.
@@ -26,6 +28,34 @@ class QualityConfig(BaseModel):
         description="Estimated Jaccard similarity (character 5-grams, MinHash) at or above which an instruction "
                     "is a near-duplicate of an earlier one. 1.0 drops only texts whose shingle sets are equal "
                     "(they differ in spacing, case or punctuation); near_dedup = false turns it off.")
+    decontamination_files: list[str] = Field(
+        default_factory=list,
+        description="Local JSON, JSONL or Parquet files of evaluation-benchmark problems; instructions that "
+                    "reproduce one are dropped at select and replaced (relative paths are taken from the "
+                    "directory launch runs in; launch checks every file).")
+    decontamination_field: str = Field(
+        default="problem", min_length=1,
+        description="The field (column) of each benchmark record that holds the problem text.")
+    decontamination_ngram: int = Field(
+        default=13, ge=1, le=100,
+        description="An instruction that shares one word n-gram of this length with a benchmark problem is "
+                    "contaminated (13, as commonly used for math decontamination).")
+    decontamination_threshold: float = Field(
+        default=0.85, gt=0, le=1,
+        description="Also contaminated: estimated Jaccard similarity (character 5-grams, MinHash, as near-dedup) "
+                    "at or above this with a benchmark problem.")
+    answer_equivalence: bool = Field(
+        default=True,
+        description="Group each problem's final answers by mathematical equivalence (math-verify) for "
+                    "majority_answer, agreement and answers_agree; false: by normalised LaTeX strings only.")
+    equivalence_timeout_s: float = Field(
+        default=1.0, gt=0, le=60,
+        description="CPU-time limit of one answer parse and of one comparison (CPU time, so a busy node "
+                    "gives the same dataset); past it the answer is compared as a string (counted in "
+                    "dataset_info.json, answer_equivalence).")
+    equivalence_workers: int = Field(
+        default=0, ge=0, le=64,
+        description="Processes that check answer equivalence during the merge (0: the usable cores, at most 8).")
     dpo_min_margin: float = Field(
         default=0.0, ge=0,
         description="Smallest reward margin (chosen - rejected) of a DPO pair; a pair also needs a margin > 0.")
@@ -43,3 +73,9 @@ class QualityConfig(BaseModel):
         default=0.5, ge=0, le=1,
         description=f"Report flag: share of problems whose majority answer has agreement >= {AGREEMENT_LEVEL} "
                     "below this.")
+
+    @field_validator("decontamination_files")
+    @classmethod
+    def _absolute(cls, files: list[str]) -> list[str]:
+        # Frozen into run.json as absolute paths, so compute nodes find them from any directory.
+        return [os.path.abspath(os.path.expanduser(f)) for f in files]

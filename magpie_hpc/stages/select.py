@@ -1,7 +1,8 @@
 """Per-domain selection (CPU): all instruction shards -> exactly `count` distinct instructions with
 stable ids `<domain>-<index>`. Runs once per domain, before any response is generated, so no GPU
 time goes to duplicates: exact ones first, then near-duplicates across every shard of the domain
-(`quality.near_dedup`), both counted in `near_duplicates.json` beside the shard."""
+(`quality.near_dedup`), both counted in `near_duplicates.json` beside the shard; then problems of
+evaluation benchmarks (`quality.decontamination_files`), counted in `decontamination.json`."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ..store import RunStore, write_json_atomic
 from .base import ShardWork
 
 DUPLICATES_FILE = "near_duplicates.json"
+DECONTAMINATION_FILE = "decontamination.json"
 
 
 def duplicates_path(store: RunStore, domain: str) -> Path:
@@ -42,6 +44,15 @@ def read_duplicates(store: RunStore, domain: str) -> dict | None:
         raise CorruptFileError(f"{path}: select's duplicate record of {domain} is damaged ({', '.join(counts)} must "
                                "be whole numbers); restore it from a copy; nothing was changed")
     return found
+
+
+def read_decontamination(store: RunStore, domain: str) -> dict | None:
+    """What select recorded about instructions dropped as benchmark problems, or None (none configured,
+    or a run from before decontamination)."""
+    try:
+        return json.loads((duplicates_path(store, domain).parent / DECONTAMINATION_FILE).read_text())
+    except FileNotFoundError:
+        return None
 
 
 class NeedMoreInstructions(MagpieError):
@@ -99,6 +110,35 @@ class SelectWork(ShardWork):
             ],
         })
 
+    def _drop_contaminated(self, chosen: list[dict]) -> tuple[list[dict], int]:
+        """Instructions that reproduce a problem of `quality.decontamination_files` (quality/decontam.py),
+        dropped like duplicates; recorded per benchmark file in decontamination.json."""
+        q = self.cfg.quality
+        path = self._duplicates_path().parent / DECONTAMINATION_FILE
+        if not q.decontamination_files:
+            path.unlink(missing_ok=True)
+            return chosen, 0
+        from ..quality.decontam import Decontaminator
+
+        bench = Decontaminator(q.decontamination_files, q.decontamination_field, ngram=q.decontamination_ngram,
+                               threshold=q.decontamination_threshold)
+        matches = bench.match([r["instruction"] for r in chosen])
+        per_file = {f: 0 for f in bench.files}
+        for m in matches:
+            per_file[bench.files[m.file]] += 1
+        write_json_atomic(path, {
+            "domain": self.domain, "field": q.decontamination_field, "ngram": q.decontamination_ngram,
+            "threshold": q.decontamination_threshold,
+            "files": {f: {"problems": n, "dropped": per_file[f]} for f, n in zip(bench.files, bench.sizes)},
+            "dropped": len(matches),
+            "matches": [{"instruction": chosen[m.index]["instruction"], "benchmark_file": bench.files[m.file],
+                         "benchmark_index": m.problem, "method": m.method, "similarity": m.similarity,
+                         "source_shard": chosen[m.index]["source_shard"], "source_sample": chosen[m.index]["sample"]}
+                        for m in matches],
+        })
+        dropped = {m.index for m in matches}
+        return [r for i, r in enumerate(chosen) if i not in dropped], len(matches)
+
     def run_chunk(self, engine, chunk, index: int, committed: list[pa.Table]) -> pa.Table:
         count = self.cfg.domain(self.domain).count
         candidates = []
@@ -120,13 +160,15 @@ class SelectWork(ShardWork):
             unique.append(row)
         chosen, near = self._drop_near_duplicates(unique)
         self._record_duplicates(len(candidates), len(candidates) - len(unique), near, unique)
+        chosen, contaminated = self._drop_contaminated(chosen)
         chosen = chosen[:count]
         if len(chosen) < count:
             shards = stage_shards(self.cfg, "instructions", self.domain)
             extra = reopen_for_more(self.ctx, self.domain, shards[-1].shard, count - len(chosen))
             raise NeedMoreInstructions(
                 f"select {self.domain}: only {len(chosen)} distinct clean instructions for {count} problems "
-                f"({len(candidates) - len(unique)} exact and {len(near)} near duplicates dropped, see "
+                f"({len(candidates) - len(unique)} exact and {len(near)} near duplicates and {contaminated} "
+                "benchmark problems dropped, see "
                 f"{self._duplicates_path()}); reopened instructions shard {shards[-1].shard} for {extra} more: "
                 "run `python -m magpie_hpc resubmit RUN_DIR`"
             )
