@@ -101,7 +101,9 @@ def _steps(rng: random.Random, count: int) -> str:
 
 
 def _response(rng: random.Random, answer: str) -> str:
-    return (f"<think>\n{_steps(rng, rng.randint(2, 40))}\n</think>\n\n"
+    # No opening <think>: the R1 templates end the generation prompt with "<think>\n" themselves, so
+    # a real model's text starts inside its reasoning and only closes it.
+    return (f"{_steps(rng, rng.randint(2, 40))}\n</think>\n\n"
             f"By the argument above the result holds. The answer is $\\boxed{{{answer}}}$.")
 
 
@@ -162,17 +164,17 @@ class SyntheticGenerator(Generator):
             answer = consensus if rng.random() < m.answer_agreement else str(rng.randint(100, 10**6))
             start = _response(rng, answer)
         if kind == "length":  # a response is cut in its reasoning, or after </think> in its answer
-            head = start if is_magpie else f"<think>\n{_steps(rng, 3)}"
+            head = start if is_magpie else _steps(rng, 3)
             if not is_magpie and rng.random() < 0.5:
                 head += "\n</think>\n\nBy the argument above the answer is $\\boxed{" + consensus + "}$, and"
             return _run_on(rng, head, max_tokens), "length"
         if kind == "loop":
-            head = start if is_magpie else f"<think>\n{_steps(rng, rng.randint(1, 5))}"
+            head = start if is_magpie else _steps(rng, rng.randint(1, 5))
             if not detect_loops:  # vLLM without repetition_detection: the loop runs to max_tokens
                 return _loop(rng, head, max_tokens), "length"
             return _loop(rng, head), "repetition"
         if kind == "no_think":  # ends inside its reasoning: no `</think>`, no answer part
-            return f"<think>\n{_steps(rng, rng.randint(2, 20))} So the answer should be {consensus}.", "stop"
+            return f"{_steps(rng, rng.randint(2, 20))} So the answer should be {consensus}.", "stop"
         return start, "stop"
 
     def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling,
