@@ -29,7 +29,7 @@ def _launch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None,
                       count=args.count, profile=args.profile)
     if args.dry_run:
-        return _dry_run(cfg)
+        return _dry_run(cfg, as_json=args.json)
     if args.resume is not None:
         from .launch import reconcile_config
 
@@ -47,13 +47,15 @@ def _launch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dry_run(cfg) -> int:
+def _dry_run(cfg, as_json: bool = False) -> int:
     """Print the plan; checks that fail (e.g. model not downloaded yet) are warnings here."""
     from .errors import ConfigError
     from .launch import default_executor, validate
     from .models import tensor_parallel_size
+    from .plan import render_stage_plan, stage_plan
     from .slurm.submit import describe_plan
 
+    stages = stage_plan(cfg)  # a layout that cannot run is an error here too, not a warning
     model_name = cfg.model
     try:
         model_name = validate(cfg)[0].name
@@ -67,7 +69,10 @@ def _dry_run(cfg) -> int:
 
         max_size = max_array_size()
     plan = describe_plan(cfg, max_size, tensor_parallel)
-    print(json.dumps({"model": model_name, "executor": executor, **plan}, indent=2))
+    if as_json:
+        print(json.dumps({"model": model_name, "executor": executor, **plan, **stages}, indent=2))
+    else:
+        print(render_stage_plan(model_name, executor, stages))
     return 0
 
 
@@ -155,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--engine", choices=["vllm", "synthetic"], help="synthetic: test engine, no model weights")
     launch.add_argument("--seed", type=int)
     launch.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
+    launch.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
     launch.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an existing run: resubmit only what is not done")
     launch.add_argument("--force", action="store_true", help="with --resume: accept a changed config")

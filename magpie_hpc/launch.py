@@ -63,6 +63,15 @@ def check_writable(root: Path) -> None:
         raise ConfigError(f"output_root: {root} is not writable; pass --output-root DIR you can write to")
 
 
+def frozen_hardware(cfg: RunConfig):
+    """The hardware section with the model's architecture filled in: every task (where the weights
+    are, and config.json may say more than the menu table) then plans exactly the launch's shards."""
+    from .config import ArchitectureConfig
+    from .roofline import resolve_arch
+
+    return cfg.hardware.model_copy(update={"architecture": ArchitectureConfig(**asdict(resolve_arch(cfg)))})
+
+
 def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None = None) -> Path:
     check_writable(cfg.output_root)
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
@@ -78,7 +87,8 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
     else:
         raise ConfigError(f"output_root: could not create a new run folder in {cfg.output_root}")
     executor = cfg.executor or default_executor()
-    frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve()})
+    frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve(),
+                                    "hardware": frozen_hardware(cfg)})
     RunStore(run_dir).write_manifest({
         "run_name": run_dir.name,
         "magpie_hpc_version": __version__,
@@ -120,6 +130,9 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     from .plan import plan_summary
 
     ctx = RunContext(run_dir)
+    if new.hardware.architecture is None:  # the launch froze it; a relaunch plans with the same figures
+        new = new.model_copy(update={"hardware": new.hardware.model_copy(
+            update={"architecture": ctx.cfg.hardware.architecture})})
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
         return

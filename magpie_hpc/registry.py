@@ -86,33 +86,33 @@ TEMPLATE_FAMILIES: dict[str, dict] = {
     ),
 }
 
-# The original script's model menu, same keys. Stop ids are those of the real vocabularies; the
+# The original script's model menu, same keys. Tensor parallel is the planner's (roofline.py). Stop ids are those of the real vocabularies; the
 # pipeline re-derives them from the loaded tokenizer and refuses a mismatch.
 MODEL_MENU: dict[str, dict] = {
     "1": dict(
         hub_id="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", family="deepseek_r1",
         description="DeepSeek R1 Distill Qwen 32B (Recommended - Balanced performance)",
-        stop_token_ids=[151645, 151643, 151644], tensor_parallel_size=1, max_model_len=8192,
+        stop_token_ids=[151645, 151643, 151644], max_model_len=8192,
     ),
     "2": dict(
         hub_id="deepseek-ai/DeepSeek-R1-Distill-Llama-70B", family="deepseek_r1",
         description="DeepSeek R1 Distill Llama 70B (Highest quality - needs 4 GPUs)",
-        stop_token_ids=[128012, 128001, 128011], tensor_parallel_size=4, max_model_len=8192,
+        stop_token_ids=[128012, 128001, 128011], max_model_len=8192,
     ),
     "3": dict(
         hub_id="Qwen/Qwen2.5-Math-72B-Instruct", family="chatml",
         description="Qwen2.5 Math 72B Instruct (Math specialist - needs 4 GPUs)",
-        stop_token_ids=[151645, 151643, 151644], tensor_parallel_size=4, max_model_len=8192,
+        stop_token_ids=[151645, 151643, 151644], max_model_len=8192,
     ),
     "4": dict(
         hub_id="Qwen/Qwen2.5-32B-Instruct", family="chatml",
         description="Qwen2.5 32B Instruct (General - fast)",
-        stop_token_ids=[151645, 151643, 151644], tensor_parallel_size=1, max_model_len=8192,
+        stop_token_ids=[151645, 151643, 151644], max_model_len=8192,
     ),
     "5": dict(
         hub_id="meta-llama/Llama-3.3-70B-Instruct", family="llama3",
         description="Llama 3.3 70B Instruct (General - needs 4 GPUs)",
-        stop_token_ids=[128009, 128001, 128006], tensor_parallel_size=4, max_model_len=8192,
+        stop_token_ids=[128009, 128001, 128006], max_model_len=8192,
     ),
 }
 

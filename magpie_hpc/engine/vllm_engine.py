@@ -30,6 +30,7 @@ class VllmGenerator(Generator):
     def __init__(
         self, model_path: str, *, seed: int, dtype: str, max_model_len: int, tensor_parallel_size: int,
         gpu_memory_utilization: float, enable_prefix_caching: bool, enforce_eager: bool,
+        max_num_seqs: int | None = None,
     ):
         self.on_cpu = _on_cpu()
         if self.on_cpu:
@@ -43,6 +44,8 @@ class VllmGenerator(Generator):
             model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
             enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
+            # the planner sizes it for the GPU's KV cache; the CPU backend keeps its own default
+            max_num_seqs=None if self.on_cpu else max_num_seqs,
         )
         self.load_seconds = time.monotonic() - started
         self._request_ids = itertools.count()
