@@ -45,6 +45,9 @@ def check_lengths(cfg: RunConfig, model: ResolvedModel) -> None:
 
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
+    from .roofline import choose_tensor_parallel
+
+    choose_tensor_parallel(cfg)  # refuses a layout where not one full-length sequence fits
     model = resolve_model(cfg.model, cfg, need_weights=cfg.engine.kind == "vllm")
     reward = resolve_reward_model(cfg.reward_model, need_weights=cfg.engine.reward_kind == "transformers")
     check_lengths(cfg, model)
