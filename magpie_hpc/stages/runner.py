@@ -25,7 +25,7 @@ from ..engine import EngineCache
 from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..plan import derive_seed, stage_shards
-from ..shardlock import ShardLock
+from ..shardlock import ShardLock, restart_count
 from ..store import counted_starts
 from .base import ShardWork
 from .instructions import InstructionsWork
@@ -214,7 +214,7 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
         attempt = sum(1 for a in history if a.get("event") == "start") + 1
         identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
                     "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
-                    "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT")}
+                    "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": restart_count()}
         store.log_attempt({"event": "start", "time": time.time(), **identity})
 
         def on_stall(idle: float) -> None:
@@ -224,7 +224,10 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
 
         try:
-            on_signal = lambda name: store.log_interruption(name, attempt)  # noqa: E731
+            def on_signal(name: str) -> None:
+                lock.mark_released()  # before anything else: the requeued task must not wait for us
+                store.log_interruption(name, attempt)
+
             with _Signals(on_signal) as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
                 summary = _run_chunks(ctx, stage, domain, shard, ranges[shard], store, lock, engines,
                                       attempt, signals, watchdog)
