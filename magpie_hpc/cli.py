@@ -133,6 +133,17 @@ def _report(args: argparse.Namespace) -> int:
     return report(args.run_dir, as_json=args.json)
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibration_toml
+    from .context import RunContext
+    from .errors import ConfigError
+
+    if not (args.run_dir / "run.json").is_file():
+        raise ConfigError(f"calibrate: {args.run_dir} is not a run directory (no run.json); pass RUN_DIR")
+    print(calibration_toml(RunContext(args.run_dir)), end="")
+    return 0
+
+
 def _tiny_models(args: argparse.Namespace) -> int:
     from .tiny_models import write_tiny_models
 
@@ -194,6 +205,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="redraw every SECONDS (default 30) until nothing is queued or running")
     shown.add_argument("--json", action="store_true", help="one JSON document (schema: magpie_hpc/status_schema.json)")
     status.set_defaults(func=_status)
+
+    calibrate = sub.add_parser("calibrate", help="measured tokens/s per GPU of a (pilot) run, as TOML for --config")
+    calibrate.add_argument("run_dir", type=Path)
+    calibrate.set_defaults(func=_calibrate)
 
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight models for tests and demos")
     tiny.add_argument("dir")

@@ -118,6 +118,9 @@ class ThroughputConfig(_Strict):
 
     generation_tokens_per_second: float | None = Field(default=None, gt=0, description=(
         "Output tokens/s per GPU for every generation stage; unset: the roofline planner's figure per stage."))
+    measured: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict, description=(
+        "Measured output tokens/s per GPU by model, GPU type and stage (`python -m magpie_hpc calibrate "
+        "RUN_DIR` prints them from a pilot run); used instead of the roofline where model and GPU match."))
     reward_tokens_per_second: float = Field(default=20000.0, gt=0, description="Scored tokens/s per GPU.")
     model_load_seconds: float = Field(default=240.0, ge=0, description="Per task, before the first chunk.")
     instruction_fill: float = Field(default=0.3, gt=0, le=1, description="Mean instruction length / max.")

@@ -75,7 +75,11 @@ def tokens_per_second_per_gpu(cfg: RunConfig, stage: str, domain: str) -> float:
         return t.reward_tokens_per_second
     if t.generation_tokens_per_second is not None:
         return t.generation_tokens_per_second
-    from .roofline import stage_layout
+    from .roofline import model_key, resolve_gpu, stage_layout
+
+    measured = t.measured.get(model_key(cfg), {}).get(resolve_gpu(cfg).name, {}).get(stage)
+    if measured is not None:  # a pilot run's figure (calibrate) beats the roofline's
+        return measured
 
     return stage_layout(cfg, stage, domain, task_gpus(cfg, stage)).tokens_per_second_per_gpu
 

@@ -239,6 +239,15 @@ def _entry(cfg):
     return cfg.models.get(cfg.model) or by_hub.get(cfg.model)
 
 
+def model_key(cfg) -> str:
+    """How calibrated figures name the model: its hub id, or the model folder's absolute path."""
+    entry = _entry(cfg)
+    if entry is not None:
+        return entry.hub_id
+    path = Path(cfg.model).expanduser()
+    return str(path.resolve()) if path.exists() else cfg.model
+
+
 def max_model_len(cfg) -> int:
     entry = _entry(cfg)
     return cfg.engine.max_model_len or (entry.max_model_len if entry is not None else 8192)
