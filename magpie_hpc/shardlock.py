@@ -5,9 +5,10 @@ and an owner record `owner.json` (job id, host, pid, a random token, heartbeat t
 holder refreshes from a background thread. A task that finds a live owner backs off; an owner
 whose heartbeat is older than `stale_seconds` is dead (lost node, SIGKILL) and is taken over.
 Two owners are known dead at once, with no wait: one that marked its record released (SIGTERM or
-USR2 came: it commits nothing new), and an earlier run of this very SLURM task (same job and array
-task, lower restart count: SLURM runs one instance of an array task at a time, so a requeued task
-finding its own killed predecessor's record does not wait out `stale_seconds` holding its GPUs).
+USR2 came: it queues nothing new and at most commits its chunk in flight, atomically), and an
+earlier run of this very SLURM task (same job and array task, lower restart count: SLURM runs one
+instance of an array task at a time, so a requeued task finding its own killed predecessor's
+record does not wait out `stale_seconds` holding its GPUs).
 Two takers racing for a stale lock both write, wait, and re-read: the last writer wins. (Two
 tasks starting a never-held shard at the same instant on two nodes is not guarded beyond fcntl;
 the atomic chunk commits keep even that from duplicating a record.)
