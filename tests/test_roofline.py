@@ -229,3 +229,36 @@ def test_unknown_gpu_is_one_clear_error():
     own = roofline.resolve_gpu(load_config(overrides={"hardware": {"gpu": "B300", "gpu_memory_gib": 270,
                                                                     "memory_bandwidth_tbs": 8.0}}))
     assert (own.memory_gib, own.bandwidth_tbs) == (270, 8.0)
+
+
+def test_dry_run_prints_the_plan_per_stage(tmp_path, capsys):
+    args = ["launch", "--model", "1", "--domains", "algebra,geometry", "--executor", "local", "--dry-run",
+            "--output-root", str(tmp_path / "data")]
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    keys = {"stage", "domain", "gpu", "tensor_parallel_size", "kv_cache_tokens", "max_num_seqs",
+            "tokens_per_second_per_gpu", "tasks", "gpu_hours"}
+    assert all(keys <= set(s) for s in doc["stages"]) and len(doc["stages"]) == 5 * 2
+    responses = next(s for s in doc["stages"] if (s["stage"], s["domain"]) == ("responses", "geometry"))
+    # defaults: A100-80GB, gpu_memory_utilization 0.95, 4 GPUs per node; the planner's group of 4
+    kv_tokens, seqs, rate = by_hand(A100_80, QWEN32B_BYTES, qwen32b_parameters(), 64, 8, 5120, 4, PROMPT, OUTPUT, 0.95)
+    assert (responses["gpu"], responses["tensor_parallel_size"]) == ("A100-80GB", 4)
+    assert (responses["kv_cache_tokens"], responses["max_num_seqs"]) == (kv_tokens, seqs)
+    assert responses["tokens_per_second_per_gpu"] == pytest.approx(rate, abs=0.05)
+    assert doc["total_gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in doc["stages"]), abs=0.05)
+    assert sum(s["tasks"] for s in doc["stages"] if s["stage"] == "responses") == sum(
+        len(plan.stage_shards(load_config(overrides={"model": "1", "domains": "algebra,geometry"}), "responses", d))
+        for d in ("algebra", "geometry"))
+    assert not (tmp_path / "data").exists()
+
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "tensor parallel 4 (planner)" in text
+    row = next(line.split() for line in text.splitlines() if line.startswith("responses") and "geometry" in line)
+    assert row[:4] == ["responses", "geometry", "A100-80GB", "4"] and row[4] == f"{kv_tokens:,}"
+    assert text.strip().splitlines()[-1] == f"total GPU-hours: {doc['total_gpu_hours']:,.1f}"
+
+    config = tmp_path / "tp1.toml"
+    config.write_text("[engine]\ntensor_parallel_size = 1\n")
+    assert main([*args, "--config", str(config)]) == 0
+    assert "note: tensor_parallel_size 1 (set in the config) plans" in capsys.readouterr().out
