@@ -94,6 +94,6 @@ def per_stage(rows: list[dict]) -> dict[str, tuple[float | None, float]]:
 
 def throughput_line(rows: list[dict]) -> str:
     """`status`: one line, per generation stage, measured vs planned tokens/s per GPU."""
-    parts = [f"{stage} {'-' if m is None else f'{m:,.0f}'} vs {p:,.0f}" for stage, (m, p) in per_stage(rows).items()]
+    parts = [f"{stage}: {'-' if m is None else f'{m:,.0f}'} vs {p:,.0f}" for stage, (m, p) in per_stage(rows).items()]
     where = "" if any(r["measured_on_gpu"] for r in rows) else " (no GPU: not comparable)"
     return f"tokens/s per GPU, measured vs planned{where}: " + "; ".join(parts)

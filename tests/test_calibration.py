@@ -54,7 +54,7 @@ def test_status_shows_measured_beside_planned(pilot):
         assert rows[stage].measured_on_gpu is False  # the synthetic engine has no GPU
     line = next(x for x in render_table(status).splitlines() if x.startswith("tokens/s per GPU, measured vs planned"))
     m, p = rows["responses"].measured_tokens_per_second_per_gpu, rows["responses"].planned_tokens_per_second_per_gpu
-    assert f"responses {m:,.0f} vs {p:,.0f}" in line
+    assert f"; responses: {m:,.0f} vs {p:,.0f};" in line
     readme = next(pilot.glob("**/README.md")).read_text()
     assert "Generation tokens/s per GPU, measured" in readme and f"| responses | {m:,.0f} | {p:,.0f} |" in readme
 
