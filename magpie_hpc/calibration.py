@@ -10,10 +10,21 @@ but only the last attempt's seconds. `calibration_toml` turns the figures into a
 
 from __future__ import annotations
 
+import json
+
+from .errors import MagpieError
 from .hardware import find_gpu
 from .plan import stage_shards, tokens_per_second_per_gpu
 
 GENERATION_STAGES = ("instructions", "responses", "multi_responses")
+
+
+def measured_throughput_or_none(ctx) -> tuple[list[dict], str | None]:
+    """For status and the run summary, which must not fail on it: (rows, None) or ([], why not)."""
+    try:
+        return measured_throughput(ctx), None
+    except MagpieError as exc:
+        return [], f"no planned/measured throughput: {exc}"
 
 
 def measured_throughput(ctx) -> list[dict]:
@@ -70,7 +81,7 @@ def calibration_toml(ctx) -> str:
     for gpu, stages in by_gpu.items():
         if not any(r["measured_on_gpu"] for rs in stages.values() for r in rs):
             lines.append(f"# not measured on a GPU: the run's engine had none; keyed by its hardware.gpu ({gpu})")
-        lines.append(f'[throughput.measured."{model}"."{gpu}"]')
+        lines.append(f"[throughput.measured.{json.dumps(model)}.{json.dumps(gpu)}]")  # TOML quoted keys
         for stage, rs in stages.items():
             figure = sum(r["output_tokens"] for r in rs) / sum(r["gpu_seconds"] for r in rs)
             planned = rs[0]["planned_tokens_per_second_per_gpu"]

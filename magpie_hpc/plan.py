@@ -63,9 +63,10 @@ def task_gpus(cfg: RunConfig, stage: str) -> int:
     """GPUs one task of the stage holds: the generator's tensor-parallel group; the reward model one."""
     if stage not in ("instructions", "responses", "multi_responses"):
         return 1
-    from .roofline import choose_tensor_parallel
+    from .roofline import choose_tensor_parallel, explicit_tensor_parallel
 
-    return choose_tensor_parallel(cfg).tensor_parallel_size
+    # a configured group needs no architecture (launch's validate checks that it fits)
+    return explicit_tensor_parallel(cfg) or choose_tensor_parallel(cfg).tensor_parallel_size
 
 
 def tokens_per_second_per_gpu(cfg: RunConfig, stage: str, domain: str) -> float:

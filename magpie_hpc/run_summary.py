@@ -203,10 +203,10 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
         _add(total, stage_total)
         stages[stage] = {"total": _finish(stage_total),
                          "domains": {d: _finish(per[(stage, d)]) for d in cfg.domains}}
-    from .calibration import measured_throughput
+    from .calibration import measured_throughput_or_none
 
     return {"gpu_hours_source": source, "gpu_hours_note": note, "total": _finish(total), "stages": stages,
-            "throughput": measured_throughput(ctx)}
+            "throughput": measured_throughput_or_none(ctx)[0]}
 
 
 def _hours(hours: float) -> str:

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .calibration import measured_throughput, throughput_line
+from .calibration import measured_throughput_or_none, throughput_line
 from .context import RunContext
 from .errors import ConfigError, MagpieError
 from .plan import stage_shards
@@ -461,6 +461,9 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
         notes.append("nothing is queued and the run is not complete; "
                      f"`python -m magpie_hpc resubmit {store.run_dir}` continues it")
     etas = [r.eta_seconds for r in rows if r.eta_seconds and r.done < r.shards]
+    throughput, why_not = measured_throughput_or_none(ctx)
+    if why_not:
+        notes.append(why_not)
     return RunStatus(
         run_dir=str(store.run_dir), run_name=ctx.manifest.get("run_name", store.run_dir.name),
         executor="local" if local else "slurm", source=source, source_note=note,
@@ -468,7 +471,7 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
         state=state, complete=complete, active=any_active, exit_code=exit_code, max_attempts=cap,
         eta_seconds=max(etas) if etas and any_active else (0.0 if complete else None),
         totals=totals, stages=rows, merge=merge, failed=failed, disagreements=disagreements, notes=notes,
-        throughput=[StageThroughput(**r) for r in measured_throughput(ctx)],
+        throughput=[StageThroughput(**r) for r in throughput],
     )
 
 
