@@ -262,3 +262,28 @@ def test_dry_run_prints_the_plan_per_stage(tmp_path, capsys):
     config.write_text("[engine]\ntensor_parallel_size = 1\n")
     assert main([*args, "--config", str(config)]) == 0
     assert "note: tensor_parallel_size 1 (set in the config) plans" in capsys.readouterr().out
+
+
+def test_launch_freezes_the_architecture_and_a_relaunch_plans_the_same(tiny_models, tmp_path):
+    from dataclasses import asdict
+
+    from magpie_hpc.context import RunContext
+    from magpie_hpc.launch import create_run, reconcile_config, validate
+
+    overrides = {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward), "domains": "algebra",
+                 "output_root": str(tmp_path / "data"), "executor": "local",
+                 "engine": {"kind": "synthetic", "reward_kind": "synthetic"}}
+    cfg = load_config(overrides=overrides, count=3)
+    run_dir = create_run(cfg, *validate(cfg))
+    frozen = json.loads((run_dir / "run.json").read_text())["config"]["hardware"]["architecture"]
+    assert frozen == asdict(roofline.arch_from_folder(str(tiny_models.deepseek)))
+    ctx = RunContext(run_dir)
+    assert plan.plan_summary(ctx.cfg) == plan.plan_summary(cfg)
+    reconcile_config(run_dir, load_config(overrides=overrides, count=3), force=False)  # no difference reported
+    with pytest.raises(ConfigError, match="hardware.gpu"):
+        reconcile_config(run_dir, load_config(overrides={**overrides, "hardware": {"gpu": "H200"}}, count=3), force=False)
+    # tasks plan from the frozen figures, not from the model folder
+    manifest = json.loads((run_dir / "run.json").read_text())
+    manifest["config"]["hardware"]["architecture"]["parameters"] = 7 * frozen["parameters"]
+    (run_dir / "run.json").write_text(json.dumps(manifest))
+    assert roofline.resolve_arch(RunContext(run_dir).cfg).parameters == 7 * frozen["parameters"]
