@@ -71,7 +71,7 @@ class VllmGenerator(Generator):
         )
         return [_result(out) for out in outputs]
 
-    def generate_stream(self, requests: Iterable[Request]) -> Iterator[list[PromptResult]]:
+    def generate_stream(self, requests: Iterable[Request], on_finished=None) -> Iterator[list[PromptResult]]:
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -81,6 +81,8 @@ class VllmGenerator(Generator):
         keep_queued = 2 * getattr(engine.vllm_config.scheduler_config, "max_num_seqs", 256)
         source, pending, finished, queued = iter(requests), deque(), {}, 0
         unfinished: set[str] = set()
+        position: dict[str, tuple[int, int]] = {}  # request id -> (request ordinal, prompt position)
+        ordinals = itertools.count()
 
         def feed() -> None:
             nonlocal queued
@@ -90,9 +92,10 @@ class VllmGenerator(Generator):
                     return
                 params = self.sampling_params(request.sampling)
                 params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
-                ids = []
+                ids, ordinal = [], next(ordinals)
                 for prompt in request.prompts:
                     ids.append(f"stream-{next(self._request_ids)}")
+                    position[ids[-1]] = (ordinal, len(ids) - 1)
                     engine.add_request(ids[-1], TokensPrompt(prompt_token_ids=list(prompt)), params)
                 unfinished.update(ids)
                 pending.append((ids, len(ids) * request.sampling.n))
@@ -111,6 +114,8 @@ class VllmGenerator(Generator):
                     if out.finished:
                         finished[out.request_id] = out
                         unfinished.discard(out.request_id)
+                        if on_finished is not None:  # journaled as it finishes, not at the chunk's end
+                            on_finished(*position.pop(out.request_id), _result(out))
         finally:
             # The caller stopped early (SIGTERM, an error): the engine may serve another shard in
             # this process, so nothing of this stream may stay queued in it.
