@@ -278,6 +278,8 @@ def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, si
     on_finished = None
     if journal is not None:
         def on_finished(ordinal: int, position: int, result) -> None:
+            if signals.received:
+                journal.sync_seconds = 0.0  # a SIGKILL may follow at any moment: every request to disk at once
             chunk = first + ordinal
             journal.append(chunk, work.request_positions[chunk][position], result)
 
