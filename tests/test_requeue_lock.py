@@ -66,11 +66,12 @@ def test_requeued_task_takes_over_its_killed_first_run_at_once(tiny_models, tmp_
 
 def test_sigterm_marks_the_owner_record_released_first(tiny_models, tmp_path):
     run_dir = make_run(tiny_models, tmp_path, count=6, fault_tolerance=STALE,
-                       engine={"synthetic_tokens_per_second": 100.0})
+                       engine={"synthetic_tokens_per_second": 25.0})
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     proc = subprocess.Popen(shard_cmd(run_dir), env=slurm_env("777", "0", None),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(lambda: _owner(shard) is not None)
+    # a first chunk committed: the task is in its chunk loop, its signal handler installed
+    wait_for(lambda: shard.chunk_path(0).exists(), timeout=120)
     assert not _owner(shard).get("released")
     proc.send_signal(signal.SIGTERM)
     # while the chunk in flight finishes, the record already says the shard is free
