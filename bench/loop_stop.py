@@ -22,6 +22,7 @@ import shutil
 import time
 from collections import Counter
 
+from magpie_hpc.plan import tokens_per_second_per_gpu
 from _common import make_run, median, quick_flag, reset_shard, scratch, set_config, table, tiny_models, write_results
 
 DOMAIN = "algebra"
@@ -160,8 +161,8 @@ def main() -> None:
         "engine": "vllm (CPU build)" if gen.on_cpu else "vllm", "model_load_seconds": round(load, 1),
         "defaults": cfg.responses.repetition_detection.model_dump(), "temperatures": results,
         "check_cost_us_per_request_step": round(cost, 2),
-        "projection_44k": {"problems": cfg.total_problems, "planned_tokens_per_second":
-                           cfg.throughput.generation_tokens_per_second, "stopped_at_share_of_max_tokens": STOPPED_AT,
+        "projection_44k": {"problems": cfg.total_problems, "planned_tokens_per_second_per_gpu":
+                           {st: tokens_per_second_per_gpu(cfg, st, cfg.domains[0]) for st in ("responses", "multi_responses")}, "stopped_at_share_of_max_tokens": STOPPED_AT,
                            "by_loop_rate": projection},
     })
 

@@ -25,7 +25,7 @@ FILES_PER_SHARD = 3
 
 def plan_for(total: int | None):
     from magpie_hpc.config import load_config
-    from magpie_hpc.plan import estimated_gpu_hours, estimated_tokens, stage_shards
+    from magpie_hpc.plan import estimated_gpu_hours, estimated_tokens, stage_shards, task_gpus
     from magpie_hpc.registry import DOMAIN_PRESETS
     from magpie_hpc.slurm.submit import describe_plan
 
@@ -34,7 +34,7 @@ def plan_for(total: int | None):
         base = sum(p["count"] for p in DOMAIN_PRESETS.values())
         counts = {d: round(p["count"] * total / base) for d, p in DOMAIN_PRESETS.items()}
     cfg = load_config(profile="a100", counts=counts)
-    plan = describe_plan(cfg, MAX_ARRAY_SIZE)
+    plan = describe_plan(cfg, MAX_ARRAY_SIZE, task_gpus(cfg, "responses"))
     t = cfg.throughput
     rows = []
     for stage in STAGES:
@@ -53,14 +53,16 @@ def plan_for(total: int | None):
                 else:
                     chunks += math.ceil(s.size / cfg.sharding.chunk_size)
         gpu_h = sum(estimated_gpu_hours(cfg, stage, d) for d in cfg.domains)
-        load_h = tasks * t.model_load_seconds / 3600 if stage not in ("select",) else 0.0
+        gpus = task_gpus(cfg, stage)  # GPUs per task: hours per task are wall hours, GPU-hours / gpus
+        load_h = tasks * t.model_load_seconds * gpus / 3600 if stage not in ("select",) else 0.0
         tokens = sum(estimated_tokens(cfg, stage, d) for d in cfg.domains)
         rows.append({
             "stage": stage, "tasks": tasks,
             "arrays": sum(len(a["arrays"]) for a in arrays),
             "array_sizes": [n for a in arrays for n in a["arrays"]],
             "problems_per_task": max(a["problems_per_task"] for a in arrays),
-            "hours_per_task": round(gpu_h / tasks, 2) if gpu_h else 0.0,
+            "gpus_per_task": gpus if stage != "select" else 0,
+            "hours_per_task": round(gpu_h / tasks / gpus, 2) if gpu_h else 0.0,
             "chunk_files": chunks, "files": chunks + FILES_PER_SHARD * tasks,
             "estimated_tokens": round(tokens), "estimated_gpu_hours": round(gpu_h, 1),
             "model_load_share": round(load_h / gpu_h, 3) if gpu_h else None,

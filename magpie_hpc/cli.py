@@ -32,7 +32,7 @@ def _launch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None,
                       count=args.count, profile=args.profile)
     if args.dry_run:
-        return _dry_run(cfg)
+        return _dry_run(cfg, as_json=args.json)
     if args.resume is not None:
         from .launch import reconcile_config
 
@@ -71,13 +71,15 @@ def _refuse_conflicts(args: argparse.Namespace) -> None:
         raise ConfigError("--force: only applies with --resume RUN_DIR (accept a changed config); drop it")
 
 
-def _dry_run(cfg) -> int:
+def _dry_run(cfg, as_json: bool = False) -> int:
     """Print the plan; checks that fail (e.g. model not downloaded yet) are warnings here."""
     from .errors import ConfigError
     from .launch import default_executor, validate
     from .models import tensor_parallel_size
+    from .plan import render_stage_plan, stage_plan
     from .slurm.submit import describe_plan
 
+    stages = stage_plan(cfg)  # a layout that cannot run is an error here too, not a warning
     model_name = cfg.model
     try:
         model_name = validate(cfg)[0].name
@@ -91,7 +93,10 @@ def _dry_run(cfg) -> int:
 
         max_size = max_array_size()
     plan = describe_plan(cfg, max_size, tensor_parallel)
-    print(json.dumps({"model": model_name, "executor": executor, **plan}, indent=2))
+    if as_json:
+        print(json.dumps({"model": model_name, "executor": executor, **plan, **stages}, indent=2))
+    else:
+        print(render_stage_plan(model_name, executor, stages))
     return 0
 
 
@@ -191,6 +196,17 @@ def _logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibration_toml
+    from .context import RunContext
+    from .errors import ConfigError
+
+    if not (args.run_dir / "run.json").is_file():
+        raise ConfigError(f"calibrate: {args.run_dir} is not a run directory (no run.json); pass RUN_DIR")
+    print(calibration_toml(RunContext(args.run_dir)), end="")
+    return 0
+
+
 def _tiny_models(args: argparse.Namespace) -> int:
     from .tiny_models import write_tiny_models
 
@@ -229,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--allow-untested-engine", action="store_true",
                         help="run on a vLLM outside the tested release line (recorded in run.json)")
     launch.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
+    launch.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
     launch.add_argument("--resume", type=Path, metavar="RUN_DIR",
                         help="continue an existing run: resubmit only what is not done")
     launch.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
@@ -275,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--failed", action="store_true", help="only the tasks whose shard failed")
     logs.add_argument("--lines", type=int, default=20, help="lines of each file (default 20)")
     logs.set_defaults(func=_logs)
+    calibrate = sub.add_parser("calibrate", help="measured tokens/s per GPU of a (pilot) run, as TOML for --config")
+    calibrate.add_argument("run_dir", type=Path)
+    calibrate.set_defaults(func=_calibrate)
 
     tiny = sub.add_parser("tiny-models", help="write tiny random-weight models for tests and demos")
     tiny.add_argument("dir")

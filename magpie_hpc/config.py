@@ -84,7 +84,8 @@ class ModelEntry(_Strict):
     family: Literal["deepseek_r1", "chatml", "llama3", "llama3_1"]
     description: str = ""
     stop_token_ids: list[int] = Field(default_factory=list)
-    tensor_parallel_size: int = Field(default=1, gt=0)
+    tensor_parallel_size: int | None = Field(default=None, gt=0, description=(
+        "GPUs the model is split over; unset: the planner's choice for hardware.gpu (magpie_hpc/roofline.py)."))
     max_model_len: int = Field(default=8192, gt=0)
     max_position_embeddings: int | None = Field(default=None, gt=0, description=(
         "The model's context (config.json). Launch refuses a larger max_model_len; the cached "
@@ -106,6 +107,9 @@ class EngineConfig(_Strict):
     allow_untested_engine: bool = Field(default=False, description=(
         "Run on a vLLM outside the release line the tests run (engine_version.TESTED_VLLM); launch "
         "and every task refuse one otherwise. Recorded in run.json."))
+    max_num_seqs: int | None = Field(default=None, gt=0, description=(
+        "vLLM's max_num_seqs (sequences decoded at once); unset: what fits the KV cache at the stage's "
+        "expected lengths, by the planner (magpie_hpc/roofline.py)."))
     # Synthetic engine only: simulated speed and injected faults ("stage:domain:shard").
     synthetic_tokens_per_second: float = Field(default=0.0, ge=0)
     synthetic_fail: list[str] = Field(default_factory=list)
@@ -237,12 +241,45 @@ class ThroughputConfig(_Strict):
     """Planning estimates (dry-run GPU-hours), not limits. Defaults: a 32B bf16 model on one A100
     80GB under vLLM batching; BENCHMARKS.md says how to measure your own."""
 
-    generation_tokens_per_second: float = Field(default=2500.0, gt=0, description="Output tokens/s per GPU.")
+    generation_tokens_per_second: float | None = Field(default=None, gt=0, description=(
+        "Output tokens/s per GPU for every generation stage; unset: the roofline planner's figure per stage."))
+    measured: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict, description=(
+        "Measured output tokens/s per GPU by model, GPU type and stage (`python -m magpie_hpc calibrate "
+        "RUN_DIR` prints them from a pilot run); used instead of the roofline where model and GPU match."))
     reward_tokens_per_second: float = Field(default=20000.0, gt=0, description="Scored tokens/s per GPU.")
     model_load_seconds: float = Field(default=240.0, ge=0, description="Per task, before the first chunk.")
     instruction_fill: float = Field(default=0.3, gt=0, le=1, description="Mean instruction length / max.")
     response_fill: float = Field(default=0.6, gt=0, le=1, description="Mean response length / max.")
     keep_rate: float = Field(default=0.7, gt=0, le=1, description="Share of Magpie samples kept by cleaning.")
+
+
+class ArchitectureConfig(_Strict):
+    """A model's sizes as the planner uses them (magpie_hpc/hardware.py ModelArch); frozen into
+    run.json at launch so that every task plans the same shards."""
+
+    layers: int = Field(gt=0)
+    hidden_size: int = Field(gt=0)
+    attention_heads: int = Field(gt=0)
+    kv_heads: int = Field(gt=0)
+    head_dim: int = Field(gt=0)
+    vocab_size: int = Field(gt=0)
+    intermediate_size: int = Field(gt=0)
+    parameters: int = Field(gt=0)
+    dtype_bytes: int = Field(default=2, gt=0)
+    max_position_embeddings: int | None = None
+
+
+class HardwareConfig(_Strict):
+    """The generation GPUs, for the memory and roofline planner (magpie_hpc/roofline.py)."""
+
+    gpu: str = Field(default="A100-80GB", description=(
+        "GPU type: A100-40GB, A100-80GB, H100-80GB, H200, L40S (magpie_hpc/hardware.py), or any name "
+        "with gpu_memory_gib and memory_bandwidth_tbs."))
+    gpu_memory_gib: float | None = Field(default=None, gt=0, description="Device memory; overrides the table.")
+    memory_bandwidth_tbs: float | None = Field(default=None, gt=0, description="Peak memory bandwidth, TB/s; overrides the table.")
+    gpus_per_node: int = Field(default=4, gt=0, description="GPUs on one node: the largest tensor-parallel group.")
+    architecture: ArchitectureConfig | None = Field(default=None, description=(
+        "The model's sizes; unset: read from its config.json, or the menu table. Frozen at launch."))
 
 
 class FaultToleranceConfig(_Strict):
@@ -404,6 +441,7 @@ class RunConfig(_Strict):
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
     throughput: ThroughputConfig = Field(default_factory=ThroughputConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     fault_tolerance: FaultToleranceConfig = Field(default_factory=FaultToleranceConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
 

@@ -86,6 +86,9 @@ def temperature_warnings(cfg: RunConfig, model: ResolvedModel) -> list[str]:
 
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
+    from .roofline import choose_tensor_parallel
+
+    choose_tensor_parallel(cfg)  # refuses a layout where not one full-length sequence fits
     need_generator = cfg.engine.kind == "vllm"
     local = Path(cfg.model).expanduser()
     menu = cfg.model in cfg.models or cfg.model in {e.hub_id for e in cfg.models.values()}
@@ -149,6 +152,13 @@ def discard_run(run_dir: Path, created_parents: list[Path] = ()) -> bool:
         except OSError:
             break
     return True
+def frozen_hardware(cfg: RunConfig):
+    """The hardware section with the model's architecture filled in: every task (where the weights
+    are, and config.json may say more than the menu table) then plans exactly the launch's shards."""
+    from .config import ArchitectureConfig
+    from .roofline import resolve_arch
+
+    return cfg.hardware.model_copy(update={"architecture": ArchitectureConfig(**asdict(resolve_arch(cfg)))})
 
 
 def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None = None) -> Path:
@@ -180,7 +190,8 @@ def _write_manifest(cfg: RunConfig, model: ResolvedModel, reward_path: str, prom
     if getattr(prompts.tokenizer, "magpie_class_mapping_lossy", False):  # e.g. menu key 2; see load_tokenizer
         model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir.resolve() / "tokenizer")))
     executor = cfg.executor or default_executor()
-    frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve()})
+    frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve(),
+                                    "hardware": frozen_hardware(cfg)})
     RunStore(run_dir).write_manifest({
         "run_name": run_dir.name,
         "magpie_hpc_version": __version__,
@@ -227,6 +238,9 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     ctx = RunContext(run_dir)
     check_run_files(ctx)  # refuse a damaged run before run.json is rewritten
     updated = reconcile_provenance(ctx.manifest, force=force)  # a changed model or package: refused first
+    if new.hardware.architecture is None:  # the launch froze it; a relaunch plans with the same figures
+        new = new.model_copy(update={"hardware": new.hardware.model_copy(
+            update={"architecture": ctx.cfg.hardware.architecture})})
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
         if updated is not None:

@@ -109,6 +109,12 @@ def _family_of_chat_template(path: str) -> str | None:
     return None
 
 
+def _planned_tp(cfg: RunConfig) -> int:
+    from .roofline import choose_tensor_parallel
+
+    return choose_tensor_parallel(cfg).tensor_parallel_size
+
+
 def tensor_parallel_size(cfg: RunConfig) -> int:
     """GPUs the generator is split over, known without its weights (a menu entry says it)."""
     try:
@@ -131,7 +137,7 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
             )
         return ResolvedModel(
             name=entry.hub_id, path=local or entry.hub_id, family=entry.family,
-            tensor_parallel_size=eng.tensor_parallel_size or entry.tensor_parallel_size,
+            tensor_parallel_size=eng.tensor_parallel_size or entry.tensor_parallel_size or _planned_tp(cfg),
             max_model_len=eng.max_model_len or entry.max_model_len,
             expected_stop_token_ids=tuple(entry.stop_token_ids),
             context_length=(local and context_length(local)) or entry.max_position_embeddings,
@@ -148,7 +154,7 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
             )
         return ResolvedModel(
             name=str(path.resolve()), path=str(path.resolve()), family=family,
-            tensor_parallel_size=eng.tensor_parallel_size or 1,
+            tensor_parallel_size=eng.tensor_parallel_size or _planned_tp(cfg),
             max_model_len=eng.max_model_len or 8192,
             context_length=context_length(str(path)),
         )

@@ -55,7 +55,34 @@ def shard_size(cfg: RunConfig, stage: str, domain: str) -> int:
     t = cfg.throughput
     per_problem = estimated_tokens(cfg, stage, domain) / cfg.domain(domain).count
     budget = max(cfg.sharding.target_task_hours * 3600 - t.model_load_seconds, 60.0)
-    return max(1, int(budget * t.generation_tokens_per_second / per_problem))
+    task_rate = tokens_per_second_per_gpu(cfg, stage, domain) * task_gpus(cfg, stage)
+    return max(1, int(budget * task_rate / per_problem))
+
+
+def task_gpus(cfg: RunConfig, stage: str) -> int:
+    """GPUs one task of the stage holds: the generator's tensor-parallel group; the reward model one."""
+    if stage not in ("instructions", "responses", "multi_responses"):
+        return 1
+    from .roofline import choose_tensor_parallel, explicit_tensor_parallel
+
+    # a configured group needs no architecture (launch's validate checks that it fits)
+    return explicit_tensor_parallel(cfg) or choose_tensor_parallel(cfg).tensor_parallel_size
+
+
+def tokens_per_second_per_gpu(cfg: RunConfig, stage: str, domain: str) -> float:
+    """Planned output (rewards: scored) tokens/s per GPU: a configured figure, else the roofline's."""
+    t = cfg.throughput
+    if stage == "rewards":
+        return t.reward_tokens_per_second
+    if t.generation_tokens_per_second is not None:
+        return t.generation_tokens_per_second
+    from .roofline import model_key, resolve_gpu, stage_layout
+
+    measured = t.measured.get(model_key(cfg), {}).get(resolve_gpu(cfg).name, {}).get(stage)
+    if measured is not None:  # a pilot run's figure (calibrate) beats the roofline's
+        return measured
+
+    return stage_layout(cfg, stage, domain, task_gpus(cfg, stage)).tokens_per_second_per_gpu
 
 
 def stage_shards(cfg: RunConfig, stage: str, domain: str) -> list[ShardRange]:
@@ -100,9 +127,10 @@ def estimated_gpu_hours(cfg: RunConfig, stage: str, domain: str) -> float:
     if stage not in ("instructions", "responses", "multi_responses", "rewards"):
         return 0.0
     t = cfg.throughput
-    rate = t.reward_tokens_per_second if stage == "rewards" else t.generation_tokens_per_second
+    rate = tokens_per_second_per_gpu(cfg, stage, domain)
     shards = len(stage_shards(cfg, stage, domain))
-    return (estimated_tokens(cfg, stage, domain) / rate + shards * t.model_load_seconds) / 3600
+    # every GPU of a task waits out the model load
+    return (estimated_tokens(cfg, stage, domain) / rate + shards * t.model_load_seconds * task_gpus(cfg, stage)) / 3600
 
 
 def plan_summary(cfg: RunConfig) -> dict:
@@ -136,8 +164,54 @@ def planned_loop_savings(cfg: RunConfig, loop_rate: float, stopped_at: float) ->
     throughput. The real loop rate and stop point come from a pilot run (run summary)."""
     out = {}
     for stage, n in (("responses", 1), ("multi_responses", cfg.multi_responses.num_responses)):
-        tokens = sum(cfg.domain(d).count * n * loop_rate * stage_max_tokens(cfg, stage, d) * (1 - stopped_at)
-                     for d in cfg.domains)
-        out[stage] = {"tokens": int(tokens),
-                      "gpu_hours": round(tokens / cfg.throughput.generation_tokens_per_second / 3600, 2)}
+        per_domain = {d: cfg.domain(d).count * n * loop_rate * stage_max_tokens(cfg, stage, d) * (1 - stopped_at)
+                      for d in cfg.domains}
+        gpu_seconds = sum(t / tokens_per_second_per_gpu(cfg, stage, d) for d, t in per_domain.items())
+        out[stage] = {"tokens": int(sum(per_domain.values())), "gpu_hours": round(gpu_seconds / 3600, 2)}
     return out
+def stage_plan(cfg: RunConfig) -> dict:
+    """Per stage and domain: the layout, planned tokens/s per GPU, tasks and GPU-hours (--dry-run)."""
+    from .roofline import choose_tensor_parallel, resolve_gpu, stage_layout
+
+    choice = choose_tensor_parallel(cfg)
+    gpu = resolve_gpu(cfg).name
+    stages = []
+    for stage in STAGE_SHARDING:
+        for domain in cfg.domains:
+            entry = {"stage": stage, "domain": domain, "gpu": None, "tensor_parallel_size": None,
+                     "kv_cache_tokens": None, "max_num_seqs": None, "tokens_per_second_per_gpu": None,
+                     "tasks": len(stage_shards(cfg, stage, domain)),
+                     "gpu_hours": round(estimated_gpu_hours(cfg, stage, domain), 2)}
+            if stage == "rewards":
+                entry.update(gpu=gpu, tensor_parallel_size=1, tokens_per_second_per_gpu=cfg.throughput.reward_tokens_per_second)
+            elif STAGE_SHARDING[stage] is not None:
+                lay = stage_layout(cfg, stage, domain, choice.tensor_parallel_size)
+                entry.update(gpu=gpu, tensor_parallel_size=choice.tensor_parallel_size, kv_cache_tokens=lay.kv_cache_tokens,
+                             max_num_seqs=cfg.engine.max_num_seqs or lay.max_num_seqs,
+                             tokens_per_second_per_gpu=round(tokens_per_second_per_gpu(cfg, stage, domain), 1))
+            stages.append(entry)
+    return {"gpu": gpu, "tensor_parallel_size": choice.tensor_parallel_size,
+            "tensor_parallel_source": "config" if choice.explicit else "planner",
+            "tensor_parallel_note": choice.note,
+            "generation_gpu_hours_by_tensor_parallel": {str(tp): round(h, 1) for tp, h in choice.hours.items()},
+            "stages": stages, "total_gpu_hours": round(sum(s["gpu_hours"] for s in stages), 1)}
+
+
+def render_stage_plan(model: str, executor: str, plan: dict) -> str:
+    """The plan as `launch --dry-run` prints it: one row per stage and domain."""
+    def num(v, fmt="{:,}"):
+        return "-" if v is None else fmt.format(v)
+
+    source = plan["tensor_parallel_source"]
+    lines = [f"model {model}, executor {executor}, tensor parallel {plan['tensor_parallel_size']} ({source})"]
+    if plan["tensor_parallel_note"]:
+        lines.append(f"note: {plan['tensor_parallel_note']}")
+    head = ("stage", "domain", "gpu", "tp", "kv-cache tokens", "seqs", "tokens/s/GPU", "tasks", "GPU-hours")
+    rows = [head] + [(s["stage"], s["domain"], s["gpu"] or "-", num(s["tensor_parallel_size"]), num(s["kv_cache_tokens"]),
+                      num(s["max_num_seqs"]), num(s["tokens_per_second_per_gpu"], "{:,.0f}"), num(s["tasks"]),
+                      f"{s['gpu_hours']:,.1f}") for s in plan["stages"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    lines.append(f"total GPU-hours: {plan['total_gpu_hours']:,.1f}")
+    return "\n".join(lines)

@@ -105,7 +105,8 @@ TEMPLATE_FAMILIES: dict[str, dict] = {
 }
 
 # The original script's model menu, same keys. Stop ids are those of the real vocabularies; the
-# pipeline re-derives them from the loaded tokenizer and refuses a mismatch. max_position_embeddings
+# pipeline re-derives them from the loaded tokenizer and refuses a mismatch. Tensor parallel is the
+# planner's (roofline.py). max_position_embeddings
 # is the context of config.json (launch checks max_model_len against it, before any weight is
 # read); `magpie_hpc.menu_fixtures` writes tokenizer-only doubles of these five with the same
 # values, and tests/test_menu_models.py checks every entry against them.
@@ -113,13 +114,13 @@ MODEL_MENU: dict[str, dict] = {
     "1": dict(
         hub_id="deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", family="deepseek_r1",
         description="DeepSeek R1 Distill Qwen 32B (Recommended - Balanced performance)",
-        stop_token_ids=[151645, 151643, 151644], tensor_parallel_size=1, max_model_len=8192,
+        stop_token_ids=[151645, 151643, 151644], max_model_len=8192,
         max_position_embeddings=131072,
     ),
     "2": dict(
         hub_id="deepseek-ai/DeepSeek-R1-Distill-Llama-70B", family="deepseek_r1",
         description="DeepSeek R1 Distill Llama 70B (Highest quality - needs 4 GPUs)",
-        stop_token_ids=[128012, 128001, 128011], tensor_parallel_size=4, max_model_len=8192,
+        stop_token_ids=[128012, 128001, 128011], max_model_len=8192,
         max_position_embeddings=131072,
     ),
     "3": dict(
@@ -127,19 +128,19 @@ MODEL_MENU: dict[str, dict] = {
         description="Qwen2.5 Math 72B Instruct (Math specialist - needs 4 GPUs)",
         # A 4,096-position model: vLLM refuses a larger max_model_len. Prompt + max_tokens must fit
         # too, so with the default 4,096-token responses launch refuses and says what to lower.
-        stop_token_ids=[151645, 151643, 151644], tensor_parallel_size=4, max_model_len=4096,
+        stop_token_ids=[151645, 151643, 151644], max_model_len=4096,
         max_position_embeddings=4096,
     ),
     "4": dict(
         hub_id="Qwen/Qwen2.5-32B-Instruct", family="chatml",
         description="Qwen2.5 32B Instruct (General - fast)",
-        stop_token_ids=[151645, 151643, 151644], tensor_parallel_size=1, max_model_len=8192,
+        stop_token_ids=[151645, 151643, 151644], max_model_len=8192,
         max_position_embeddings=32768,
     ),
     "5": dict(
         hub_id="meta-llama/Llama-3.3-70B-Instruct", family="llama3_1",
         description="Llama 3.3 70B Instruct (General - needs 4 GPUs)",
-        stop_token_ids=[128009, 128001, 128006], tensor_parallel_size=4, max_model_len=8192,
+        stop_token_ids=[128009, 128001, 128006], max_model_len=8192,
         max_position_embeddings=131072,
     ),
 }

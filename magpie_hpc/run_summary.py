@@ -214,7 +214,10 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
         _add(total, stage_total)
         stages[stage] = {"total": _finish(stage_total),
                          "domains": {d: _finish(per[(stage, d)]) for d in cfg.domains}}
-    return {"gpu_hours_source": source, "gpu_hours_note": note, "total": _finish(total), "stages": stages}
+    from .calibration import measured_throughput_or_none
+
+    return {"gpu_hours_source": source, "gpu_hours_note": note, "total": _finish(total), "stages": stages,
+            "throughput": measured_throughput_or_none(ctx)[0]}
 
 
 def _hours(hours: float) -> str:
@@ -247,6 +250,13 @@ def render_run_summary(summary: dict) -> str:
     loop_lines = loop_savings_lines(summary)
     lines.append(f"| **total** | | **{_hours(t['gpu_hours'])}** | **{t['output_tokens']:,}** | {_pct(t['truncation_rate'])} | "
                  f"{t['attempts']} | {t['retries']} | {t['preemptions']} |")
+    if summary.get("throughput"):
+        from .calibration import per_stage
+
+        lines += ["", "Generation tokens/s per GPU, measured (done shards run from their start, model load "
+                  "excluded) vs planned:", "", "| stage | measured | planned |", "| --- | ---: | ---: |"]
+        for stage, (measured, planned) in per_stage(summary["throughput"]).items():
+            lines.append(f"| {stage} | {'-' if measured is None else f'{measured:,.0f}'} | {planned:,.0f} |")
     lines.append("")
     if loop_lines:
         lines += ["Requests vLLM stopped as loops (finish reason `repetition`), and the tokens they did not spend "

@@ -4,6 +4,11 @@ Two layers: a `filelock` lock (cheap, exact on one host and on filesystems with 
 and an owner record `owner.json` (job id, host, pid, a random token, heartbeat time) that the
 holder refreshes from a background thread. A task that finds a live owner backs off; an owner
 whose heartbeat is older than `stale_seconds` is dead (lost node, SIGKILL) and is taken over.
+Two owners are known dead at once, with no wait: one that marked its record released (SIGTERM or
+USR2 came: it queues nothing new and at most commits its chunk in flight, atomically), and an
+earlier run of this very SLURM task (same job and array task, lower restart count: SLURM runs one
+instance of an array task at a time, so a requeued task finding its own killed predecessor's
+record does not wait out `stale_seconds` holding its GPUs).
 Two takers racing for a stale lock both write, wait, and re-read: the last writer wins. (Two
 tasks starting a never-held shard at the same instant on two nodes is not guarded beyond fcntl;
 the atomic chunk commits keep even that from duplicating a record.)
@@ -27,6 +32,22 @@ from .store import write_json_atomic
 
 log = logging.getLogger("magpie_hpc")
 
+# Locks this process holds, for the signal handlers (mark_all_released).
+_HELD: set["ShardLock"] = set()
+
+
+def restart_count() -> int | None:
+    """SLURM_RESTART_COUNT of this task: unset on a task's first run (0); None outside SLURM."""
+    if os.environ.get("SLURM_JOB_ID") is None:
+        return None
+    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+
+
+def mark_all_released() -> None:
+    """First thing on SIGTERM/USR2: tell other tasks that this process's shards are free."""
+    for lock in list(_HELD):
+        lock.mark_released()
+
 
 class ShardLock:
     def __init__(self, folder: Path, *, heartbeat_seconds: float, stale_seconds: float, enabled: bool = True):
@@ -38,6 +59,7 @@ class ShardLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.lost = False
+        self.released = False
 
     def read_owner(self) -> dict | None:
         try:
@@ -46,14 +68,39 @@ class ShardLock:
             return None  # absent, or caught mid-replace on a filesystem without atomic rename visibility
 
     def owner_is_live(self, owner: dict | None) -> bool:
-        return owner is not None and time.time() - owner.get("heartbeat", 0) <= self.stale_seconds
+        if owner is None or owner.get("released") or self.is_predecessor(owner):
+            return False
+        return time.time() - owner.get("heartbeat", 0) <= self.stale_seconds
+
+    @staticmethod
+    def is_predecessor(owner: dict) -> bool:
+        """An earlier run of the SLURM task this process is (so dead: SLURM runs one at a time)."""
+        mine, job = restart_count(), os.environ.get("SLURM_JOB_ID")
+        if mine is None or owner.get("job_id") != job:
+            return False
+        if owner.get("array_task") != os.environ.get("SLURM_ARRAY_TASK_ID"):
+            return False
+        return int(owner.get("restart_count") or 0) < mine  # records of before the field: a first run
 
     def _write_owner(self, started: float) -> None:
         write_json_atomic(self.owner_path, {
             "token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
             "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
-            "started": started, "heartbeat": time.time(),
+            "restart_count": restart_count(), "started": started, "heartbeat": time.time(),
+            **({"released": True} if self.released else {}),
         })
+
+    def mark_released(self) -> None:
+        """Stopping (a signal came): the record says so at once, so the next task need not wait out
+        stale_seconds. The lock stays ours until release(): the chunk in flight may still commit."""
+        if not self.enabled or self.released:
+            return
+        self.released = True
+        if (self.read_owner() or {}).get("token") == self.token:
+            try:
+                self._write_owner(self._started)
+            except Exception as exc:  # noqa: BLE001 - inside a signal handler: never raise
+                log.warning("owner record of %s not marked released: %s", self.owner_path, exc)
 
     def try_acquire(self) -> bool:
         if not self.enabled:
@@ -67,7 +114,7 @@ class ShardLock:
         if owner is not None and owner.get("token") != self.token and self.owner_is_live(owner):
             self._flock.release()  # a live owner on another node, where our fcntl lock means nothing
             return False
-        started = time.time()
+        started = self._started = time.time()
         self._write_owner(started)
         if owner is not None:
             # Taking over a dead owner: another node may be doing the same right now. Let its write
@@ -79,6 +126,7 @@ class ShardLock:
         self._stop.clear()
         self._thread = threading.Thread(target=self._beat, args=(started,), daemon=True, name="shard-heartbeat")
         self._thread.start()
+        _HELD.add(self)
         return True
 
     def _beat(self, started: float) -> None:
@@ -99,6 +147,7 @@ class ShardLock:
     def release(self) -> None:
         if not self.enabled:
             return
+        _HELD.discard(self)
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)

@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .calibration import measured_throughput_or_none, throughput_line
 from .context import RunContext
 from .errors import ConfigError, MagpieError
 from .plan import stage_shards
@@ -144,6 +145,21 @@ class Totals(_Model):
     preemptions: int
 
 
+class StageThroughput(_Model):
+    stage: str
+    domain: str
+    planned_tokens_per_second_per_gpu: float = Field(description="What the plan sized shards with (roofline or configured).")
+    measured_tokens_per_second_per_gpu: float | None = Field(description=(
+            "Output tokens over GPU-seconds generating (DONE.json seconds less model load, x the task's GPUs) of "
+            "done shards that ran from their start; null before any."))
+    measured_shards: int
+    output_tokens: int
+    gpu_seconds: float
+    tensor_parallel_size: int
+    gpu: str
+    measured_on_gpu: bool = Field(description="False where the engine ran without a GPU (CPU or synthetic).")
+
+
 class RunStatus(_Model):
     """Everything `status` knows about a run; `--json` prints exactly this."""
 
@@ -174,6 +190,8 @@ class RunStatus(_Model):
     failed: list[FailedShard]
     disagreements: list[Disagreement]
     notes: list[str]
+    throughput: list[StageThroughput] = Field(default_factory=list, description=(
+            "Generation stages: measured tokens/s per GPU beside the planned figure."))
 
 
 def schema_text() -> str:
@@ -458,6 +476,9 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
         notes.append("nothing is queued and the run is not complete; "
                      f"`python -m magpie_hpc resubmit {store.run_dir}` continues it")
     etas = [r.eta_seconds for r in rows if r.eta_seconds and r.done < r.shards]
+    throughput, why_not = measured_throughput_or_none(ctx)
+    if why_not:
+        notes.append(why_not)
     return RunStatus(
         run_dir=str(store.run_dir), run_name=ctx.manifest.get("run_name", store.run_dir.name),
         executor="local" if local else "slurm", source=source, source_note=note,
@@ -465,6 +486,7 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
         state=state, complete=complete, active=any_active, exit_code=exit_code, max_attempts=cap,
         eta_seconds=max(etas) if etas and any_active else (0.0 if complete else None),
         totals=totals, stages=rows, merge=merge, failed=failed, disagreements=disagreements, notes=notes,
+        throughput=[StageThroughput(**r) for r in throughput],
     )
 
 
@@ -575,6 +597,8 @@ def render_table(status: RunStatus) -> str:
         merge_line += f" (job {m.job_id}" + (f", {m.slurm_state}" if m.slurm_state else "") + (
             f", {m.reason}" if m.reason and m.state == "pending" else "") + ")"
     lines += ["", merge_line]
+    if s.throughput:
+        lines.append(throughput_line([r.model_dump() for r in s.throughput]))
     if t.retries or t.preemptions:
         lines.append(f"retries so far: {t.retries}; preemptions: {t.preemptions}")
     if s.failed:

@@ -26,7 +26,7 @@ def test_bad_choice_prints_menu_and_exits_2(args):
 
 
 def test_model_1_all_domains_is_the_default_44k_run(tiny_models, tmp_path):
-    proc = _run("1", "2", "--dry-run", "--executor", "local", "--output-root", str(tmp_path))
+    proc = _run("1", "2", "--dry-run", "--json", "--executor", "local", "--output-root", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["total_problems"] == 44000 and len(plan["domains"]) == 6
@@ -35,7 +35,7 @@ def test_model_1_all_domains_is_the_default_44k_run(tiny_models, tmp_path):
 
 
 def test_mode_1_one_domain_with_count(tiny_models, tmp_path):
-    proc = _run("1", "1", "geometry", "250", "--dry-run", "--executor", "local")
+    proc = _run("1", "1", "geometry", "250", "--dry-run", "--json", "--executor", "local")
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["domains"] == ["geometry"] and plan["total_problems"] == 250

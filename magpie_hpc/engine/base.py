@@ -7,7 +7,7 @@ back; they never see vLLM or transformers. Tests swap in the synthetic engine at
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 
@@ -87,6 +87,10 @@ def prompt_seeds(prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Se
     return list(seeds)
 
 
+# (request ordinal in the stream, prompt position in the request, its result)
+OnFinished = Callable[[int, int, PromptResult], None]
+
+
 class Generator(ABC):
     """A loaded generator model. Built once per task; fed whole chunks."""
 
@@ -99,13 +103,19 @@ class Generator(ABC):
         """One result per prompt, in order, each with `sampling.n` completions; `seeds`: as
         `Request.seeds`."""
 
-    def generate_stream(self, requests: Iterable[Request]) -> Iterator[list[PromptResult]]:
+    def generate_stream(self, requests: Iterable[Request], on_finished: OnFinished | None = None
+                        ) -> Iterator[list[PromptResult]]:
         """Each request's results, in request order, as soon as that request is complete. `requests`
         is pulled lazily: an engine that can takes the next one before the current one is done, so
-        it never drains at a chunk boundary nor idles while the caller commits. This default runs
-        them one after another."""
-        for request in requests:
-            yield self.generate(request.prompts, request.sampling, request.seeds)
+        it never drains at a chunk boundary nor idles while the caller commits. `on_finished(r, i,
+        result)` is called as prompt i of the r-th request finishes (the per-request journal). This
+        default runs them one after another."""
+        for ordinal, request in enumerate(requests):
+            results = self.generate(request.prompts, request.sampling, request.seeds)
+            for i, result in enumerate(results):
+                if on_finished is not None:
+                    on_finished(ordinal, i, result)
+            yield results
 
     def close(self) -> None:
         """Release the model (GPU memory) before another one is loaded in this process."""

@@ -57,7 +57,14 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
         tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=eng.gpu_memory_utilization,
         enable_prefix_caching=eng.enable_prefix_caching, enforce_eager=eng.enforce_eager,
         tokenizer=model.tokenizer_path,
+        max_num_seqs=_max_num_seqs(cfg, task),
     )
+
+
+def _max_num_seqs(cfg: RunConfig, task: TaskRef | None) -> int | None:
+    from ..roofline import planned_max_num_seqs
+
+    return planned_max_num_seqs(cfg, task.stage, task.domain) if task is not None else cfg.engine.max_num_seqs
 
 
 def build_scorer(cfg: RunConfig, reward_path: str, *, task: TaskRef | None = None) -> Scorer:

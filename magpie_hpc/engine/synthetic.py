@@ -206,6 +206,23 @@ class SyntheticGenerator(Generator):
         return results
 
 
+    def generate_stream(self, requests, on_finished=None):
+        """Like vLLM's stream for the journal: the prompts of a request finish one after another,
+        each after its own tokens' time, so a kill mid-chunk leaves some finished and some not."""
+        for ordinal, request in enumerate(requests):
+            speed, self.tokens_per_second = self.tokens_per_second, 0.0
+            try:
+                results = self.generate(request.prompts, request.sampling, request.seeds)
+            finally:
+                self.tokens_per_second = speed
+            for i, result in enumerate(results):
+                if speed > 0:
+                    time.sleep(sum(c.output_tokens for c in result.completions) / speed)
+                if on_finished is not None:
+                    on_finished(ordinal, i, result)
+            yield results
+
+
 class SyntheticScorer(Scorer):
     name = "synthetic"
 

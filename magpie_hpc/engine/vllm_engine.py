@@ -32,6 +32,7 @@ class VllmGenerator(Generator):
         self, model_path: str, *, seed: int, dtype: str, max_model_len: int, tensor_parallel_size: int,
         gpu_memory_utilization: float, enable_prefix_caching: bool, enforce_eager: bool,
         tokenizer: str | None = None,
+        max_num_seqs: int | None = None,
     ):
         self.on_cpu = _on_cpu()
         if self.on_cpu:
@@ -47,6 +48,8 @@ class VllmGenerator(Generator):
             enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
             tokenizer=tokenizer,  # None: the model folder's; else the run's (models.write_engine_tokenizer)
             trust_remote_code=False,  # never run code from a model folder (launch refuses such models)
+            # the planner sizes it for the GPU's KV cache; the CPU backend keeps its own default
+            max_num_seqs=None if self.on_cpu else max_num_seqs,
         )
         self.load_seconds = time.monotonic() - started
         self._request_ids = itertools.count()
@@ -84,7 +87,7 @@ class VllmGenerator(Generator):
         )
         return [_result(out) for out in outputs]
 
-    def generate_stream(self, requests: Iterable[Request]) -> Iterator[list[PromptResult]]:
+    def generate_stream(self, requests: Iterable[Request], on_finished=None) -> Iterator[list[PromptResult]]:
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -94,6 +97,8 @@ class VllmGenerator(Generator):
         keep_queued = 2 * getattr(engine.vllm_config.scheduler_config, "max_num_seqs", 256)
         source, pending, finished, queued = iter(requests), deque(), {}, 0
         unfinished: set[str] = set()
+        position: dict[str, tuple[int, int]] = {}  # request id -> (request ordinal, prompt position)
+        ordinals = itertools.count()
 
         def feed() -> None:
             nonlocal queued
@@ -101,11 +106,12 @@ class VllmGenerator(Generator):
                 request = next(source, None)
                 if request is None:
                     return
-                ids = []
+                ids, ordinal = [], next(ordinals)
                 for prompt, params in zip(request.prompts,
                                           self.prompt_params(request.prompts, request.sampling, request.seeds)):
                     params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
                     ids.append(f"stream-{next(self._request_ids)}")
+                    position[ids[-1]] = (ordinal, len(ids) - 1)
                     engine.add_request(ids[-1], TokensPrompt(prompt_token_ids=list(prompt)), params)
                 unfinished.update(ids)
                 pending.append((ids, len(ids) * request.sampling.n))
@@ -124,6 +130,8 @@ class VllmGenerator(Generator):
                     if out.finished:
                         finished[out.request_id] = out
                         unfinished.discard(out.request_id)
+                        if on_finished is not None:  # journaled as it finishes, not at the chunk's end
+                            on_finished(*position.pop(out.request_id), _result(out))
         finally:
             # The caller stopped early (SIGTERM, an error): the engine may serve another shard in
             # this process, so nothing of this stream may stay queued in it.

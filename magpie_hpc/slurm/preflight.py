@@ -29,7 +29,8 @@ def preflight(cfg: RunConfig) -> None:
     offered = cluster.max_gres_per_node(s.partition) if needed > 1 else needed
     if needed > offered:
         raise ConfigError(f"engine.tensor_parallel_size: a task needs {needed} GPUs on one node and {where} offers "
-                          f"at most {offered}; lower it (a smaller model) or choose a partition with bigger nodes")
+                          f"at most {offered}; lower it (a smaller model), set hardware.gpus_per_node = {offered} for "
+                          "the planner, or choose a partition with bigger nodes")
     check_gpu_fit(cfg, where)
     python = s.python or sys.executable
     modules = "magpie_hpc" + (", vllm" if cfg.engine.kind == "vllm" else "")

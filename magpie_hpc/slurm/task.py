@@ -51,8 +51,10 @@ class ShardTask(submitit.helpers.Checkpointable):
 
     def checkpoint(self, run_dir: str, stage: str, domain: str, shard: int):
         """Time limit near (USR2): requeue the same shard; it resumes after its last committed chunk."""
+        from ..shardlock import mark_all_released
         from ..store import RunStore
 
+        mark_all_released()  # before anything else: the requeued task takes the shard at once
         # a stop by the clock, not a failure of the shard: it does not count toward max_attempts
         RunStore(Path(run_dir)).shard(stage, domain, shard).log_interruption("USR2 (time limit)")
         if shutil.which("scontrol") is None:

@@ -20,6 +20,11 @@ class ResponsesWork(ShardWork):
         super().__init__(*args)
         selection = self.ctx.selection(self.domain)
         self.items = selection.slice(self.shard.start, self.shard.size).select(["id", "instruction"]).to_pylist()
+        # the per-request journal (journal.py): (chunk, position) -> result finished by an earlier
+        # attempt, and per chunk the positions the engine is asked for
+        self.journaled: dict[tuple[int, int], PromptResult] = {}
+        self.request_positions: dict[int, list[int]] = {}
+        self.reused = 0
 
     def sampling(self, seed: int) -> Sampling:
         d = self.cfg.domain(self.domain)
@@ -41,7 +46,11 @@ class ResponsesWork(ShardWork):
         return derive_seed(self.cfg.seed, self.stage, self.domain, self.shard.shard, index)
 
     def request(self, chunk: slice, index: int) -> Request:
-        prompts = [self.ctx.prompts.response_prompt(item["instruction"])[1] for item in self.items[chunk]]
+        """The chunk's prompts that no earlier attempt finished (all of them without a journal)."""
+        items = self.items[chunk]
+        positions = [i for i in range(len(items)) if (index, i) not in self.journaled]
+        self.request_positions[index] = positions
+        prompts = [self.ctx.prompts.response_prompt(items[i]["instruction"])[1] for i in positions]
         return Request(prompts, self.sampling(self._seed(index)))
 
     def run_chunk(self, engine, chunk: slice, index: int, committed: list[pa.Table]) -> pa.Table:
@@ -50,6 +59,11 @@ class ResponsesWork(ShardWork):
 
     def to_table(self, chunk: slice, index: int, results: list[PromptResult]) -> pa.Table:
         items, seed = self.items[chunk], self._seed(index)
+        if len(results) < len(items):  # the rest was journaled by an earlier attempt
+            fresh = iter(results)
+            merged = [self.journaled.get((index, i)) for i in range(len(items))]
+            self.reused += sum(r is not None for r in merged)
+            results = [r if r is not None else next(fresh) for r in merged]
         reasoning_model = self.ctx.model.template["reasoning"]
         rows: dict[str, list] = {k: [] for k in RESPONSE_SCHEMA.names}
         for item, result in zip(items, results):

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,9 +24,10 @@ from ..context import RunContext
 from ..engine import EngineCache
 from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
+from ..journal import RequestJournal, read_journals, remove_journals
 from ..plan import derive_seed, stage_shards
 from ..generation_settings import stage_settings
-from ..shardlock import ShardLock
+from ..shardlock import ShardLock, restart_count
 from ..store import counted_starts
 from .base import ShardWork
 from .instructions import InstructionsWork
@@ -35,6 +36,8 @@ from .rewards import RewardsWork
 from .select import SelectWork
 
 log = logging.getLogger("magpie_hpc")
+
+JOURNALED = ("responses", "multi_responses")  # instruction chunks are short: a lost one costs little
 
 WORK: dict[str, type[ShardWork]] = {
     "instructions": InstructionsWork,
@@ -227,7 +230,7 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
         attempt = sum(1 for a in history if a.get("event") == "start") + 1
         identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
                     "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
-                    "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": os.environ.get("SLURM_RESTART_COUNT")}
+                    "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": restart_count()}
         store.log_attempt({"event": "start", "time": time.time(), **identity})
 
         def on_stall(idle: float) -> None:
@@ -237,7 +240,10 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
 
         try:
-            on_signal = lambda name: store.log_interruption(name, attempt)  # noqa: E731
+            def on_signal(name: str) -> None:
+                lock.mark_released()  # before anything else: the requeued task must not wait for us
+                store.log_interruption(name, attempt)
+
             with _Signals(on_signal) as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
                 summary = _run_chunks(ctx, stage, domain, shard, ranges[shard], store, lock, engines,
                                       attempt, signals, watchdog)
@@ -258,7 +264,7 @@ def _interrupted_check(signals: _Signals, stage, domain, shard, committed) -> No
 
 
 def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, signals: _Signals,
-                     check) -> Iterator[tuple[pa.Table, float]]:
+                     check, journal=None) -> Iterator[tuple[pa.Table, float]]:
     """(table, seconds) of each remaining chunk, in order, for the caller to commit before asking
     for the next. Work whose chunks are all known ahead streams them through the engine, the next
     chunk queued before the current one is done, so a GPU never drains at a chunk boundary nor
@@ -282,12 +288,24 @@ def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, si
                 return  # after SIGTERM queue nothing new
             yield work.request(chunk, first + offset)
 
+    on_finished = None
+    if journal is not None:
+        def on_finished(ordinal: int, position: int, result) -> None:
+            if signals.received:
+                journal.sync_seconds = 0.0  # a SIGKILL may follow at any moment: every request to disk at once
+            chunk = first + ordinal
+            journal.append(chunk, work.request_positions[chunk][position], result)
+
     started = time.monotonic()
-    with closing(engine.generate_stream(requests())) as stream:
+    stream = engine.generate_stream(requests(), on_finished) if on_finished else engine.generate_stream(requests())
+    with closing(stream):
         for offset, results in enumerate(stream):
             yield work.to_table(planned[offset], first + offset, results), time.monotonic() - started
             started = time.monotonic()
-            check()
+            if journal is None:
+                check()
+            # with a journal, after a signal nothing new is queued but what is in flight keeps
+            # finishing (journaled, and committed chunk by chunk) until the stream drains or SLURM kills
     check()  # a stream cut short by a signal ends here, not in a done marker
 
 
@@ -309,8 +327,13 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
 
     check = lambda: _interrupted_check(signals, stage, domain, shard, committed)  # noqa: E731
     settings = stage_settings(ctx.cfg, ctx.model.name, stage, domain)  # recorded with each chunk
+    journal = None
+    if stage in JOURNALED:  # finished requests of the open chunks, from earlier attempts
+        work.journaled = read_journals(store.path, from_chunk=len(committed))
+        journal = RequestJournal(store.path / f"journal-{attempt:03d}.jsonl")
     # closing: whatever ends the loop also ends the engine stream (what it queued is aborted)
-    with closing(_computed_chunks(work, committed, open_engine, signals, check)) as chunks:
+    with closing(journal) if journal is not None else nullcontext(), \
+            closing(_computed_chunks(work, committed, open_engine, signals, check, journal)) as chunks:
         for table, seconds in chunks:
             if not lock.still_held():
                 raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
@@ -329,7 +352,10 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
         "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
         "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "finished": time.time(),
     }
+    if journal is not None:
+        summary["journal_reused_requests"] = work.reused
     if engine is not None and engines is None:
         engine.close()
     store.mark_done(summary)
+    remove_journals(store.path)  # the commits hold everything now; the merge never reads journals
     return summary
