@@ -465,11 +465,14 @@ FIXTURES: dict[str, MenuFixture] = {
                             "pad_token": "<｜end▁of▁sentence｜>"},
     ),
     # 3. Qwen/Qwen2.5-Math-72B-Instruct: a 4,096-position context (the finding: vLLM refuses
-    # max_model_len 8192). Layer sizes are left out: they are not needed and were not verified.
+    # max_model_len 8192). Layer sizes: the Qwen2.5-72B body, as hardware.MENU_ARCHITECTURES has it
+    # (the planner reads them from config.json).
     "3": MenuFixture(
         key="3", hub_id="Qwen/Qwen2.5-Math-72B-Instruct",
         config={"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "bos_token_id": 151643,
                 "eos_token_id": 151645, "max_position_embeddings": 4096, "vocab_size": 152064,
+                "hidden_size": 8192, "num_hidden_layers": 80, "num_attention_heads": 64,
+                "num_key_value_heads": 8, "intermediate_size": 29568, "rope_theta": 10000.0,
                 "torch_dtype": "bfloat16"},
         tokenizer_config=_QWEN25_TOKENIZER_CONFIG, chat_template=QWEN25_MATH_TEMPLATE, added=_qwen25_added(),
         split=QWEN2_SPLIT, nfc=True, bos_prefix=None,

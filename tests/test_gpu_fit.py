@@ -20,7 +20,8 @@ def _checkpoint(folder: Path, *, weights_gib: float, layers: int, kv_heads: int,
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(json.dumps({
         "architectures": ["Qwen2ForCausalLM"], "num_hidden_layers": layers, "num_attention_heads": 40,
-        "num_key_value_heads": kv_heads, "hidden_size": 40 * head_dim, "max_position_embeddings": 131072}))
+        "num_key_value_heads": kv_heads, "hidden_size": 40 * head_dim, "max_position_embeddings": 131072,
+        "vocab_size": 152064}))
     if index:
         (folder / "model.safetensors.index.json").write_text(json.dumps(
             {"metadata": {"total_size": int(weights_gib * GIB)}, "weight_map": {}}))
@@ -58,7 +59,10 @@ def test_an_a100_constraint_also_matches_the_40gb_nodes():
 
 
 def _slurm_cfg(model: Path, **slurm) -> RunConfig:
-    return load_config(overrides={"model": str(model), "executor": "slurm", "slurm": {"partition": "gpu", **slurm}})
+    # The seed's layout, one GPU per model: the planner would choose one for the profile's GPU, and
+    # preflight checks the layout actually run against the partition's real GPUs.
+    return load_config(overrides={"model": str(model), "executor": "slurm", "slurm": {"partition": "gpu", **slurm},
+                                  "engine": {"tensor_parallel_size": 1}})
 
 
 def test_preflight_refuses_what_cannot_fit_and_names_the_layout_that_would(tmp_path, tiny_models, monkeypatch):

@@ -93,7 +93,7 @@ def test_run_summary_counts_the_tokens_a_loop_did_not_spend(tmp_path):
         store.shard("responses", "algebra", shard).mark_done(
             {"rows": 2, "output_tokens": 2500, "seconds": 500.0, "finish_reasons": reasons,
              "repetition_output_tokens": loop_tokens})
-    summary = build_run_summary(SimpleNamespace(cfg=cfg, store=store))
+    summary = build_run_summary(SimpleNamespace(cfg=cfg, store=store, model=SimpleNamespace(tensor_parallel_size=1)))
     m = summary["stages"]["responses"]["total"]
     assert m["stopped_as_loops"] == 3
     assert m["loop_tokens_saved"] == loop_tokens_saved(1000, 3, 600) == 2400
