@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.config import load_config
 from magpie_hpc.engine import EngineFault
 from magpie_hpc.errors import MagpieError

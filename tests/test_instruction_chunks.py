@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.config import load_config
 from magpie_hpc.launch import create_run, validate
 from magpie_hpc.stages import run_shard

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.merge import merge_run

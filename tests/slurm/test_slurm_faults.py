@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.slurm.accounting import task_records

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from slurm_helpers import devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
