@@ -38,3 +38,24 @@ def small_config(path: Path, max_tokens: tuple[int, int] | None = None, **sectio
             lines.append(f"{key} = {_toml_value(value)}")
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
+    """A one-domain (algebra) run with its instructions selected (responses left to do), on the
+    synthetic engine, with fast heartbeats."""
+    from magpie_hpc.config import load_config
+    from magpie_hpc.launch import create_run, validate
+    from magpie_hpc.stages import run_shard
+
+    sections.setdefault("sharding", {"instructions": 8, "responses": count, "multi_responses": count, "chunk_size": 2})
+    ft = {"heartbeat_seconds": 0.5, "stale_seconds": 3.0, "start_jitter_seconds": 0.0}
+    sections["fault_tolerance"] = {**ft, **sections.get("fault_tolerance", {})}
+    sections["engine"] = {"kind": "synthetic", "reward_kind": "synthetic", **sections.get("engine", {})}
+    cfg = load_config(small_config(root / "cfg.toml", **sections),
+                      {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward),
+                       "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=count)
+    model, reward, prompts = validate(cfg)
+    run_dir = create_run(cfg, model, reward, prompts)
+    run_shard(run_dir, "instructions", "algebra", 0)
+    run_shard(run_dir, "select", "algebra", 0)
+    return run_dir
