@@ -92,7 +92,8 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int | None =
 
         info = json.loads((folder / "dataset_info.json").read_text())
         assert info["problem_count"] == count and info["domain"] == domain
-        assert info["counts"]["sft_records"] == len(sft)
+        assert combined["summary"][domain] == info["counts"]  # the run summary is the domains' own
+        assert info["counts"]["instructions"] == count and info["counts"]["sft_records"] == len(sft)
         assert info["counts"]["sft_records"] + info["counts"]["sft_excluded_incomplete"] == count
         assert info["parameters"]["num_preference_responses"] == num_responses
         for key in ("instructions", "sft_data", "preference_data"):
