@@ -59,7 +59,7 @@ for entry in "${MODULES[@]}"; do
   echo "== $name ($module): $cmd"
   cd "$work"
   start=$(date +%s)
-  printf 'cd %q && export PYTHONPATH=%q\n%s\n' "$work" "$work" "$cmd" >"$work/$name-test.sh"
+  printf 'cd %q && export PYTHONPATH=%q PYTHONDONTWRITEBYTECODE=1\n%s\n' "$work" "$work" "$cmd" >"$work/$name-test.sh"
   if ! bash "$work/$name-test.sh" >"$OUT/$name-baseline.log" 2>&1; then
     echo "mutation: $name's tests fail unmutated; see $OUT/$name-baseline.log" >&2; exit 1
   fi
