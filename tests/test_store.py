@@ -105,3 +105,25 @@ def test_done_marker_and_attempt_log(tmp_path):
     assert counted_starts(store.attempts()) == store.counted_starts()
     store.mark_done({"rows": 8})
     assert store.done() == {"rows": 8}
+
+
+def test_run_store_layout_manifest_and_jobs(tmp_path):
+    from magpie_hpc.store import RunStore
+
+    run = RunStore(tmp_path / "run")
+    assert not run.is_run_dir()
+    with pytest.raises(MagpieError, match="not a magpie-hpc run directory"):
+        run.read_manifest()
+    run.run_dir.mkdir()
+    run.write_manifest({"run_name": "r", "config": {}})
+    assert run.manifest_path == tmp_path / "run" / "run.json" and run.is_run_dir()
+    assert run.read_manifest() == {"run_name": "r", "config": {}}
+    assert run.read_jobs() == []
+    run.append_job({"stage": "select", "job_id": "7"})
+    run.append_job({"stage": "merge", "job_id": "8"})
+    assert run.jobs_path == tmp_path / "run" / "jobs.jsonl"
+    assert [j["job_id"] for j in run.read_jobs()] == ["7", "8"]
+    assert run.logs == tmp_path / "run" / "logs"
+    shard = run.shard("responses", "algebra", 7)
+    assert shard.path == tmp_path / "run" / "work" / "responses" / "algebra" / "shard-00007"
+    assert shard.chunk_path(3).name == "part-00003.parquet" and shard.done_path.name == "DONE.json"
