@@ -117,3 +117,26 @@ def test_disabled_lock_always_holds(tmp_path):
     assert lock.try_acquire() and lock.still_held()
     lock.release()
     assert not (tmp_path / "s").exists()
+
+
+def test_liveness_is_the_heartbeat_age(tmp_path):
+    lock = _lock(tmp_path / "s", stale_seconds=10.0)
+    now = time.time()
+    assert lock.owner_is_live({"heartbeat": now}) and lock.owner_is_live({"heartbeat": now - 9.5})
+    assert not lock.owner_is_live({"heartbeat": now - 10.5})
+    assert not lock.owner_is_live({"heartbeat": 1.0})  # a heartbeat from 1970 is long dead
+    assert not lock.owner_is_live({"token": "no heartbeat"})
+
+
+def test_still_held_compares_tokens_exactly(tmp_path):
+    folder = tmp_path / "s"
+    lock = _lock(folder, heartbeat_seconds=30.0)  # no beat during the test: only the record counts
+    assert lock.try_acquire()
+    try:
+        for other in ("", "0", lock.token[:-1], lock.token + "0"):
+            _write_owner(folder, other, age=0.0)
+            assert not lock.still_held(), other
+        lock._write_owner(time.time())
+        assert lock.still_held()
+    finally:
+        lock.release()
