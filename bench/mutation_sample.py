@@ -48,7 +48,9 @@ def _in_annotation(mutation, spans) -> bool:
 def sample(db_path: str, n: str, definitions: str, seed: str) -> None:
     wanted = {d for d in definitions.split(",") if d}
     with use_db(db_path, WorkDB.Mode.open) as db:
-        items = sorted(db.pending_work_items, key=lambda i: i.job_id)
+        # Ordered by what the mutant is (job ids are random): the same seed draws the same mutants.
+        items = sorted(db.pending_work_items, key=lambda i: [
+            (str(m.module_path), tuple(m.start_pos), m.operator_name, m.occurrence) for m in i.mutations])
         spans = _annotation_spans(Path(items[0].mutations[0].module_path)) if items else []
         for item in [i for i in items if all(_in_annotation(m, spans) for m in i.mutations)]:
             db.set_result(item.job_id, WorkResult(output=ANNOTATION, worker_outcome=WorkerOutcome.SKIPPED))
