@@ -232,9 +232,12 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
     store = RunStore(run_dir)
     ins = store.shard("instructions", "algebra", 0)
     chunks_before = ins.committed_indices()
-    # Lose most of the clean instructions, as a heavy duplicate rate would.
+    # Lose most of the clean instructions, as a heavy duplicate rate would: two distinct ones are
+    # left, and an exact copy of the first.
+    clean = [t for c in chunks_before for t in pq.read_table(ins.chunk_path(c))["instruction"].to_pylist() if t]
     table = pq.read_table(ins.chunk_path(0))
-    keep = [text if i < 2 else None for i, text in enumerate(table["instruction"].to_pylist())]
+    assert table.num_rows >= 3 and len(clean) >= 2
+    keep = [clean[0], clean[1], clean[0]] + [None] * (table.num_rows - 3)
     pq.write_table(table.set_column(table.column_names.index("instruction"), "instruction",
                                     __import__("pyarrow").array(keep, "string")), ins.chunk_path(0))
     for later in chunks_before[1:]:
@@ -243,8 +246,11 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
     import shutil
 
     shutil.rmtree(sel.path)
-    with pytest.raises(NeedMoreInstructions, match="reopened instructions shard 0"):
+    with pytest.raises(NeedMoreInstructions, match="reopened instructions shard 0") as short:
         run_shard(run_dir, "select", "algebra", 0)
+    # 2 of 6 chosen: 4 missing, asked for with half again for the next round's losses.
+    assert "only 2 distinct clean instructions for 6 problems (1 exact and 0 near" in str(short.value)
+    assert json.loads((ins.path / "topup.json").read_text()) == {"extra": 6} and "for 6 more" in str(short.value)
     assert ins.done() is None  # reopened
     summary = run_shard(run_dir, "instructions", "algebra", 0)
     assert summary["resumed_at_chunk"] == 1 and summary["kept"] >= 6
