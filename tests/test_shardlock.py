@@ -37,15 +37,16 @@ def test_acquire_release_and_a_second_taker_on_this_host(tmp_path):
     second.release()
 
 
-def test_live_owner_elsewhere_is_left_alone(tmp_path):
+@pytest.mark.parametrize("token", ["other-node", "", "0"])
+def test_live_owner_elsewhere_is_left_alone(tmp_path, token):
     folder = tmp_path / "s"
-    _write_owner(folder, "other-node", age=0.0)
+    _write_owner(folder, token, age=0.0)
     lock = _lock(folder)
     assert not lock.try_acquire()
-    assert lock.read_owner()["token"] == "other-node"  # not overwritten
+    assert lock.read_owner()["token"] == token  # not overwritten
     assert not lock._flock.is_locked  # and the fcntl lock given back
     lock.release()
-    assert lock.read_owner()["token"] == "other-node"  # release never removes another's record
+    assert lock.read_owner()["token"] == token  # release never removes another's record
 
 
 def test_dead_owner_is_taken_over(tmp_path):

@@ -101,6 +101,8 @@ def test_done_marker_and_attempt_log(tmp_path):
     store.log_attempt({"event": "end", "attempt": 1, "error": "EngineFault: boom"})
     store.log_attempt({"event": "end", "attempt": 2, "error": "Interrupted: SIGTERM after 1 chunks"})
     store.log_interruption("USR2 (time limit)")  # attaches to the newest start, 3
+    assert [(a["event"], a["attempt"]) for a in store.attempts()] == [
+        ("start", 1), ("start", 2), ("start", 3), ("end", 1), ("end", 2), ("interrupted", 3)]
     assert [a["attempt"] for a in store.counted_starts()] == [1]
     assert counted_starts(store.attempts()) == store.counted_starts()
     store.mark_done({"rows": 8})
@@ -127,3 +129,13 @@ def test_run_store_layout_manifest_and_jobs(tmp_path):
     shard = run.shard("responses", "algebra", 7)
     assert shard.path == tmp_path / "run" / "work" / "responses" / "algebra" / "shard-00007"
     assert shard.chunk_path(3).name == "part-00003.parquet" and shard.done_path.name == "DONE.json"
+
+
+def test_json_files_stay_readable_utf8(tmp_path):
+    from magpie_hpc.store import write_json_atomic
+
+    # run.json holds the chat template's text ("<｜User｜>"): written as is, for a person to read.
+    write_json_atomic(tmp_path / "m.json", {"template": "<｜User｜> é"})
+    text = (tmp_path / "m.json").read_text(encoding="utf-8")
+    assert "<｜User｜> é" in text and text.endswith("}\n")
+    assert not list(tmp_path.glob(".*.tmp"))

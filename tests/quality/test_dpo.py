@@ -74,6 +74,10 @@ def test_length_mismatch_is_an_error():
         choose_pair(["a", "b"], [0.1, 0.2], [True])
     with pytest.raises(ValueError):
         choose_pair(["a"], [0.1, 0.2], [True, True])
+    with pytest.raises(ValueError):
+        choose_pair(["a", "b"], [0.1], [True])
+    with pytest.raises(ValueError):
+        choose_pair(["a"], [0.1], [True, True])
 
 
 def test_many_responses_are_not_a_mismatch():
