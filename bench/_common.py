@@ -23,7 +23,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 sys.path.insert(0, str(ROOT))        # the package, when not installed
-sys.path.insert(0, str(ROOT / "tests"))  # conftest.small_config: the tests' TOML writer
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.small_config: the tests' TOML writer
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
@@ -94,7 +94,7 @@ def table(header: list[str], rows: list[list]) -> str:
 def make_run(root: Path, *, engine: dict, count: int | None = None, counts: dict | None = None,
              domains: str = "algebra", max_tokens=None, **sections) -> Path:
     """A run directory created by the package's own launch code (validate + create_run), nothing run."""
-    from conftest import small_config
+    from helpers import small_config
     from magpie_hpc.config import load_config
     from magpie_hpc.launch import create_run, validate
 

@@ -48,7 +48,7 @@ def foreign_jobs(own_prefix: str) -> int:
 
 
 def launch(count: int, domains: str, rate: float, root: Path) -> Path:
-    from conftest import small_config
+    from helpers import small_config
 
     models = tiny_models()
     cfg = small_config(root / "small.toml",

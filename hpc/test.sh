@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for the tests: set up the virtualenv, start the development SLURM cluster
-# (installs its Debian packages when missing), run the whole suite.
+# (installs its Debian packages when missing), run the whole suite under branch coverage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hpc/setup.sh
 bash hpc/devcluster/start.sh
-exec .venv/bin/python -m pytest "$@"
+exec bash hpc/covered_pytest.sh "$@"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
+
+# Kept so that test files written before tests/helpers.py still import; new code imports from helpers.
+from helpers import make_run, small_config  # noqa: F401
 
 # Tiny models need a small KV cache; one engine process keeps CI's 2 cores for the work itself.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -26,37 +28,3 @@ def synthetic_args(tiny_models, tmp_path):
         "--model", str(tiny_models.deepseek), "--reward-model", str(tiny_models.reward),
         "--output-root", str(tmp_path / "data"),
     ]
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value + '"'
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
-def small_config(path: Path, max_tokens: tuple[int, int] | None = None, **sections: dict) -> Path:
-    """Write a TOML config with small shards/chunks so a few problems still exercise sharding.
-    `max_tokens` = (instruction, response) limits for every domain and the multi-response stage."""
-    from magpie_hpc.registry import DOMAIN_PRESETS
-
-    lines = []
-    defaults: dict[str, dict] = {
-        "sharding": {"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 2},
-    }
-    if max_tokens is not None:
-        for domain in DOMAIN_PRESETS:
-            defaults[f"domain_settings.{domain}"] = {
-                "max_tokens_instruction": max_tokens[0], "max_tokens_response": max_tokens[1]}
-        defaults["multi_responses"] = {"max_tokens": max_tokens[1]}
-    for name, values in {**defaults, **sections}.items():
-        lines.append(f"[{name}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {_toml_value(value)}")
-    path.write_text("\n".join(lines) + "\n")
-    return path

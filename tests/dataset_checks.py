@@ -15,8 +15,24 @@ RESPONSE_CONFIG_KEYS = {"prompt", "temperature", "top_p", "repetition_penalty", 
                         "output_generator", "engine"}
 
 
-def check_run(run_dir: Path, counts: dict[str, int], num_responses: int = 7) -> dict:
-    """Assert the layout, keys, counts and id uniqueness; return the loaded combined metadata."""
+def stage_rows(run_dir: Path, stage: str, domain: str) -> dict[str, dict]:
+    """The committed rows of one stage and domain, by id, as the shards wrote them."""
+    rows: dict[str, dict] = {}
+    for part in sorted((run_dir / "work" / stage / domain).glob("shard-*/part-*.parquet")):
+        for row in pq.read_table(part).to_pylist():
+            rows[row["id"]] = row
+    return rows
+
+
+def check_run(run_dir: Path, counts: dict[str, int], num_responses: int | None = None,
+              sft_nonempty: bool = False) -> dict:
+    """Assert the layout, keys, counts and id uniqueness; return the loaded combined metadata.
+    `num_responses`: the run's multi-response count, read from run.json when not given (a caller
+    that passes it checks that the run used it). `sft_nonempty`: every domain has SFT records."""
+    manifest = json.loads((run_dir / "run.json").read_text())
+    if num_responses is None:
+        num_responses = manifest["config"]["multi_responses"]["num_responses"]
+    assert manifest["config"]["multi_responses"]["num_responses"] == num_responses
     combined = json.loads((run_dir / "combined_dataset_info.json").read_text())
     assert (run_dir / "README.md").is_file()
     assert combined["total_problems"] == sum(counts.values())
@@ -51,7 +67,15 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int = 7) -> 
         sft = json.loads((folder / names["sft_data"]).read_text())
         sft_ids = [r["id"] for r in sft]
         assert len(sft_ids) == len(set(sft_ids)) and set(sft_ids) <= set(ids)
+        if sft_nonempty:
+            assert sft, f"{domain}: no SFT record"
+        # SFT holds exactly the problems whose single response the responses stage found complete
+        # (finished with "stop" and, for a reasoning model, closed </think>), in instruction order.
+        responses = stage_rows(run_dir, "responses", domain)
+        assert set(responses) == set(ids)
+        assert sft_ids == [i for i in ids if responses[i]["complete"][0]]
         for rec in sft:
+            assert rec["response"] == responses[rec["id"]]["responses"][0]
             assert INS_KEYS <= set(rec) and isinstance(rec["response"], str)
             assert RESPONSE_CONFIG_KEYS <= set(rec["gen_response_configs"])
             assert rec["instruction"] == by_id[rec["id"]]["instruction"]
@@ -68,7 +92,8 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int = 7) -> 
 
         info = json.loads((folder / "dataset_info.json").read_text())
         assert info["problem_count"] == count and info["domain"] == domain
-        assert info["counts"]["sft_records"] == len(sft)
+        assert combined["summary"][domain] == info["counts"]  # the run summary is the domains' own
+        assert info["counts"]["instructions"] == count and info["counts"]["sft_records"] == len(sft)
         assert info["counts"]["sft_records"] + info["counts"]["sft_excluded_incomplete"] == count
         assert info["parameters"]["num_preference_responses"] == num_responses
         for key in ("instructions", "sft_data", "preference_data", "sft_text"):

@@ -8,36 +8,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import small_config
-from magpie_hpc.config import load_config
+from helpers import make_run
 from magpie_hpc.engine import EngineFault
 from magpie_hpc.errors import MagpieError
-from magpie_hpc.launch import create_run, validate
 from magpie_hpc.stages import run_shard
-from magpie_hpc.stages.runner import ShardFailed
+from magpie_hpc.stages.runner import Interrupted, ShardFailed
 from magpie_hpc.store import RunStore
-
-
-def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
-    """A run with its instructions selected (responses left to do), on the synthetic engine."""
-    sections.setdefault("sharding", {"instructions": 8, "responses": count, "multi_responses": count, "chunk_size": 2})
-    ft = {"heartbeat_seconds": 0.5, "stale_seconds": 3.0, "start_jitter_seconds": 0.0}
-    sections["fault_tolerance"] = {**ft, **sections.get("fault_tolerance", {})}
-    sections["engine"] = {"kind": "synthetic", "reward_kind": "synthetic", **sections.get("engine", {})}
-    cfg = load_config(small_config(root / "cfg.toml", **sections),
-                      {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward),
-                       "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=count)
-    model, reward, prompts = validate(cfg)
-    run_dir = create_run(cfg, model, reward, prompts)
-    run_shard(run_dir, "instructions", "algebra", 0)
-    run_shard(run_dir, "select", "algebra", 0)
-    return run_dir
 
 
 def shard_cmd(run_dir: Path, stage: str = "responses", shard: int = 0) -> list[str]:
@@ -149,19 +132,43 @@ def test_attempt_cap_stops_retries_and_reports_last_error(tiny_models, tmp_path)
     assert len([a for a in shard.attempts() if a["event"] == "start"]) == 3  # the 4th did not start
 
 
+def _sigterm_once_started(shard, attempt: int) -> threading.Thread:
+    """SIGTERM this process as soon as `attempt` has logged its start, as a preemption would."""
+    def watch():
+        deadline = time.monotonic() + 60
+        while not any(a.get("event") == "start" and a.get("attempt") == attempt for a in shard.attempts()):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_preemptions_and_time_limits_do_not_count_toward_the_attempt_cap(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=4, engine={"synthetic_fail": ["responses:algebra:0:2"]},
+    run_dir = make_run(tiny_models, tmp_path, count=8, engine={"synthetic_fail": ["responses:algebra:0:2"],
+                                                                "synthetic_tokens_per_second": 400.0},
                        fault_tolerance={"max_attempts": 3})
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     for _ in range(2):  # two real failures
         with pytest.raises(EngineFault):
             run_shard(run_dir, "responses", "algebra", 0)
-    for attempt, name in ((3, "SIGTERM"), (4, "USR2 (time limit)"), (5, "SIGTERM"), (6, "SIGTERM")):
-        shard.log_attempt({"event": "start", "time": time.time(), "attempt": attempt})
-        shard.log_attempt({"event": "interrupted", "time": time.time(), "attempt": attempt, "signal": name})
-    # Six starts, two of them failures: under the cap of 3, so the seventh runs.
-    assert run_shard(run_dir, "responses", "algebra", 0)["attempt"] == 7
-    assert [a["attempt"] for a in shard.counted_starts()] == [1, 2, 7]
+    for attempt in (3, 4):  # two real preemptions: SIGTERM reaches the running shard
+        watcher = _sigterm_once_started(shard, attempt)
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            run_shard(run_dir, "responses", "algebra", 0)
+        watcher.join()
+    # A time limit, as the SLURM task's checkpoint records it (slurm/task.py) before requeueing.
+    shard.log_attempt({"event": "start", "time": time.time(), "attempt": 5})
+    shard.log_interruption("USR2 (time limit)")
+    events = [(a["event"], a["attempt"]) for a in shard.attempts() if a["event"] == "interrupted"]
+    assert events == [("interrupted", 3), ("interrupted", 4), ("interrupted", 5)]
+    # Five starts, two of them failures: under the cap of 3, so the sixth runs and finishes.
+    assert run_shard(run_dir, "responses", "algebra", 0)["attempt"] == 6
+    assert [a["attempt"] for a in shard.counted_starts()] == [1, 2, 6]
+    assert shard_ids(run_dir) == [f"algebra-{i}" for i in range(8)]
 
 
 def test_transient_failure_recovers_on_next_attempt(tiny_models, tmp_path):
@@ -225,9 +232,12 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
     store = RunStore(run_dir)
     ins = store.shard("instructions", "algebra", 0)
     chunks_before = ins.committed_indices()
-    # Lose most of the clean instructions, as a heavy duplicate rate would.
+    # Lose most of the clean instructions, as a heavy duplicate rate would: two distinct ones are
+    # left, and an exact copy of the first.
+    clean = [t for c in chunks_before for t in pq.read_table(ins.chunk_path(c))["instruction"].to_pylist() if t]
     table = pq.read_table(ins.chunk_path(0))
-    keep = [text if i < 2 else None for i, text in enumerate(table["instruction"].to_pylist())]
+    assert table.num_rows >= 3 and len(clean) >= 2
+    keep = [clean[0], clean[1], clean[0]] + [None] * (table.num_rows - 3)
     # (committed through the store, so its record matches: a hand-written chunk would be damaged)
     ins.commit(0, table.set_column(table.column_names.index("instruction"), "instruction",
                                    __import__("pyarrow").array(keep, "string")))
@@ -237,8 +247,11 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
     import shutil
 
     shutil.rmtree(sel.path)
-    with pytest.raises(NeedMoreInstructions, match="reopened instructions shard 0"):
+    with pytest.raises(NeedMoreInstructions, match="reopened instructions shard 0") as short:
         run_shard(run_dir, "select", "algebra", 0)
+    # 2 of 6 chosen: 4 missing, asked for with half again for the next round's losses.
+    assert "only 2 distinct clean instructions for 6 problems (1 exact and 0 near" in str(short.value)
+    assert json.loads((ins.path / "topup.json").read_text()) == {"extra": 6} and "for 6 more" in str(short.value)
     assert ins.done() is None  # reopened
     summary = run_shard(run_dir, "instructions", "algebra", 0)
     assert summary["resumed_at_chunk"] == 1 and summary["kept"] >= 6

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.config import load_config
 from magpie_hpc.launch import create_run, validate
 from magpie_hpc.stages import run_shard
@@ -32,8 +32,16 @@ def test_chunks_stay_within_the_cap_and_leave_no_sliver(chunk_size, per_prompt):
         samples = plan_chunk(missing, 0.7, chunk_size, per_prompt)
         assert 1 <= samples <= cap
         need = math.ceil(missing / 0.7 * 1.1)
-        # A chunk falls below half a chunk only when that is all the shard still needs.
+        if cap < per_prompt:
+            # A chunk smaller than one request of n=per_prompt: always the whole cap.
+            assert samples == cap
+            continue
+        assert samples % per_prompt == 0  # whole requests: nothing generated to be thrown away
+        # A chunk falls below half a chunk only when that is all the shard still needs, and a need
+        # under 1.5 chunks that the cap allows is met in this one chunk.
         assert samples >= min(need, chunk_size // 2)
+        if need < 1.5 * chunk_size and need <= cap - cap % per_prompt:
+            assert samples >= need
 
 
 def _run(tiny_models, root: Path, problems: int, chunk_size: int) -> Path:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from conftest import small_config
+from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.stages import run_shard
@@ -149,3 +149,19 @@ def test_table_writer_writes_json_dumps_layout_and_parquet(tmp_path):
     assert (tmp_path / "t.json").read_text(encoding="utf-8") == expected
     assert pq.read_table(tmp_path / "t.parquet").to_pylist() == records
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.parquet"]
+
+
+def test_three_responses_and_cut_off_answers_stay_out_of_sft(synthetic_args, tmp_path, capsys):
+    # Response budgets of 60 words cut many synthetic answers (2-40 steps of 9 words) before their
+    # </think>: those problems must be left out of SFT, and the preference file follows n=3.
+    cfg = small_config(tmp_path / "small.toml", max_tokens=(64, 60), multi_responses={"num_responses": 3})
+    run_dir = _launch([*synthetic_args, "--domains", "algebra", "--count", "6", "--config", str(cfg)], capsys)
+    check_run(run_dir, {"algebra": 6}, num_responses=3)
+    folder = run_dir / "algebra"
+    assert (folder / "algebra_ins_3res_armorm.json").is_file() and not (folder / "algebra_ins_7res_armorm.json").exists()
+    pref = json.loads((folder / "algebra_ins_3res_armorm.json").read_text())
+    assert all(len(r["responses"]) == len(r["complete"]) == 3 for r in pref)
+    counts = json.loads((folder / "dataset_info.json").read_text())["counts"]
+    assert counts["sft_excluded_incomplete"] > 0 and counts["sft_records"] > 0
+    sft = json.loads((folder / "algebra_ins_res.json").read_text())
+    assert all("</think>" in r["response"] and r["finish_reason"] == "stop" for r in sft)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.merge import merge_run
@@ -231,6 +231,20 @@ def test_dpo_min_margin_and_drop_disagreeing(run_dir, tmp_path):
 
 # --- Hugging Face loading, pictures, card --------------------------------------------------------
 
+def _same(loaded, original) -> bool:
+    """A value as `datasets` hands it back equals the JSON one: Arrow gives a struct column the
+    union of its rows' keys, so keys a row lacks come back as None."""
+    if isinstance(original, dict):
+        return (isinstance(loaded, dict) and set(original) <= set(loaded)
+                and all(_same(loaded[k], v) for k, v in original.items())
+                and all(loaded[k] is None for k in set(loaded) - set(original)))
+    if isinstance(original, list):
+        return isinstance(loaded, list) and len(loaded) == len(original) and all(map(_same, loaded, original))
+    if isinstance(original, float):
+        return loaded == pytest.approx(original)
+    return loaded == original
+
+
 def test_every_output_loads_with_datasets(run_dir, tmp_path):
     outputs = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.suffix in (".json", ".parquet")
                      and "work" not in p.relative_to(run_dir).parts and p.name != "run.json")
@@ -241,7 +255,9 @@ def test_every_output_loads_with_datasets(run_dir, tmp_path):
         dataset = _load(run_dir / rel, tmp_path / "hf")
         if rel.endswith(".json") and isinstance(data := json.loads((run_dir / rel).read_text()), list):
             assert dataset.num_rows == len(data) > 0, rel  # `datasets` cannot load an empty file
-            assert dataset[0] == {k: dataset[0][k] for k in data[0]}  # every key became a column
+            assert set(dataset.column_names) == set(data[0])  # every key became a column...
+            for i in (0, len(data) - 1):  # ...holding the values the JSON holds
+                assert _same(dataset[i], data[i]), (rel, i)
             assert dataset["id"] == [r["id"] for r in data]
         else:
             assert dataset.num_rows == 1 if rel.endswith(".json") else dataset.num_rows > 0, rel

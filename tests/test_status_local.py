@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.errors import ConfigError
 from magpie_hpc.slurm import accounting

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.config import load_config
 from magpie_hpc.engine import Request, Sampling
 from magpie_hpc.engine.vllm_engine import VllmGenerator
 from magpie_hpc.models import PromptBuilder, resolve_model
+from magpie_hpc.registry import DOMAIN_PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +74,26 @@ def test_stream_keeps_chunk_order_and_aborts_what_is_left(deepseek):
 
 
 def test_all_domains_local_real_vllm(tiny_models, tmp_path, capsys):
-    cfg = small_config(tmp_path / "small.toml", max_tokens=(48, 64), engine={"max_model_len": 512})
-    code = main(["launch", "--domains", "all", "--count", "3", "--executor", "local", "--config", str(cfg),
+    # Responses sample at 0.8 with room for 96 tokens, as hpc/demo.toml does: the tiny model's
+    # greedy answers never close </think>, so at the real 0.0-0.05 the SFT files would be empty and
+    # the per-record SFT checks would check nothing. At 0.8 about half its answers close </think>
+    # (seen: 9 of 18); 8 problems a domain leave each domain's SFT file empty with odds of 1/256.
+    domains = {f"domain_settings.{d}": {"max_tokens_instruction": 48, "max_tokens_response": 96,
+                                         "response_temperature": 0.8} for d in DOMAIN_PRESETS}
+    cfg = small_config(tmp_path / "small.toml", engine={"max_model_len": 512}, multi_responses={"max_tokens": 64},
+                       **domains)
+    code = main(["launch", "--domains", "all", "--count", "8", "--executor", "local", "--config", str(cfg),
                  "--model", str(tiny_models.deepseek), "--reward-model", str(tiny_models.reward),
                  "--output-root", str(tmp_path / "data")])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     run_dir = Path(captured.out.strip().splitlines()[-1])
-    combined = check_run(run_dir, {d: 3 for d in combined_domains(run_dir)})
+    combined = check_run(run_dir, {d: 8 for d in combined_domains(run_dir)}, sft_nonempty=True)
+    for domain in combined_domains(run_dir):
+        sft = json.loads((run_dir / domain / f"{domain}_ins_res.json").read_text())
+        # Complete: the model closed its reasoning and stopped by itself within the budget.
+        assert all(r["finish_reason"] == "stop" and r["reasoning"] is not None for r in sft), domain
+        assert all(0 < r["output_tokens"] <= 96 for r in sft), domain
     assert combined["model"] == tiny_models.deepseek.name  # named by its folder, never its machine path
     pref = json.loads((run_dir / "algebra" / "algebra_ins_7res_armorm.json").read_text())
     assert pref[0]["gen_response_configs"]["engine"] == "vllm"

@@ -1,14 +1,13 @@
 """Text-quality functions: instruction cleaning, final answers, near-duplicate removal."""
 
 from .answers import extract_boxed, majority_answer, normalize_answer, split_reasoning
-from .cleaning import Cleaned, clean_instruction, drop_exact_duplicates, normalize_for_dedup
+from .cleaning import Cleaned, clean_instruction, normalize_for_dedup
 from .neardup import NearDuplicate, find_near_duplicates, minhash_signatures
 
 __all__ = [
     "Cleaned",
     "NearDuplicate",
     "clean_instruction",
-    "drop_exact_duplicates",
     "extract_boxed",
     "find_near_duplicates",
     "majority_answer",

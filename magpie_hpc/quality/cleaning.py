@@ -11,7 +11,7 @@ The original pipeline's output showed these defects, each handled here:
 * empty and whitespace-only texts -> ``"empty"``; length-truncated ones -> ``"truncated"``;
 * a sample the engine stopped as a degenerate loop (finish_reason "repetition") -> ``"repetition"``:
   its tail is one block repeated, never a question;
-* exact duplicates -> `drop_exact_duplicates`.
+* exact duplicates -> the instruction stage's dedup on `normalize_for_dedup` keys.
 
 The rules are written to leave a well-formed research-level problem untouched: a kept text
 is the input stripped, or the stripped part before an appended answer, never rewritten.
@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Cleaned", "clean_instruction", "drop_exact_duplicates", "normalize_for_dedup"]
+__all__ = ["Cleaned", "clean_instruction", "normalize_for_dedup"]
 
 
 @dataclass(frozen=True)
@@ -229,16 +228,13 @@ def clean_instruction(
     finish_reason: str | None,
     *,
     min_chars: int = 20,
-    salvage_truncated: bool = False,
 ) -> Cleaned:
     """Clean one generated instruction, or say why it is dropped.
 
     Rules, in order:
     1. strip whitespace; nothing left -> "empty";
-    2. finish_reason "length" -> "truncated" (with ``salvage_truncated`` a length-cut text
-       whose appended answer is cut off is kept instead: the question itself finished);
-       finish_reason "repetition" (the engine stopped a loop) -> "repetition", never salvaged:
-       the loop may as well sit inside the question;
+    2. finish_reason "length" -> "truncated"; finish_reason "repetition" (the engine stopped a
+       loop) -> "repetition": the loop may as well sit inside the question;
     3. an appended answer (see the marker lists above) is cut off, keeping the text before it;
        nothing left -> "empty";
     4. typed-out special tokens anywhere in what is left -> "special_tokens";
@@ -251,16 +247,13 @@ def clean_instruction(
         return Cleaned(None, "empty", False)
     if finish_reason == "repetition":
         return Cleaned(None, "repetition", False)
-    truncated = finish_reason == "length"
-    if truncated and not salvage_truncated:
+    if finish_reason == "length":
         return Cleaned(None, "truncated", False)
 
     cut = _answer_start(stripped)
     answer_cut = cut is not None
     if cut is not None:
         stripped = stripped[:cut].rstrip()
-    if truncated and not answer_cut:
-        return Cleaned(None, "truncated", False)
     if not stripped:
         return Cleaned(None, "empty", answer_cut)
     if _SPECIAL_TOKENS.search(stripped):
@@ -291,15 +284,3 @@ def normalize_for_dedup(text: str) -> str:
         end -= 1
     return key[start:end]
 
-
-def drop_exact_duplicates(texts: Sequence[str]) -> list[int]:
-    """Indices of the texts to keep, ascending: the first text of each `normalize_for_dedup`
-    key wins, later ones are dropped."""
-    seen: set[str] = set()
-    keep: list[int] = []
-    for index, text in enumerate(texts):
-        key = normalize_for_dedup(text)
-        if key not in seen:
-            seen.add(key)
-            keep.append(index)
-    return keep

@@ -8,7 +8,6 @@ import pytest
 from magpie_hpc.quality.cleaning import (
     Cleaned,
     clean_instruction,
-    drop_exact_duplicates,
     normalize_for_dedup,
 )
 
@@ -150,11 +149,11 @@ def test_length_truncated_is_dropped() -> None:
     assert clean_instruction(text, "length") == Cleaned(None, "truncated", False)
 
 
-def test_salvage_truncated_keeps_a_question_whose_answer_was_cut() -> None:
-    question = GOOD_PROBLEMS[1]
-    text = question + "\n\nSolution. Put $c = f(1)$. Then for rationals"
-    assert clean_instruction(text, "length", salvage_truncated=True) == Cleaned(question, None, True)
-    assert clean_instruction(question, "length", salvage_truncated=True).dropped == "truncated"
+def test_length_cut_answer_does_not_save_the_question() -> None:
+    # The question before a length-cut appended answer may look finished, but the stage keeps no
+    # length-cut sample at all (the model was still writing when the budget ran out).
+    text = GOOD_PROBLEMS[1] + "\n\nSolution. Put $c = f(1)$. Then for rationals"
+    assert clean_instruction(text, "length") == Cleaned(None, "truncated", False)
 
 
 def test_too_short() -> None:
@@ -188,7 +187,8 @@ def test_normalize_for_dedup() -> None:
     assert normalize_for_dedup("Ｐｒｏｖｅ it!") == "prove it"
 
 
-def test_exact_duplicates_keep_the_first() -> None:
+def test_exact_duplicates_share_a_dedup_key() -> None:
+    # The instruction stage drops a text whose key it has seen (stages/instructions.py).
     texts = [
         "Prove that $\\sqrt{2}$ is irrational.",
         "Compute $\\zeta(2)$.",
@@ -197,8 +197,9 @@ def test_exact_duplicates_keep_the_first() -> None:
         "Compute $\\zeta(3)$.",
         "  Compute $\\zeta(2)$.  ",
     ]
-    assert drop_exact_duplicates(texts) == [0, 1, 4]
-    assert drop_exact_duplicates([]) == []
+    keys = [normalize_for_dedup(t) for t in texts]
+    assert keys[0] == keys[2] == keys[3] and keys[1] == keys[5]
+    assert len({keys[0], keys[1], keys[4]}) == 3
 
 
 def test_user_attempt_and_multi_part_questions_are_not_cut() -> None:
@@ -215,3 +216,40 @@ def test_user_attempt_and_multi_part_questions_are_not_cut() -> None:
         "Step 2: Deduce that it is uniformly continuous there."
     )
     assert clean_instruction(text, "stop") == Cleaned(text, None, False)
+
+
+@pytest.mark.parametrize("text", [
+    # \end{align} closes the align and the unclosed cases inside it.
+    "Show that the system \\begin{align} x \\begin{cases} y \\end{align} has a unique solution for every x.",
+    # Each \end{align} closes the innermost open align, with what is inside it.
+    "Show that \\begin{align}\\begin{align}\\begin{cases} x \\end{align} y \\end{align} holds for all real x.",
+])
+def test_environments_closed_from_the_inside_out(text) -> None:
+    assert clean_instruction(text, "stop") == Cleaned(text, None, False)
+
+
+@pytest.mark.parametrize("text", [
+    "Show that \\begin{align}\\begin{cases}\\begin{align} x \\end{cases} holds for every real number x",
+    # In inline math, '\(' neither closes the formula nor hides the LaTeX before it.
+    "Prove that the value is $\\frac{1}{2} \\( 5 for all the integers we consider here",
+    # '\]' does not close a '\(' formula.
+    "Find the value of \\(x^2 \\] for every real number x that we consider here",
+])
+def test_open_math_left_by_a_cut_is_dangling(text) -> None:
+    assert clean_instruction(text, "stop").dropped == "dangling"
+
+
+def test_min_chars_boundary() -> None:
+    assert clean_instruction("x" * 18 + "?", "stop").dropped == "too_short"  # 19 characters
+    assert clean_instruction("x" * 19 + "?", "stop").text == "x" * 19 + "?"
+
+
+def test_own_attempt_at_the_very_start_keeps_its_proof() -> None:
+    text = ("My proof of the claim follows; please check each step.\n\n"
+            "Proof: Suppose $n$ is odd. Then $n^2$ is odd as well.")
+    assert clean_instruction(text, "stop") == Cleaned(text, None, False)
+
+
+def test_dedup_key_strips_leading_punctuation() -> None:
+    assert normalize_for_dedup("(Prove it)") == normalize_for_dedup("...prove it!") == "prove it"
+    assert normalize_for_dedup("?" * 300) == ""  # past CPython's small ints: positions compare by value

@@ -70,6 +70,21 @@ def test_ties_break_to_the_first_index():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError):
         choose_pair(["a", "b"], [0.1], [True, True])
+    with pytest.raises(ValueError):
+        choose_pair(["a", "b"], [0.1, 0.2], [True])
+    with pytest.raises(ValueError):
+        choose_pair(["a"], [0.1, 0.2], [True, True])
+    with pytest.raises(ValueError):
+        choose_pair(["a", "b"], [0.1], [True])
+    with pytest.raises(ValueError):
+        choose_pair(["a"], [0.1], [True, True])
+
+
+def test_many_responses_are_not_a_mismatch():
+    # Lengths past CPython's small-int cache: equal lengths compare by value, not identity.
+    n = 300
+    pair, reason = choose_pair([f"r{i}" for i in range(n)], [float(i) for i in range(n)], [True] * n)
+    assert reason is None and (pair.chosen, pair.rejected) == (n - 1, 0)
 
 
 def test_record_is_trl_conversational():

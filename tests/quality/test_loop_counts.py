@@ -24,7 +24,6 @@ LONG = "<think>\n" + " ".join(f"Case {k}: the sum is {k * k}." for k in range(20
 def test_an_instruction_ending_in_a_loop_has_its_own_drop_reason():
     text = "Let $G$ be a group of order 12. Prove that " + "$G$ has a normal subgroup and " * 20
     assert clean_instruction(text, "repetition").dropped == "repetition"
-    assert clean_instruction(text, "repetition", salvage_truncated=True).dropped == "repetition"
     assert clean_instruction(text, "length").dropped == "truncated"
 
 

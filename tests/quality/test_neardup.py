@@ -91,12 +91,33 @@ def test_half_overlap_is_not_flagged() -> None:
     assert 0.2 <= low[0].similarity < 0.85
 
 
-def test_deterministic_for_a_seed(corpus: list[str]) -> None:
+def test_deterministic_for_a_seed(corpus: list[str], monkeypatch) -> None:
     rng = random.Random(5)
     texts = corpus[:50] + [_change_one_word(t, rng) for t in corpus[:20]]
     first = find_near_duplicates(texts, seed=42)
     assert first == find_near_duplicates(texts, seed=42, workers=1)
+    # Units of work of 8 texts and blocks of 64 shingles: 70 texts make 9 tasks that 3 threads
+    # share, each over several blocks, so the threaded result must match the one-thread one.
+    import threading
+
+    from magpie_hpc.quality import neardup
+
+    single_sig, single_mask = minhash_signatures(texts, seed=42, workers=1)
+    monkeypatch.setattr(neardup, "_CHUNK_TEXTS", 8)
+    monkeypatch.setattr(neardup, "_BLOCK_SHINGLES", 64)
+    tasks, threads, real = [], set(), neardup._shingle_hashes
+
+    def counted(chunk):
+        tasks.append(len(chunk))
+        threads.add(threading.get_ident())
+        return real(chunk)
+
+    monkeypatch.setattr(neardup, "_shingle_hashes", counted)
     assert first == find_near_duplicates(texts, seed=42, workers=3)
+    assert sorted(tasks) == sorted([8] * 8 + [6]) and threading.get_ident() not in threads
+    threaded_sig, threaded_mask = minhash_signatures(texts, seed=42, workers=3)
+    assert (threaded_sig == single_sig).all() and (threaded_mask == single_mask).all()
+    monkeypatch.undo()
     signatures, _ = minhash_signatures(texts, seed=42)
     assert (signatures == minhash_signatures(texts, seed=42)[0]).all()
     assert not (signatures == minhash_signatures(texts, seed=43)[0]).all()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from slurm_helpers import devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
@@ -64,7 +64,13 @@ def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_pa
     for domain in ("algebra", "geometry"):
         files = sorted(p.name for p in (run_dir / domain).iterdir())
         assert files == sorted(p.name for p in (local_dir / domain).iterdir())
-    assert slurm_run["summary"].keys() == local_run["summary"].keys()
+    # check_run proved each summary equal to its domains' files; both executors kept every problem
+    # and accounted for each in SFT (kept or excluded as incomplete) and in DPO (a pair or a reason).
+    for run in (slurm_run, local_run):
+        for domain, count in {"algebra": 5, "geometry": 4}.items():
+            c = run["summary"][domain]
+            assert c["instructions"] == count == c["sft_records"] + c["sft_excluded_incomplete"]
+            assert c["dpo_pairs"] + sum(v for k, v in c.items() if k.startswith("dpo_skipped_")) == count
 
     # Order: nothing started before what it depends on ended.
     ins = _task_rows(run_dir, "instructions")
