@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import BENCH, ROOT, make_run, quick_flag, scratch, table, write_results
+from _common import BENCH, make_run, quick_flag, scratch, table, write_results
 
 POOL = 256
 WORDS = ("we reduce the claim using lemma hence the group order divides therefore every subgroup of index two is "
@@ -78,7 +78,7 @@ def pools(seed: int = 0):
             pa.array(tokens, pa.int64()), pa.array(complete))
 
 
-def response_table(ids: list[str], n: int, pool, rng) -> "pa.Table":
+def response_table(ids: list[str], n: int, pool, rng) -> "pa.Table":  # noqa: F821 - pyarrow is imported inside
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc

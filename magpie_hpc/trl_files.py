@@ -18,7 +18,7 @@ from . import registry
 from .models import TemplateTexts
 from .quality.dpo import DpoPair
 
-__all__ = ["TextFormats", "model_label", "model_revision", "card_training_lines", "empty_tables"]
+__all__ = ["TextFormats", "model_revision", "card_training_lines", "empty_tables"]
 
 PLACEHOLDER = "{instruction}"
 

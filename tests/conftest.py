@@ -6,9 +6,6 @@ import os
 
 import pytest
 
-# Kept so that test files written before tests/helpers.py still import; new code imports from helpers.
-from helpers import make_run, small_config  # noqa: F401
-
 # Tiny models need a small KV cache; one engine process keeps CI's 2 cores for the work itself.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.config import load_config
 from magpie_hpc.context import RunContext

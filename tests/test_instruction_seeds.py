@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.config import load_config
 from magpie_hpc.context import RunContext
 from magpie_hpc.engine import Sampling, build_generator

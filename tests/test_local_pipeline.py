@@ -4,7 +4,6 @@ unique ids, idempotent and resumable stage functions."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow.parquet as pq

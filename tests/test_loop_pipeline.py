@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.quality.loops import ends_in_loop
 from magpie_hpc.store import RunStore

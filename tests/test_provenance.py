@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc import provenance
 from magpie_hpc.cli import main
 

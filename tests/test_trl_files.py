@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import small_config
+from helpers import small_config
 from magpie_hpc.cli import main
 from magpie_hpc.models import PromptBuilder, ResolvedModel, load_tokenizer
 from magpie_hpc.registry import TEMPLATE_FAMILIES

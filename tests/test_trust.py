@@ -18,7 +18,7 @@ from magpie_hpc.cli import main
 from magpie_hpc.registry import ARMORM
 from magpie_hpc.tiny_models import REMOTE_CODE_MARKER, REMOTE_CODE_MARKER_ENV
 
-from conftest import small_config
+from helpers import small_config
 
 EVIL_CODE = """import os
 open(os.environ["{env}"], "a").write("evil imported\\n")

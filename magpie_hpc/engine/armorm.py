@@ -33,7 +33,7 @@ from ..errors import ConfigError
 # GATING_PATTERN_TEXT: the turn boundary the gating network reads (end of the user turn, assistant
 # header). Callers encode it with the model's own tokenizer, never as hard-coded ids.
 from ..registry import ARMORM_ARCHITECTURE as ARCHITECTURE
-from ..registry import ARMORM_GATING_PATTERN as GATING_PATTERN_TEXT
+from ..registry import ARMORM_GATING_PATTERN as GATING_PATTERN_TEXT  # noqa: F401 - callers import it from here
 
 # The published checkpoint's defaults for fields its config.json may leave out.
 DEFAULT_NUM_OBJECTIVES = 19

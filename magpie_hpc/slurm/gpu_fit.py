@@ -14,7 +14,6 @@ type whose memory is known. The smallest matching card counts, since a task may 
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path

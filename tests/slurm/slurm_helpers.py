@@ -59,3 +59,24 @@ def wait_for_sacct(job_ids: list[str], n_rows: int, timeout: float = 30) -> list
 
 def devcluster_profile() -> str:
     return str(REPO / "slurm_templates" / "devcluster.toml")
+
+
+# Fault tolerance fast enough for tests: a lost holder is seen in seconds, no start jitter.
+FAST_FT = {"heartbeat_seconds": 1.0, "stale_seconds": 8.0, "start_jitter_seconds": 0.0}
+
+
+def launch_run(args: list[str], capsys) -> Path:
+    """`launch` through the CLI; the run directory it printed."""
+    from magpie_hpc.cli import main
+
+    code = main(args)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    return Path(captured.out.strip().splitlines()[-1])
+
+
+def wait_until(predicate, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.5)

@@ -3,44 +3,20 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-import pytest
-
-from conftest import small_config
+from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.status import collect_status
-from slurm_helpers import devcluster_profile, queued, run_jobs, sh, wait_for_run
-
-FAST_FT = {"heartbeat_seconds": 1.0, "stale_seconds": 8.0, "start_jitter_seconds": 0.0}
-
-
-@pytest.fixture()
-def slurm_args(synthetic_args):
-    return [a if a != "local" else "slurm" for a in synthetic_args] + ["--profile", devcluster_profile()]
-
-
-def _launch(args: list[str], capsys) -> Path:
-    code = main(args)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return Path(captured.out.strip().splitlines()[-1])
-
-
-def _wait(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
+from slurm_helpers import FAST_FT, launch_run, queued, run_jobs, sh, wait_for_run, wait_until
 
 
 def test_cancel_then_resubmit_finishes_with_every_id_once(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 30.0},
                        sharding={"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 1},
                        fault_tolerance=FAST_FT, slurm={"mail_user": "researcher@example.org", "mail_type": "END,FAIL"})
-    run_dir = _launch([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
     jobs = run_jobs(run_dir)
     merge_id = next(j["job_id"] for j in jobs if j["stage"] == "merge")
     shown = sh("scontrol", "show", "job", merge_id)
@@ -50,12 +26,12 @@ def test_cancel_then_resubmit_finishes_with_every_id_once(slurm_args, tmp_path, 
 
     # Cancel once the instruction task works (a chunk committed, more to come).
     work = run_dir / "work" / "instructions" / "algebra" / "shard-00000"
-    _wait(lambda: (work / "part-00000.parquet").exists(), 300)
+    wait_until(lambda: (work / "part-00000.parquet").exists(), 300)
     assert main(["cancel", str(run_dir), "--stage", "instructions"]) == 0
     out = capsys.readouterr().out
     assert "cancelled instructions algebra shard 0" in out, out
     assert "cancelled merge all shard 0" in out, out  # a merge waiting on a cancelled task could only fail
-    _wait(lambda: not queued([j["job_id"] for j in jobs]), 120)  # dependents go with kill-on-invalid-dep
+    wait_until(lambda: not queued([j["job_id"] for j in jobs]), 120)  # dependents go with kill-on-invalid-dep
     assert (work / "part-00000.parquet").exists()  # committed chunks stay
 
     status = collect_status(run_dir)
@@ -76,7 +52,7 @@ def test_cancel_then_resubmit_finishes_with_every_id_once(slurm_args, tmp_path, 
 def test_logs_failed_shows_the_traceback(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": ["responses:geometry:0"]},
                        fault_tolerance={**FAST_FT, "max_attempts": 1})
-    run_dir = _launch([*slurm_args, "--domains", "geometry", "--count", "2", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "geometry", "--count", "2", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=600)
 
     assert main(["status", str(run_dir)]) == 1

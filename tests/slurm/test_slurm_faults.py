@@ -5,31 +5,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
-import pytest
 
 from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.slurm.accounting import task_records
 from magpie_hpc.store import RunStore
-from slurm_helpers import REPO, devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run
-
-FAST_FT = {"heartbeat_seconds": 1.0, "stale_seconds": 8.0, "start_jitter_seconds": 0.0}
+from slurm_helpers import FAST_FT, REPO, launch_run, run_jobs, sacct, sh, wait_for_run, wait_until
 
 
-@pytest.fixture()
-def slurm_args(synthetic_args):
-    return [a if a != "local" else "slurm" for a in synthetic_args] + ["--profile", devcluster_profile()]
-
-
-def _launch(args: list[str], capsys) -> Path:
-    code = main(args)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return Path(captured.out.strip().splitlines()[-1])
 
 
 def _shard_job_states(run_dir: Path, stage: str) -> dict[int, list[str]]:
@@ -43,21 +29,15 @@ def _shard_job_states(run_dir: Path, stage: str) -> dict[int, list[str]]:
     return out
 
 
-def _wait(predicate, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.5)
-
 
 def test_preemption_requeues_and_resumes(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 60.0},
                        sharding={"instructions": 8, "responses": 4, "multi_responses": 2, "chunk_size": 1},
                        fault_tolerance=FAST_FT)
-    run_dir = _launch([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
     multi = run_dir / "work" / "multi_responses" / "algebra"
     # Preempt once a multi-response task has committed a chunk and is working on the next.
-    _wait(lambda: any((multi / f"shard-0000{i}" / "part-00000.parquet").exists() for i in (0, 1)), 300)
+    wait_until(lambda: any((multi / f"shard-0000{i}" / "part-00000.parquet").exists() for i in (0, 1)), 300)
     started = {i for i in (0, 1) if (multi / f"shard-0000{i}" / "part-00000.parquet").exists()
                and not (multi / f"shard-0000{i}" / "DONE.json").exists()}
     high = sh("sbatch", "--parsable", "-p", "high", "-N2", "--gres=gpu:2", "--wrap", "sleep 5").strip()
@@ -95,7 +75,7 @@ def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
                        sharding={"instructions": 16, "responses": 16, "multi_responses": 16, "chunk_size": 1},
                        slurm={"gpu_stage": {"time_min": 2, "signal_delay_s": 30}},
                        fault_tolerance={**FAST_FT, "max_attempts": 1, "time_limit_requeues": 10})
-    run_dir = _launch([*slurm_args, "--domains", "number_theory", "--count", "16", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "number_theory", "--count", "16", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=900)
     shard = RunStore(run_dir).shard("multi_responses", "number_theory", 0)
     attempts = shard.attempts()
@@ -113,9 +93,9 @@ def test_node_lost_mid_run_work_completes_on_other_node(slurm_args, tmp_path, ca
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 40.0},
                        sharding={"instructions": 8, "responses": 1, "multi_responses": 4, "chunk_size": 1},
                        fault_tolerance=FAST_FT)
-    run_dir = _launch([*slurm_args, "--domains", "geometry", "--count", "4", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "geometry", "--count", "4", "--config", str(cfg)], capsys)
     responses = [j for j in run_jobs(run_dir) if j["stage"] == "responses"][0]["job_id"]
-    _wait(lambda: any(r["NodeList"] == "node2" and r["State"] == "RUNNING" for r in sacct([responses])), 300)
+    wait_until(lambda: any(r["NodeList"] == "node2" and r["State"] == "RUNNING" for r in sacct([responses])), 300)
     node = str(REPO / "hpc" / "devcluster" / "node.sh")
     subprocess.run([node, "kill", "node2"], check=True, capture_output=True)
     try:
@@ -137,7 +117,7 @@ def test_node_lost_mid_run_work_completes_on_other_node(slurm_args, tmp_path, ca
 def test_failed_shard_blocks_dependents_and_resubmit_completes(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": ["multi_responses:calculus:1:1"]},
                        fault_tolerance=FAST_FT)
-    run_dir = _launch([*slurm_args, "--domains", "calculus", "--count", "4", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "calculus", "--count", "4", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=600)
     assert _shard_job_states(run_dir, "multi_responses")[1] == ["FAILED"]
     assert _shard_job_states(run_dir, "rewards")[1] == ["CANCELLED"]  # its dependent did not run
@@ -170,7 +150,7 @@ def test_resubmit_shard_above_max_array_size(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": [f"responses:number_theory:{target}:1"]},
                        sharding={"instructions": 64, "responses": 1, "multi_responses": 64, "chunk_size": 8},
                        fault_tolerance=FAST_FT)
-    run_dir = _launch([*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys)
     pieces = [j for j in run_jobs(run_dir) if j["stage"] == "responses"]
     assert [len(p["shards"]) for p in pieces] == [max_size, 3]
     wait_for_run(run_dir, timeout=600)

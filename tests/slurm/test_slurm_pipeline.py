@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
 from datetime import datetime
 from pathlib import Path
 
@@ -12,19 +10,9 @@ import pytest
 from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
-from slurm_helpers import devcluster_profile, queued, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
+from slurm_helpers import launch_run, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
 
 
-def _launch(args: list[str], capsys) -> Path:
-    code = main(args)
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    return Path(captured.out.strip().splitlines()[-1])
-
-
-@pytest.fixture()
-def slurm_args(synthetic_args):
-    return [a if a != "local" else "slurm" for a in synthetic_args] + ["--profile", devcluster_profile()]
 
 
 def _task_rows(run_dir: Path, stage: str, domain: str | None = None) -> list[dict]:
@@ -47,7 +35,7 @@ def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_pa
     cfg = small_config(tmp_path / "small.toml", engine={"synthetic_tokens_per_second": 400.0},
                        slurm={"stage_array_parallelism": {"multi_responses": 1}})
     counts = ["--domains", "algebra,geometry", "--counts", "algebra=5,geometry=4", "--config", str(cfg)]
-    run_dir = _launch([*slurm_args, *counts], capsys)
+    run_dir = launch_run([*slurm_args, *counts], capsys)
     jobs = run_jobs(run_dir)
     # one array per (stage, domain) + select per domain + merge; names that sacct --name finds
     assert {(j["stage"], j["domain"]) for j in jobs} >= {("instructions", "algebra"), ("rewards", "geometry"), ("merge", "all")}
@@ -59,7 +47,7 @@ def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_pa
     slurm_run = check_run(run_dir, {"algebra": 5, "geometry": 4})
 
     # The local executor writes the same structure and counts.
-    local_dir = _launch([*synthetic_args, *counts], capsys)
+    local_dir = launch_run([*synthetic_args, *counts], capsys)
     local_run = check_run(local_dir, {"algebra": 5, "geometry": 4})
     for domain in ("algebra", "geometry"):
         files = sorted(p.name for p in (run_dir / domain).iterdir())
@@ -96,7 +84,7 @@ def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_pa
 
 def test_failing_shard_cancels_dependents_and_blocks_merge(slurm_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "small.toml", engine={"synthetic_fail": ["multi_responses:statistics:1"]})
-    run_dir = _launch([*slurm_args, "--domains", "statistics", "--count", "4", "--config", str(cfg)], capsys)
+    run_dir = launch_run([*slurm_args, "--domains", "statistics", "--count", "4", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=600)
     multi = {r["shard"]: r["State"] for r in _task_rows(run_dir, "multi_responses")}
     rew = {r["shard"]: r["State"] for r in _task_rows(run_dir, "rewards")}
