@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .config import GPU_STAGES
-from .plan import LOOP_STAGES, instruction_target, loop_tokens_saved, stage_max_tokens, stage_shards
+from .errors import MagpieError
+from .plan import LOOP_STAGES, estimated_gpu_hours, instruction_target, loop_tokens_saved, stage_max_tokens, stage_shards
 from .store import RunStore, ShardStore, counted_starts
 
 SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
@@ -22,6 +23,13 @@ RECORD_UNIT = {"instructions": "clean instructions", "select": "problems", "resp
                "multi_responses": "problems", "rewards": "problems"}
 
 Accounting = Callable[[RunStore], "dict | None"]
+
+# Stages whose thrown-away responses (cut off at max_tokens, or stopped as loops) the summary costs.
+RESPONSE_STAGES = ("responses", "multi_responses")
+# SLURM states of a task run that did not finish its work: a preemption, a kill, a time limit, a
+# dead node or a failure cut it short, and its GPU time bought only the chunks it committed.
+CUT_SHORT_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "TIMEOUT", "CANCELLED", "FAILED", "OUT_OF_MEMORY",
+                    "BOOT_FAIL", "DEADLINE"}
 
 
 def shard_target(cfg, stage: str, shard_range) -> int:
@@ -133,13 +141,19 @@ def _empty() -> dict:
     return {"gpu_seconds": 0.0, "gpu_hours": 0.0, "shards": 0, "records": 0, "output_tokens": 0, "prompt_tokens": 0,
             "truncated": 0, "completions": 0, "truncation_rate": None, "attempts": 0, "retries": 0,
             "preemptions": 0, "slurm_task_runs": 0, "stopped_as_loops": 0, "loop_tokens_saved": 0,
-            "loop_gpu_hours_saved": None}
+            "loop_gpu_hours_saved": None, "gpu_seconds_cut_short": 0.0, "discarded_tokens": 0,
+            "gpu_hours_planned": 0.0, "gpu_hours_cut_short": 0.0, "gpu_hours_discarded": 0.0}
+
+
+# Figures _finish derives from the summed ones: never summed themselves.
+_DERIVED = ("gpu_hours", "truncation_rate", "loop_gpu_hours_saved", "gpu_hours_cut_short", "gpu_hours_discarded")
 
 
 def _add(into: dict, other: dict) -> None:
     for key, value in other.items():
-        if key not in ("gpu_hours", "truncation_rate", "loop_gpu_hours_saved"):
-            into[key] += value
+        if key in _DERIVED:
+            continue
+        into[key] = None if into[key] is None or value is None else into[key] + value
 
 
 def _finish(metrics: dict) -> dict:
@@ -151,7 +165,22 @@ def _finish(metrics: dict) -> dict:
     if metrics["gpu_seconds"] > 0 and metrics["output_tokens"] > 0:
         rate = metrics["output_tokens"] / metrics["gpu_seconds"]
         metrics["loop_gpu_hours_saved"] = round(metrics["loop_tokens_saved"] / rate / 3600, 4)
+    metrics["gpu_hours_cut_short"] = round(metrics["gpu_seconds_cut_short"] / 3600, 4)
+    # The GPU time of the finished runs, shared out by tokens: what the thrown-away responses took.
+    finished = max(0.0, metrics["gpu_seconds"] - metrics["gpu_seconds_cut_short"])
+    share = metrics["discarded_tokens"] / metrics["output_tokens"] if metrics["output_tokens"] else 0.0
+    metrics["gpu_hours_discarded"] = round(finished * min(share, 1.0) / 3600, 4)
+    if metrics["gpu_hours_planned"] is not None:
+        metrics["gpu_hours_planned"] = round(metrics["gpu_hours_planned"], 4)
     return metrics
+
+
+def _planned(cfg, stage: str, domain: str) -> float | None:
+    """The plan's GPU-hours for the stage (None where the planner cannot say, e.g. no architecture)."""
+    try:
+        return estimated_gpu_hours(cfg, stage, domain)
+    except (MagpieError, KeyError, ValueError):
+        return None
 
 
 def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
@@ -167,6 +196,7 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
     for stage in SHARD_STAGES:
         for domain in cfg.domains:
             m = _empty()
+            m["gpu_hours_planned"] = _planned(cfg, stage, domain)
             for shard in stage_shards(cfg, stage, domain):
                 disk = read_shard(stage, store.shard(stage, domain, shard.shard), progress=False)
                 done = disk.done or {}
@@ -182,6 +212,9 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
                     m["stopped_as_loops"] += loops
                     m["loop_tokens_saved"] += loop_tokens_saved(stage_max_tokens(cfg, stage, domain), loops,
                                                                 int(done.get("repetition_output_tokens", 0)))
+                if stage in RESPONSE_STAGES:  # a cut-off response ran to max_tokens; a loop, as far as it got
+                    m["discarded_tokens"] += (truncated * stage_max_tokens(cfg, stage, domain)
+                                              + int(done.get("repetition_output_tokens", 0)))
                 m["attempts"] += len(disk.starts)
                 m["retries"] += disk.retries
                 if acct is None:
@@ -194,7 +227,10 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
             m = per.get((rec["stage"], rec["domain"]))
             if m is None:
                 continue
-            m["gpu_seconds"] += float(rec.get("elapsed_seconds", 0)) * int(rec.get("gpus", 0))
+            gpu_seconds = float(rec.get("elapsed_seconds", 0)) * int(rec.get("gpus", 0))
+            m["gpu_seconds"] += gpu_seconds
+            if rec.get("state") in CUT_SHORT_STATES:
+                m["gpu_seconds_cut_short"] += gpu_seconds
             m["slurm_task_runs"] += 1
             if rec.get("state") in ("PREEMPTED", "NODE_FAIL", "REQUEUED"):
                 m["preemptions"] += 1
@@ -257,6 +293,7 @@ def render_run_summary(summary: dict) -> str:
                   "excluded) vs planned:", "", "| stage | measured | planned |", "| --- | ---: | ---: |"]
         for stage, (measured, planned) in per_stage(summary["throughput"]).items():
             lines.append(f"| {stage} | {'-' if measured is None else f'{measured:,.0f}'} | {planned:,.0f} |")
+    lines += ["", *cost_lines(summary, markdown=True)]
     lines.append("")
     if loop_lines:
         lines += ["Requests vLLM stopped as loops (finish reason `repetition`), and the tokens they did not spend "
@@ -276,4 +313,30 @@ def loop_savings_lines(summary: dict) -> list[str]:
         unit = "GPU-hours" if summary.get("gpu_hours_source") != "wall_clock" else "wall-clock hours"
         lines.append(f"{stage}: {m['stopped_as_loops']} stopped as loops, {m['loop_tokens_saved']:,} tokens not "
                      "generated" + (f" (~{_hours(hours)} {unit})" if hours is not None else ""))
+    return lines
+
+
+def cost_lines(summary: dict, *, markdown: bool = False) -> list[str]:
+    """Per GPU stage: the hours spent beside the plan's, and how much of them went to runs a
+    preemption, kill or failure cut short and to responses thrown away (cut off at max_tokens or
+    stopped as loops: not in the SFT file, never a DPO side)."""
+    unit = "GPU-hours" if summary.get("gpu_hours_source") != "wall_clock" else "wall-clock hours"
+    lines = []
+    for stage, block in summary["stages"].items():
+        if stage not in GPU_STAGES:
+            continue
+        m = block["total"]
+        spent = m["gpu_hours"]
+        planned = m.get("gpu_hours_planned")
+        parts = [f"{_hours(spent)} {unit} spent" + (f" of {_hours(planned)} planned" if planned is not None else "")]
+        for key, what in (("gpu_hours_cut_short", "on runs cut short (preempted, killed, failed)"),
+                          ("gpu_hours_discarded", "on responses thrown away (cut off or stopped as loops)")):
+            value = m.get(key) or 0.0
+            if key == "gpu_hours_discarded" and stage not in RESPONSE_STAGES:
+                continue
+            parts.append(f"{_hours(value)} ({_pct(value / spent if spent else None)}) {what}")
+        lines.append(("- " if markdown else "") + f"{stage}: " + "; ".join(parts))
+    if summary.get("gpu_hours_source") == "wall_clock" and lines:
+        lines.append(("- " if markdown else "") + "(no SLURM accounting: runs cut short are not timed, "
+                     "so their share shows as 0)")
     return lines

@@ -160,6 +160,19 @@ class StageThroughput(_Model):
     measured_on_gpu: bool = Field(description="False where the engine ran without a GPU (CPU or synthetic).")
 
 
+class StageCost(_Model):
+    """One GPU stage's time: spent, planned, and what went to waste."""
+
+    stage: str
+    gpu_hours: float = Field(description="Spent: sacct's elapsed x GPUs of every run (wall-clock hours without accounting).")
+    gpu_hours_planned: float | None = Field(description="The plan's figure for the stage (null where it cannot say).")
+    gpu_hours_cut_short: float = Field(description="Spent on runs a preemption, kill, time limit or failure cut short.")
+    gpu_hours_discarded: float = Field(description=(
+            "Response stages: the share of the finished runs' time that made responses thrown away (cut off "
+            "at max_tokens or stopped as loops), by tokens."))
+    source: Literal["sacct", "wall_clock"]
+
+
 class RunStatus(_Model):
     """Everything `status` knows about a run; `--json` prints exactly this."""
 
@@ -192,6 +205,8 @@ class RunStatus(_Model):
     notes: list[str]
     throughput: list[StageThroughput] = Field(default_factory=list, description=(
             "Generation stages: measured tokens/s per GPU beside the planned figure."))
+    gpu_hours: list[StageCost] = Field(default_factory=list, description=(
+            "GPU stages: hours spent beside the planned figure, and the share cut short or thrown away."))
 
 
 def schema_text() -> str:
@@ -479,6 +494,7 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
     throughput, why_not = measured_throughput_or_none(ctx)
     if why_not:
         notes.append(why_not)
+    costs = _costs(ctx, local)
     return RunStatus(
         run_dir=str(store.run_dir), run_name=ctx.manifest.get("run_name", store.run_dir.name),
         executor="local" if local else "slurm", source=source, source_note=note,
@@ -486,8 +502,24 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
         state=state, complete=complete, active=any_active, exit_code=exit_code, max_attempts=cap,
         eta_seconds=max(etas) if etas and any_active else (0.0 if complete else None),
         totals=totals, stages=rows, merge=merge, failed=failed, disagreements=disagreements, notes=notes,
-        throughput=[StageThroughput(**r) for r in throughput],
+        throughput=[StageThroughput(**r) for r in throughput], gpu_hours=costs,
     )
+
+
+def _costs(ctx: RunContext, local: bool) -> list[StageCost]:
+    """The run summary's cost figures, now (one sacct call without waiting for it to settle)."""
+    from .config import GPU_STAGES
+    from .run_summary import build_run_summary
+    from .slurm.accounting import run_accounting
+
+    accounting = None if local else (lambda store: run_accounting(store, settle_tries=1))
+    summary = build_run_summary(ctx, accounting)
+    source = "wall_clock" if summary["gpu_hours_source"] == "wall_clock" else "sacct"
+    return [StageCost(stage=stage, gpu_hours=m["gpu_hours"], gpu_hours_planned=m["gpu_hours_planned"],
+                      gpu_hours_cut_short=m["gpu_hours_cut_short"], gpu_hours_discarded=m["gpu_hours_discarded"],
+                      source=source)
+            for stage, m in ((stage, block["total"]) for stage, block in summary["stages"].items())
+            if stage in GPU_STAGES]
 
 
 def _merge_status(store: RunStore, st, submitted: bool, local: bool) -> MergeStatus:
@@ -599,6 +631,12 @@ def render_table(status: RunStatus) -> str:
     lines += ["", merge_line]
     if s.throughput:
         lines.append(throughput_line([r.model_dump() for r in s.throughput]))
+    if s.gpu_hours:
+        from .run_summary import cost_lines
+
+        summary = {"gpu_hours_source": s.gpu_hours[0].source,
+                   "stages": {c.stage: {"total": c.model_dump()} for c in s.gpu_hours}}
+        lines += ["GPU time:", *[f"  {line}" for line in cost_lines(summary)]]
     if t.retries or t.preemptions:
         lines.append(f"retries so far: {t.retries}; preemptions: {t.preemptions}")
     if s.failed:

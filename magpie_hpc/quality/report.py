@@ -119,11 +119,12 @@ def run_report(run_dir: Path | str) -> dict:
         figures["flags"] = domain_flags(domain, figures, cfg.quality)
         domains[domain] = figures
         flags += figures["flags"]
-    from ..run_summary import loop_savings_lines
+    from ..run_summary import cost_lines, loop_savings_lines
 
     summary = combined.get("run_summary")
     return {"run_dir": str(store.run_dir), "dataset_name": combined.get("dataset_name"),
             "loop_savings": loop_savings_lines(summary) if summary else [],
+            "gpu_hours": cost_lines(summary) if summary else [],
             "thresholds": {k: getattr(cfg.quality, k) for k in
                            ("max_truncation_rate", "max_duplicate_rate", "min_agreement_rate")},
             "domains": domains, "flags": flags}
@@ -184,6 +185,8 @@ def format_report(data: dict) -> str:
         lines.append(f"answers compared by value (math-verify) {sum(e.get('answers_by_value', 0) for e in equivalence)}, "
                      f"as strings {sum(e.get('answers_by_string', 0) for e in equivalence)}")
     lines.append("")
+    if data.get("gpu_hours"):
+        lines += ["GPU time per stage:", *[f"  {line}" for line in data["gpu_hours"]], ""]
     if data.get("loop_savings"):
         lines += ["loops stopped by vLLM (tokens not generated, at each stage's own tokens/s):",
                   *[f"  {line}" for line in data["loop_savings"]], ""]
