@@ -16,7 +16,11 @@ from magpie_hpc.plan import (
 
 @pytest.fixture()
 def cfg():
-    return load_config(overrides={"domains": "algebra,geometry"}, counts={"algebra": 1000, "geometry": 30})
+    # A configured rate and one GPU per task: the throughput model's arithmetic on its own (what the
+    # roofline planner puts in their place when they are unset is tests/test_roofline.py's).
+    return load_config(overrides={"domains": "algebra,geometry", "throughput": {"generation_tokens_per_second": 2500.0},
+                                  "engine": {"tensor_parallel_size": 1}},
+                       counts={"algebra": 1000, "geometry": 30})
 
 
 def test_explicit_shard_sizes_win(cfg):

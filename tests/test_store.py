@@ -117,12 +117,13 @@ def test_run_store_layout_manifest_and_jobs(tmp_path):
     with pytest.raises(MagpieError, match="not a magpie-hpc run directory"):
         run.read_manifest()
     run.run_dir.mkdir()
-    run.write_manifest({"run_name": "r", "config": {}})
+    manifest = {"run_name": "r", "config": {}, "model": {}, "reward_model_path": "/m"}
+    run.write_manifest(manifest)
     assert run.manifest_path == tmp_path / "run" / "run.json" and run.is_run_dir()
-    assert run.read_manifest() == {"run_name": "r", "config": {}}
+    assert run.read_manifest() == manifest
     assert run.read_jobs() == []
-    run.append_job({"stage": "select", "job_id": "7"})
-    run.append_job({"stage": "merge", "job_id": "8"})
+    run.append_job({"stage": "select", "domain": "algebra", "shards": [0], "job_id": "7"})
+    run.append_job({"stage": "merge", "domain": "all", "shards": [0], "job_id": "8"})
     assert run.jobs_path == tmp_path / "run" / "jobs.jsonl"
     assert [j["job_id"] for j in run.read_jobs()] == ["7", "8"]
     assert run.logs == tmp_path / "run" / "logs"

@@ -10,21 +10,23 @@ import pytest
 from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
+from magpie_hpc.slurm.accounting import task_records
+from magpie_hpc.store import RunStore
 from slurm_helpers import launch_run, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
 
 
 
 
 def _task_rows(run_dir: Path, stage: str, domain: str | None = None) -> list[dict]:
-    """sacct rows of a stage's array tasks, with the shard each ran (from jobs.jsonl)."""
-    out = []
-    for job in run_jobs(run_dir):
-        if job["stage"] != stage or (domain and job["domain"] != domain):
-            continue
-        for row in sacct([job["job_id"]]):
-            index = int(row["JobID"].split("_")[1]) if "_" in row["JobID"] else 0
-            out.append({**row, "shard": job["shards"][index], "domain": job["domain"]})
-    return out
+    """sacct rows of a stage's tasks with the shard each ran, through the package's accounting
+    reader: slurmdbd may record tasks that never split off their array under the array's record
+    (`667_[0-1%2]`, e.g. dependents cancelled before they started), which only that reader maps."""
+    rows = []
+    for r in task_records(RunStore(run_dir)):
+        if r.stage == stage and (domain is None or r.domain == domain):
+            rows.append({"JobID": r.job_id, "State": r.state, "Start": r.start, "End": r.end, "NodeList": r.node,
+                         "shard": r.shard, "domain": r.domain})
+    return rows
 
 
 def _t(stamp: str) -> datetime:
