@@ -816,7 +816,8 @@ def render_readme(combined: dict, infos: dict[str, dict]) -> str:
         "questions, appended answers, typed-out template tokens) and de-duplicated: exact duplicates, then "
         + (f"near-duplicates across the whole domain (estimated Jaccard of character 5-grams >= "
            f"{q.get('near_dup_threshold', 0.85):g})." if q.get("near_dedup", True) else "no near-duplicate removal."),
-        f"- Quality settings: `{json.dumps(q)}`.", "",
+        # benchmark files by name: their folder says where the run was made, nothing about the data
+        f"- Quality settings: `{json.dumps({**q, 'decontamination_files': [Path(f).name for f in q.get('decontamination_files') or []]})}`.", "",
         "| domain | instruction temperature | response temperature | max tokens (instruction / response) |",
         "| --- | --- | --- | --- |",
     ]
