@@ -12,7 +12,7 @@ from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.slurm.accounting import task_records
 from magpie_hpc.store import RunStore
-from slurm_helpers import launch_run, run_jobs, sacct, sh, wait_for_run, wait_for_sacct
+from slurm_helpers import launch_run, run_jobs, sh, wait_for_run, wait_for_sacct
 
 
 
