@@ -80,7 +80,12 @@ def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
     shard = RunStore(run_dir).shard("multi_responses", "number_theory", 0)
     attempts = shard.attempts()
     stops = [a for a in attempts if a["event"] == "interrupted"]
-    assert stops and {a["signal"] for a in stops} == {"USR2 (time limit)"}, attempts
+    assert stops, attempts
+    # Each stop is the clock's: USR2 first; the SIGTERM that SLURM sends when the task requeues
+    # itself may reach it before it exits, and is logged after the USR2 of the same attempt.
+    for attempt in {a["attempt"] for a in stops}:
+        signals = [a["signal"] for a in stops if a["attempt"] == attempt]
+        assert signals[0] == "USR2 (time limit)" and set(signals[1:]) <= {"SIGTERM"}, attempts
     last = [a for a in attempts if a["event"] == "start"][-1]
     assert int(last["restart_count"] or 0) >= 1, attempts  # the same SLURM task, requeued
     assert {"event": "end", "attempt": last["attempt"], "done": True}.items() <= attempts[-1].items(), attempts
