@@ -34,6 +34,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TypeVar
 
+from .neardup import default_workers
+
 __all__ = ["AnswerVote", "EquivalenceChecker", "EquivalenceStats", "vote", "vote_stream"]
 
 # Longer answers are not handed to the parser: a final answer is a value, and the parser's cost
@@ -153,7 +155,7 @@ class EquivalenceChecker:
 
     def __init__(self, timeout_s: float = 1.0, workers: int = 0):
         self.timeout_s = timeout_s
-        self.workers = workers or _default_workers()
+        self.workers = workers or default_workers()
         self._pool: list[_Worker] = []
         self._outstanding: list[collections.deque] = []  # per worker: batches sent, not yet read
         self._next = -1
@@ -229,14 +231,6 @@ class EquivalenceChecker:
         self._pool[slot].kill()
         self.restarts += 1
         self._pool[slot] = _Worker(self.timeout_s)
-
-
-def _default_workers() -> int:
-    try:
-        available = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        available = os.cpu_count() or 1
-    return max(1, min(available, 8))
 
 
 @dataclass

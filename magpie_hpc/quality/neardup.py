@@ -116,8 +116,9 @@ def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def _default_workers() -> int:
-    # numpy releases the GIL in the hashing kernels, so threads use the cores SLURM gave us.
+def default_workers() -> int:
+    """The CPUs this process may use (SLURM's allocation, not the node's count), at most 8: the
+    near-dup threads (numpy releases the GIL in the hashing kernels) and the equivalence workers."""
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -164,7 +165,7 @@ def minhash_signatures(
             minima = np.minimum.reduceat(values, offsets[rows] - offsets[first], axis=1)
             signatures[rows + first_text] = minima.T
 
-    with ThreadPoolExecutor(max_workers=workers or _default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
         list(pool.map(chunk, range(0, len(texts), _CHUNK_TEXTS)))
     return signatures, has_shingles
 
