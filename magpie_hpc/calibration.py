@@ -14,9 +14,9 @@ import json
 
 from .errors import MagpieError
 from .hardware import find_gpu
+from .pipeline import generation_stages
 from .plan import stage_shards, tokens_per_second_per_gpu
 
-GENERATION_STAGES = ("instructions", "responses", "multi_responses")
 
 
 def measured_throughput_or_none(ctx) -> tuple[list[dict], str | None]:
@@ -34,7 +34,7 @@ def measured_throughput(ctx) -> list[dict]:
     cfg, gpus = ctx.cfg, ctx.model.tensor_parallel_size
     configured = resolve_gpu(cfg).name
     rows = []
-    for stage in GENERATION_STAGES:
+    for stage in (s.name for s in generation_stages()):
         for domain in cfg.domains:
             tokens, gpu_seconds, shards, devices = 0, 0.0, 0, set()
             for rng in stage_shards(cfg, stage, domain):
@@ -93,7 +93,7 @@ def calibration_toml(ctx) -> str:
 def per_stage(rows: list[dict]) -> dict[str, tuple[float | None, float]]:
     """stage -> (measured over all domains, planned: the mean of the domains' figures)."""
     out = {}
-    for stage in GENERATION_STAGES:
+    for stage in (s.name for s in generation_stages()):
         mine = [r for r in rows if r["stage"] == stage]
         if not mine:
             continue

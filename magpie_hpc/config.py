@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import registry
 from .errors import ConfigError
+from .pipeline import MERGE, PIPELINE, STAGE_NAMES
 from .quality.settings import QualityConfig
 
-STAGES = ("instructions", "select", "responses", "multi_responses", "rewards", "merge")
-GPU_STAGES = ("instructions", "responses", "multi_responses", "rewards")
 
 
 # Every name that becomes a path, a SLURM job name or a log file name (domains, stages, run
@@ -399,8 +398,9 @@ class SlurmConfig(_Strict):
     @classmethod
     def _known_stages(cls, value: dict[str, int]) -> dict[str, int]:
         for stage in value:
-            if stage not in STAGES:
-                raise ValueError(f"slurm.stage_array_parallelism: unknown stage {stage!r}; choose from {','.join(STAGES)}")
+            if stage not in (*STAGE_NAMES, MERGE):
+                raise ValueError(f"slurm.stage_array_parallelism: unknown stage {stage!r}; choose from "
+                                 f"{','.join((*STAGE_NAMES, MERGE))}")
         return value
     gpu_memory_gb: float | None = Field(default=None, gt=0, description=(
         "Memory of one GPU of the partition's nodes, for preflight's does-the-model-fit check; unset: "
@@ -576,11 +576,11 @@ def load_config(
 def check_plan_size(cfg: RunConfig) -> None:
     """Refuse a plan of more than sharding.max_shards shards per stage, counted arithmetically
     (the plan itself is a list of every shard)."""
-    from .plan import STAGE_SHARDING, shard_size
+    from .plan import shard_size
 
     for domain in cfg.domains:
         count = cfg.domain(domain).count
-        for key in sorted({k for k in STAGE_SHARDING.values() if k}):
+        for key in sorted({s.sharding for s in PIPELINE if s.sharding}):
             size = shard_size(cfg, key, domain)
             shards = math.ceil(count / size)
             if shards > cfg.sharding.max_shards:

@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from .config import RunConfig
 from .errors import CorruptFileError
 from .models import PromptBuilder, ResolvedModel, TemplateTexts
+from .pipeline import SELECT
 from .store import RunStore
 
 
@@ -51,5 +52,5 @@ class RunContext:
     def selection(self, domain: str) -> pa.Table:
         """The domain's final instruction list (id, index, instruction, ...), read once per process."""
         if domain not in self._selections:
-            self._selections[domain] = self.store.shard("select", domain, 0).read_all()
+            self._selections[domain] = self.store.shard(SELECT, domain, 0).read_all()
         return self._selections[domain]

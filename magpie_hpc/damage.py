@@ -12,16 +12,15 @@ select shard already holds its own copy of the instructions it chose.)
 
 from __future__ import annotations
 
+from .pipeline import MERGE_KEY, STAGE_NAMES, rebuilt_with
 from .plan import stage_shards
 from .store import RunStore
-
-SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
 
 
 def run_damage(ctx, *, full: bool = True) -> dict[tuple[str, str, int], list[tuple[int | None, str]]]:
     """Every damaged done shard of the run -> its problems (chunk index or None, message)."""
     found = {}
-    for stage in SHARD_STAGES:
+    for stage in STAGE_NAMES:
         for domain in ctx.cfg.domains:
             for rng in stage_shards(ctx.cfg, stage, domain):
                 report = ctx.store.shard(stage, domain, rng.shard).damage_report(full=full)
@@ -31,12 +30,8 @@ def run_damage(ctx, *, full: bool = True) -> dict[tuple[str, str, int], list[tup
 
 
 def _dependents(ctx, stage: str, domain: str, shard: int) -> list[tuple[str, str, int]]:
-    if stage == "select":
-        return [(s, domain, r.shard) for s in ("responses", "multi_responses", "rewards")
-                for r in stage_shards(ctx.cfg, s, domain)]
-    if stage == "multi_responses":
-        return [("rewards", domain, shard)]
-    return []
+    return [(spec.name, domain, r.shard) for spec, same_shard in rebuilt_with(stage)
+            for r in stage_shards(ctx.cfg, spec.name, domain) if not same_shard or r.shard == shard]
 
 
 def repair_damaged(ctx) -> list[str]:
@@ -62,7 +57,7 @@ def repair_damaged(ctx) -> list[str]:
                                          "built on a damaged shard")
         shard_store.set_aside_done()
     if redo:
-        store.shard("merge", "all", 0).set_aside_done()
+        store.shard(*MERGE_KEY).set_aside_done()
     return messages
 
 
@@ -73,12 +68,12 @@ def check_run_files(ctx) -> None:
     from .stages.select import read_duplicates
 
     ctx.store.read_jobs()
-    for stage in SHARD_STAGES:
+    for stage in STAGE_NAMES:
         for domain in ctx.cfg.domains:
             for rng in stage_shards(ctx.cfg, stage, domain):
                 shard = ctx.store.shard(stage, domain, rng.shard)
                 shard.done()
                 shard.attempts()
-    ctx.store.shard("merge", "all", 0).done()
+    ctx.store.shard(*MERGE_KEY).done()
     for domain in ctx.cfg.domains:
         read_duplicates(ctx.store, domain)

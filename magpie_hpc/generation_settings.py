@@ -12,30 +12,14 @@ import json
 
 from .config import RunConfig
 from .models import model_label
+from .pipeline import stage as stage_spec
 
 
 def stage_settings(cfg: RunConfig, model_name: str, stage: str, domain: str) -> dict | None:
-    """The settings one chunk of `stage` is generated (or scored) with; None for select. Models by
-    label (hub id or folder name): these reach the records and the card, where a path does not belong."""
-    d, model_name = cfg.domain(domain), model_label(model_name)
-    if stage == "instructions":
-        return {"temperature": d.instruction_temperature, "top_p": cfg.instructions.top_p,
-                "max_tokens": d.max_tokens_instruction, "samples_per_prompt": cfg.instructions.samples_per_prompt,
-                "max_difficulty": cfg.instructions.max_difficulty, "input_generator": model_name,
-                "engine": cfg.engine.kind}
-    if stage == "responses":
-        return {"temperature": d.response_temperature, "top_p": cfg.responses.top_p,
-                "repetition_penalty": cfg.responses.repetition_penalty, "max_tokens": d.max_tokens_response,
-                "n": 1, "output_generator": model_name, "engine": cfg.engine.kind}
-    if stage == "multi_responses":
-        m = cfg.multi_responses
-        return {"temperature": m.temperature, "top_p": m.top_p, "repetition_penalty": cfg.responses.repetition_penalty,
-                "max_tokens": m.max_tokens, "n": m.num_responses, "output_generator": model_name,
-                "engine": cfg.engine.kind}
-    if stage == "rewards":
-        return {"reward_model": model_label(cfg.reward_model), "max_length": cfg.rewards.max_length,
-                "score_reasoning": cfg.rewards.score_reasoning, "engine": cfg.engine.reward_kind}
-    return None
+    """The settings one chunk of `stage` is generated (or scored) with (each stage's work class
+    says which); None for select. Models by label (hub id or folder name): these reach the records
+    and the card, where a path does not belong."""
+    return stage_spec(stage).work_class().recorded_settings(cfg, model_label(model_name), domain)
 
 
 def shard_settings(store) -> list[dict]:

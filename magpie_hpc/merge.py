@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from . import __version__
 from .context import RunContext
 from .errors import IncompleteRunError
+from .pipeline import INSTRUCTIONS, MERGE, MERGE_KEY, MULTI_RESPONSES, PIPELINE, RESPONSES, REWARDS, SELECT, STAGE_NAMES
 from .plan import instruction_id, stage_shards
 from .provenance import stage_gpus
 from .quality.answers import extract_boxed
@@ -202,14 +203,14 @@ def missing_shards(ctx: RunContext) -> list[str]:
     """Every shard of every stage that has no done marker, as `stage domain shard` strings."""
     missing = []
     for domain in ctx.cfg.domains:
-        for stage in ("instructions", "select", "responses", "multi_responses", "rewards"):
+        for stage in STAGE_NAMES:
             for shard in stage_shards(ctx.cfg, stage, domain):
                 store = ctx.store.shard(stage, domain, shard.shard)
                 if store.done() is None:
                     missing.append(f"{stage} {domain} shard {shard.shard}")
                 # Sizes here for what stage_rows streams (it checks each chunk's sha256 as it reads it);
                 # instruction chunks are not streamed, so their hashes are checked here.
-                elif damage := store.damage(full=stage == "instructions"):
+                elif damage := store.damage(full=stage == INSTRUCTIONS):
                     missing.append(f"{damage[0]} (damaged)")
     return missing
 
@@ -247,8 +248,8 @@ class DomainMerger:
         self.out = (out_root or ctx.run_dir) / domain
         # Each instruction shard's recorded settings (its newest, where a --force change split it).
         self.instruction_settings = {
-            r.shard: (shard_settings(ctx.store.shard("instructions", domain, r.shard)) or [None])[-1]
-            for r in stage_shards(self.cfg, "instructions", domain)}
+            r.shard: (shard_settings(ctx.store.shard(INSTRUCTIONS, domain, r.shard)) or [None])[-1]
+            for r in stage_shards(self.cfg, INSTRUCTIONS, domain)}
         self.names = file_names(domain, self.cfg.multi_responses.num_responses)
         self.texts = ctx.template_texts
         self.pre_query = self.texts.pre_query[domain]
@@ -295,7 +296,7 @@ class DomainMerger:
 
     def _with_instructions(self, *stages: str) -> Iterator[tuple[dict, ...]]:
         """(selected instruction, row of each stage) per problem, in id order."""
-        streams = [stage_rows(self.ctx, "select", self.domain)]
+        streams = [stage_rows(self.ctx, SELECT, self.domain)]
         streams += [stage_rows(self.ctx, stage, self.domain) for stage in stages]
         # stage_rows checks each stream's ids against the plan, so equal lengths mean equal ids
         return zip(*streams, strict=True)
@@ -312,7 +313,7 @@ class DomainMerger:
         loops = LoopCount()
         with (TableWriter(self.out / self.names["sft_data"]) as writer,
               TableWriter(self.out / self.names["sft_text"]) as text_writer):
-            for selected, row in self._with_instructions("responses"):
+            for selected, row in self._with_instructions(RESPONSES):
                 self.samples.sft_response_tokens.append(row["output_tokens"][0])
                 loops.add(row["finish_reasons"], row["responses"])
                 if not row["complete"][0]:  # truncated, looped or answerless responses stay out of SFT (defect 7)
@@ -347,7 +348,7 @@ class DomainMerger:
         if checker is None and q.answer_equivalence:
             checker = EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers)
         restarts = checker.restarts if checker is not None else 0
-        voted = vote_stream(self._with_instructions("multi_responses", "rewards"),
+        voted = vote_stream(self._with_instructions(MULTI_RESPONSES, REWARDS),
                             lambda rows: final_answers(rows[1]["answers"], rows[1]["complete"]), checker, equivalence)
         with (TableWriter(self.out / self.names["preference_data"]) as writer,
               TableWriter(self.out / self.names["dpo_data"]) as dpo,
@@ -411,8 +412,8 @@ class DomainMerger:
     def quality_section(self) -> dict:
         """dataset_info.json's `quality`: what `python -m magpie_hpc report` prints, flags included."""
         drop_reasons: Counter = Counter()
-        for shard in stage_shards(self.cfg, "instructions", self.domain):
-            done = self.ctx.store.shard("instructions", self.domain, shard.shard).done() or {}
+        for shard in stage_shards(self.cfg, INSTRUCTIONS, self.domain):
+            done = self.ctx.store.shard(INSTRUCTIONS, self.domain, shard.shard).done() or {}
             drop_reasons.update(done.get("drop_reasons", {}))
         duplicates = read_duplicates(self.ctx.store, self.domain)
         figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
@@ -475,7 +476,7 @@ def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
 def generation_configs(ctx: RunContext) -> dict[str, dict[str, list[dict]]]:
     """stage -> domain -> every distinct settings its chunks were generated (or scored) with."""
     out: dict[str, dict[str, list[dict]]] = {}
-    for stage in ("instructions", "responses", "multi_responses", "rewards"):
+    for stage in (s.name for s in PIPELINE if s.gpu):  # select generates nothing
         for d in ctx.cfg.domains:
             seen: list[dict] = []
             for shard in stage_shards(ctx.cfg, stage, d):
@@ -502,7 +503,7 @@ def _merge_locked(ctx: RunContext, accounting) -> dict:
     except BaseException:
         staging.discard()
         raise
-    marker = ctx.store.shard("merge", "all", 0)
+    marker = ctx.store.shard(*MERGE_KEY)
     marker.done_path.unlink(missing_ok=True)  # old outputs are about to be replaced: not merged meanwhile
     staging.publish([*ctx.cfg.domains, PLOTS_DIR, "combined_dataset_info.json", "README.md"])
     # A table that had rows in an earlier merge and has none now: its old Parquet file would load as
@@ -510,7 +511,7 @@ def _merge_locked(ctx: RunContext, accounting) -> dict:
     for domain, names in (combined.get("empty_tables") or {}).items():
         for name in names:
             inside(ctx.run_dir, ctx.run_dir / domain / name).with_suffix(".parquet").unlink(missing_ok=True)
-    marker.mark_done({"stage": "merge", "finished": date, "total_problems": ctx.cfg.total_problems})  # last
+    marker.mark_done({"stage": MERGE, "finished": date, "total_problems": ctx.cfg.total_problems})  # last
     return combined
 
 

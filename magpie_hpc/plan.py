@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from .config import RunConfig
+from .pipeline import PIPELINE, stage as stage_spec
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,6 @@ def shard_ranges(count: int, shard_size: int) -> list[ShardRange]:
     return ranges
 
 
-STAGE_SHARDING = {
-    "instructions": "instructions",
-    "select": None,
-    "responses": "responses",
-    "multi_responses": "multi_responses",
-    "rewards": "multi_responses",
-}
-
-
 def shard_size(cfg: RunConfig, stage: str, domain: str) -> int:
     """The configured size, or what fills `target_task_hours` of one GPU by the throughput model."""
     explicit = getattr(cfg.sharding, stage)
@@ -61,7 +53,7 @@ def shard_size(cfg: RunConfig, stage: str, domain: str) -> int:
 
 def task_gpus(cfg: RunConfig, stage: str) -> int:
     """GPUs one task of the stage holds: the generator's tensor-parallel group; the reward model one."""
-    if stage not in ("instructions", "responses", "multi_responses"):
+    if not stage_spec(stage).generates:
         return 1
     from .roofline import choose_tensor_parallel, explicit_tensor_parallel
 
@@ -72,7 +64,7 @@ def task_gpus(cfg: RunConfig, stage: str) -> int:
 def tokens_per_second_per_gpu(cfg: RunConfig, stage: str, domain: str) -> float:
     """Planned output (rewards: scored) tokens/s per GPU: a configured figure, else the roofline's."""
     t = cfg.throughput
-    if stage == "rewards":
+    if stage_spec(stage).engine == "scorer":
         return t.reward_tokens_per_second
     if t.generation_tokens_per_second is not None:
         return t.generation_tokens_per_second
@@ -87,7 +79,7 @@ def tokens_per_second_per_gpu(cfg: RunConfig, stage: str, domain: str) -> float:
 
 def stage_shards(cfg: RunConfig, stage: str, domain: str) -> list[ShardRange]:
     count = cfg.domain(domain).count
-    key = STAGE_SHARDING[stage]
+    key = stage_spec(stage).sharding
     if key is None:
         return [ShardRange(0, 0, count)]
     return shard_ranges(count, shard_size(cfg, key, domain))
@@ -109,22 +101,23 @@ def instruction_id(domain: str, index: int) -> str:
 
 
 def estimated_tokens(cfg: RunConfig, stage: str, domain: str) -> float:
-    """Tokens a stage generates (or scores) for a domain, from the token budgets and fill rates."""
-    d, t, m = cfg.domain(domain), cfg.throughput, cfg.multi_responses
+    """Tokens a stage generates (or scores) for a domain, from the token budgets and fill rates: an
+    instruction fills `instruction_fill` of its budget, a response `response_fill`; a scorer reads
+    the instruction and the response it scores (the upstream stage's budget)."""
+    spec, d, t = stage_spec(stage), cfg.domain(domain), cfg.throughput
+    requests = d.count * spec.samples(cfg)
     instruction = d.max_tokens_instruction * t.instruction_fill
-    if stage == "instructions":
-        return d.count * (1 + cfg.instructions.oversample) / t.keep_rate * instruction
-    if stage == "responses":
-        return d.count * d.max_tokens_response * t.response_fill
-    if stage == "multi_responses":
-        return d.count * m.num_responses * m.max_tokens * t.response_fill
-    if stage == "rewards":
-        return d.count * m.num_responses * (instruction + m.max_tokens * t.response_fill)
+    if spec.engine == "scorer":
+        scored = stage_spec(spec.upstream)
+        return requests * (instruction + scored.max_tokens(cfg, domain) * t.response_fill)
+    if spec.generates:
+        fill = t.response_fill if spec.responds else t.instruction_fill
+        return requests * spec.max_tokens(cfg, domain) * fill
     return 0.0
 
 
 def estimated_gpu_hours(cfg: RunConfig, stage: str, domain: str) -> float:
-    if stage not in ("instructions", "responses", "multi_responses", "rewards"):
+    if not stage_spec(stage).gpu:
         return 0.0
     t = cfg.throughput
     rate = tokens_per_second_per_gpu(cfg, stage, domain)
@@ -136,20 +129,14 @@ def estimated_gpu_hours(cfg: RunConfig, stage: str, domain: str) -> float:
 def plan_summary(cfg: RunConfig) -> dict:
     """Shard counts per stage and domain, as recorded in run.json and printed by --dry-run."""
     return {
-        domain: {stage: len(stage_shards(cfg, stage, domain)) for stage in STAGE_SHARDING}
+        domain: {spec.name: len(stage_shards(cfg, spec.name, domain)) for spec in PIPELINE}
         for domain in cfg.domains
     }
 
 
-# Stages whose requests the engine's loop stop (config `repetition_detection`) can end early.
-LOOP_STAGES = ("instructions", "responses", "multi_responses")
-
-
 def stage_max_tokens(cfg: RunConfig, stage: str, domain: str) -> int:
     """The `max_tokens` each request of a generation stage runs to at most."""
-    d = cfg.domain(domain)
-    return {"instructions": d.max_tokens_instruction, "responses": d.max_tokens_response,
-            "multi_responses": cfg.multi_responses.max_tokens}[stage]
+    return stage_spec(stage).max_tokens(cfg, domain)
 
 
 def loop_tokens_saved(max_tokens: int, loops: int, loop_output_tokens: int) -> int:
@@ -163,7 +150,8 @@ def planned_loop_savings(cfg: RunConfig, loop_rate: float, stopped_at: float) ->
     stopped after `stopped_at` of its max_tokens: {stage: {"tokens", "gpu_hours"}} at the planned
     throughput. The real loop rate and stop point come from a pilot run (run summary)."""
     out = {}
-    for stage, n in (("responses", 1), ("multi_responses", cfg.multi_responses.num_responses)):
+    for spec in (s for s in PIPELINE if s.responds):
+        stage, n = spec.name, spec.samples(cfg)
         per_domain = {d: cfg.domain(d).count * n * loop_rate * stage_max_tokens(cfg, stage, d) * (1 - stopped_at)
                       for d in cfg.domains}
         gpu_seconds = sum(t / tokens_per_second_per_gpu(cfg, stage, d) for d, t in per_domain.items())
@@ -176,15 +164,16 @@ def stage_plan(cfg: RunConfig) -> dict:
     choice = choose_tensor_parallel(cfg)
     gpu = resolve_gpu(cfg).name
     stages = []
-    for stage in STAGE_SHARDING:
+    for spec in PIPELINE:
+        stage = spec.name
         for domain in cfg.domains:
             entry = {"stage": stage, "domain": domain, "gpu": None, "tensor_parallel_size": None,
                      "kv_cache_tokens": None, "max_num_seqs": None, "tokens_per_second_per_gpu": None,
                      "tasks": len(stage_shards(cfg, stage, domain)),
                      "gpu_hours": round(estimated_gpu_hours(cfg, stage, domain), 2)}
-            if stage == "rewards":
+            if spec.engine == "scorer":
                 entry.update(gpu=gpu, tensor_parallel_size=1, tokens_per_second_per_gpu=cfg.throughput.reward_tokens_per_second)
-            elif STAGE_SHARDING[stage] is not None:
+            elif spec.generates:
                 lay = stage_layout(cfg, stage, domain, choice.tensor_parallel_size)
                 entry.update(gpu=gpu, tensor_parallel_size=choice.tensor_parallel_size, kv_cache_tokens=lay.kv_cache_tokens,
                              max_num_seqs=cfg.engine.max_num_seqs or lay.max_num_seqs,

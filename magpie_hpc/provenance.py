@@ -146,10 +146,11 @@ def reconcile_provenance(manifest: dict, *, force: bool) -> dict | None:
 
 def stage_gpus(ctx) -> dict[str, list[str]]:
     """Per stage, the GPU types that ran its shards (DONE.json `gpu`; "none" for a shard without one)."""
+    from .pipeline import STAGE_NAMES
     from .plan import stage_shards
 
     out: dict[str, list[str]] = {}
-    for stage in ("instructions", "select", "responses", "multi_responses", "rewards"):
+    for stage in STAGE_NAMES:
         seen: set[str] = set()
         for domain in ctx.cfg.domains:
             for shard in stage_shards(ctx.cfg, stage, domain):

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 from .hardware import GIB, GPUS, MENU_ARCHITECTURES, GpuSpec, ModelArch, dense_parameters, find_gpu
+from .pipeline import generation_stages, stage as stage_spec
 
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
 OVERHEAD_GIB = 2.0
@@ -52,7 +53,6 @@ TP_MIN_GAIN = 0.10
 # response prompt is the instruction plus RESPONSE_TEMPLATE_TOKENS (launch.TEMPLATE_MARGIN).
 MAGPIE_PROMPT_TOKENS = 160
 RESPONSE_TEMPLATE_TOKENS = 64
-GENERATION_STAGES = ("instructions", "responses", "multi_responses")
 
 _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4, "auto": 2,
                 "fp8": 1, "float8_e4m3fn": 1, "int8": 1}
@@ -261,10 +261,10 @@ def explicit_tensor_parallel(cfg) -> int | None:
 def stage_lengths(cfg, stage: str, domain: str) -> StageLengths:
     d, t = cfg.domain(domain), cfg.throughput
     instruction = d.max_tokens_instruction * t.instruction_fill
-    if stage == "instructions":
+    spec = stage_spec(stage)
+    if not spec.responds:  # an instruction: the Magpie pre-query template is the whole prompt
         return StageLengths(MAGPIE_PROMPT_TOKENS, instruction)
-    out = d.max_tokens_response if stage == "responses" else cfg.multi_responses.max_tokens
-    return StageLengths(instruction + RESPONSE_TEMPLATE_TOKENS, out * t.response_fill)
+    return StageLengths(instruction + RESPONSE_TEMPLATE_TOKENS, spec.max_tokens(cfg, domain) * t.response_fill)
 
 
 def stage_layout(cfg, stage: str, domain: str, tp: int) -> Layout:
@@ -282,7 +282,7 @@ def _stage_tokens(cfg, stage: str, domain: str) -> float:
 def generation_hours(cfg, tp: int) -> float:
     """GPU-hours of the run's generation stages at one group size (inf where a stage cannot run)."""
     hours = 0.0
-    for stage in GENERATION_STAGES:
+    for stage in (s.name for s in generation_stages()):
         for domain in cfg.domains:
             rate = stage_layout(cfg, stage, domain, tp).tokens_per_second_per_gpu
             if rate <= 0:
@@ -343,7 +343,7 @@ def planned_max_num_seqs(cfg, stage: str, domain: str) -> int | None:
     """vLLM's max_num_seqs for a stage: the configured one, else the planner's sequences."""
     if cfg.engine.max_num_seqs is not None:
         return cfg.engine.max_num_seqs
-    if stage not in GENERATION_STAGES:
+    if not stage_spec(stage).generates:
         return None
     seqs = stage_layout(cfg, stage, domain, choose_tensor_parallel(cfg).tensor_parallel_size).max_num_seqs
     return seqs or None

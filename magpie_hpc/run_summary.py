@@ -12,20 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .config import GPU_STAGES
 from .errors import MagpieError
-from .plan import LOOP_STAGES, estimated_gpu_hours, instruction_target, loop_tokens_saved, stage_max_tokens, stage_shards
+from .pipeline import INSTRUCTIONS, PIPELINE, STAGE_NAMES, stage as stage_spec
+from .plan import estimated_gpu_hours, instruction_target, loop_tokens_saved, stage_max_tokens, stage_shards
 from .store import RunStore, ShardStore, counted_starts
-
-SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
-# DONE.json fields that count what a stage produced: instructions keep `kept` of `rows` samples.
-RECORD_UNIT = {"instructions": "clean instructions", "select": "problems", "responses": "problems",
-               "multi_responses": "problems", "rewards": "problems"}
 
 Accounting = Callable[[RunStore], "dict | None"]
 
-# Stages whose thrown-away responses (cut off at max_tokens, or stopped as loops) the summary costs.
-RESPONSE_STAGES = ("responses", "multi_responses")
 # SLURM states of a task run that did not finish its work: a preemption, a kill, a time limit, a
 # dead node or a failure cut it short, and its GPU time bought only the chunks it committed.
 CUT_SHORT_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "TIMEOUT", "CANCELLED", "FAILED", "OUT_OF_MEMORY",
@@ -34,11 +27,12 @@ CUT_SHORT_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "TIMEOUT", "CANCELLED"
 
 def shard_target(cfg, stage: str, shard_range) -> int:
     """Records a shard holds when done: clean instructions for stage 1, problems elsewhere."""
-    return instruction_target(cfg, shard_range) if stage == "instructions" else shard_range.size
+    return instruction_target(cfg, shard_range) if stage == INSTRUCTIONS else shard_range.size
 
 
 def done_records(stage: str, done: dict) -> int:
-    return int(done.get("kept", done.get("rows", 0))) if stage == "instructions" else int(done.get("rows", 0))
+    # DONE.json fields that count what a stage produced: instructions keep `kept` of `rows` samples
+    return int(done.get("kept", done.get("rows", 0))) if stage == INSTRUCTIONS else int(done.get("rows", 0))
 
 
 @dataclass
@@ -105,10 +99,10 @@ def _committed_progress(stage: str, store: ShardStore) -> tuple[int, int]:
     records = tokens = 0
     for index in indices:
         try:
-            if stage == "instructions":
+            if stage == INSTRUCTIONS:
                 table = pq.read_table(store.chunk_path(index), columns=["instruction", "output_tokens"])
                 records += table.num_rows - table["instruction"].null_count
-            elif stage in ("responses", "multi_responses"):
+            elif stage_spec(stage).responds:
                 table = pq.read_table(store.chunk_path(index), columns=["output_tokens"])
                 records += table.num_rows
             else:
@@ -193,7 +187,8 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - the summary must never fail the merge
             note = f"accounting failed ({type(exc).__name__}: {exc}); "
     per: dict[tuple[str, str], dict] = {}
-    for stage in SHARD_STAGES:
+    for spec in PIPELINE:
+        stage = spec.name
         for domain in cfg.domains:
             m = _empty()
             m["gpu_hours_planned"] = _planned(cfg, stage, domain)
@@ -207,19 +202,19 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
                 truncated, completions = _truncation(done)
                 m["truncated"] += truncated
                 m["completions"] += completions
-                if stage in LOOP_STAGES:
+                if spec.generates:  # the engine's loop stop can end any generated request early
                     loops = int((done.get("finish_reasons") or {}).get("repetition", 0))
                     m["stopped_as_loops"] += loops
                     m["loop_tokens_saved"] += loop_tokens_saved(stage_max_tokens(cfg, stage, domain), loops,
                                                                 int(done.get("repetition_output_tokens", 0)))
-                if stage in RESPONSE_STAGES:  # a cut-off response ran to max_tokens; a loop, as far as it got
+                if spec.responds:  # a cut-off response ran to max_tokens; a loop, as far as it got
                     m["discarded_tokens"] += (truncated * stage_max_tokens(cfg, stage, domain)
                                               + int(done.get("repetition_output_tokens", 0)))
                 m["attempts"] += len(disk.starts)
                 m["retries"] += disk.retries
                 if acct is None:
                     m["preemptions"] += disk.interrupted
-                    if stage in GPU_STAGES:
+                    if spec.gpu:
                         m["gpu_seconds"] += float(done.get("seconds", 0.0))
             per[(stage, domain)] = m
     if acct is not None:
@@ -243,7 +238,7 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
                                "(DONE.json `seconds`), one GPU assumed per GPU stage; earlier attempts not counted")
     stages: dict[str, dict] = {}
     total = _empty()
-    for stage in SHARD_STAGES:
+    for stage in STAGE_NAMES:
         stage_total = _empty()
         for domain in cfg.domains:
             _add(stage_total, per[(stage, domain)])
@@ -323,7 +318,7 @@ def cost_lines(summary: dict, *, markdown: bool = False) -> list[str]:
     unit = "GPU-hours" if summary.get("gpu_hours_source") != "wall_clock" else "wall-clock hours"
     lines = []
     for stage, block in summary["stages"].items():
-        if stage not in GPU_STAGES:
+        if not stage_spec(stage).gpu:
             continue
         m = block["total"]
         spent = m["gpu_hours"]
@@ -332,7 +327,7 @@ def cost_lines(summary: dict, *, markdown: bool = False) -> list[str]:
         for key, what in (("gpu_hours_cut_short", "on runs cut short (preempted, killed, failed)"),
                           ("gpu_hours_discarded", "on responses thrown away (cut off or stopped as loops)")):
             value = m.get(key) or 0.0
-            if key == "gpu_hours_discarded" and stage not in RESPONSE_STAGES:
+            if key == "gpu_hours_discarded" and not stage_spec(stage).responds:
                 continue
             parts.append(f"{_hours(value)} ({_pct(value / spent if spent else None)}) {what}")
         lines.append(("- " if markdown else "") + f"{stage}: " + "; ".join(parts))

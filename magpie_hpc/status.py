@@ -26,8 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from .calibration import measured_throughput_or_none, throughput_line
 from .context import RunContext
 from .errors import ConfigError, MagpieError
+from .pipeline import MERGE, MERGE_KEY, STAGE_NAMES, stage as stage_spec
 from .plan import stage_shards
-from .run_summary import RECORD_UNIT, SHARD_STAGES, ShardDisk, read_shard, shard_target
+from .run_summary import ShardDisk, read_shard, shard_target
 from .shardlock import ShardLock
 from .slurm.accounting import ACTIVE
 from .store import INTERRUPTED, RunStore
@@ -232,7 +233,7 @@ def _log_candidates(store: RunStore, key: tuple[str, str, int], job_id: str | No
     A_i writes logs/A_i/A_i_0_log.err, a plain job (one-shard piece, merge) logs/A/A_0_log.err."""
     found = []
     for job in reversed(store.read_jobs()):
-        keys = ([("merge", "all", 0)] if job["stage"] == "merge"
+        keys = ([MERGE_KEY] if job["stage"] == MERGE
                 else [(job["stage"], job["domain"], s) for s in job["shards"]])
         if key not in keys:
             continue
@@ -341,7 +342,7 @@ def _active(row: StageStatus, local: bool) -> bool:
 
 
 def _totals_row(stage: str, rows: list[StageStatus], now: float, active: bool) -> StageStatus:
-    agg = StageStatus(stage=stage, domain="all", shards=0, record_unit=RECORD_UNIT[stage], records_done=0,
+    agg = StageStatus(stage=stage, domain="all", shards=0, record_unit=stage_spec(stage).record_unit, records_done=0,
                       records_target=0, output_tokens=0, prompt_tokens=0, truncated=0, completions=0, attempts=0,
                       retries=0, preemptions=0, compute_seconds=0.0, first_start=None, last_activity=None,
                       elapsed_seconds=None, tokens_per_second=None, problems_per_hour=None, eta_seconds=None)
@@ -391,15 +392,15 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
                          "exit codes")
         elif not result.squeue_ok:
             notes.append("squeue failed: the live queue is as slurmdbd last recorded it")
-    submitted = {("merge", "all", 0) if j["stage"] == "merge" else (j["stage"], j["domain"], s)
+    submitted = {MERGE_KEY if j["stage"] == MERGE else (j["stage"], j["domain"], s)
                  for j in jobs for s in j["shards"]}
     rows: list[StageStatus] = []
     failed: list[FailedShard] = []
     disagreements: list[Disagreement] = []
     any_active = False
-    for stage in SHARD_STAGES:
+    for stage in STAGE_NAMES:
         for domain in cfg.domains:
-            row = StageStatus(stage=stage, domain=domain, shards=0, record_unit=RECORD_UNIT[stage], records_done=0,
+            row = StageStatus(stage=stage, domain=domain, shards=0, record_unit=stage_spec(stage).record_unit, records_done=0,
                               records_target=0, output_tokens=0, prompt_tokens=0, truncated=0, completions=0,
                               attempts=0, retries=0, preemptions=0, compute_seconds=0.0, first_start=None,
                               last_activity=None, elapsed_seconds=None, tokens_per_second=None,
@@ -460,19 +461,19 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
             row.last_activity = max(ends, default=None)
             _rates(row, _active(row, local), now)
             rows.append(row)
-    rows.sort(key=lambda r: (cfg.domains.index(r.domain), SHARD_STAGES.index(r.stage)))
+    rows.sort(key=lambda r: (cfg.domains.index(r.domain), STAGE_NAMES.index(r.stage)))
     if len(cfg.domains) > 1:
-        for stage in SHARD_STAGES:
+        for stage in STAGE_NAMES:
             mine = [r for r in rows if r.stage == stage]
             rows.append(_totals_row(stage, mine, now, any(_active(r, local) for r in mine)))
 
-    merge = _merge_status(store, states.get(("merge", "all", 0)), ("merge", "all", 0) in submitted, local)
+    merge = _merge_status(store, states.get(MERGE_KEY), MERGE_KEY in submitted, local)
     if merge.state == "running" or (merge.state == "pending" and not local):
         any_active = True
     if merge.state == "failed":
-        merge_disk = read_shard("merge", store.shard("merge", "all", 0), progress=False)
-        failed.append(_failed(store, ("merge", "all", 0), "the merge job ended without writing the dataset", merge_disk,
-                              states.get(("merge", "all", 0)), cap))
+        merge_disk = read_shard(MERGE, store.shard(*MERGE_KEY), progress=False)
+        failed.append(_failed(store, MERGE_KEY, "the merge job ended without writing the dataset", merge_disk,
+                              states.get(MERGE_KEY), cap))
     per_domain = [r for r in rows if r.domain != "all"]
     totals = Totals(**{name: sum(getattr(r, name) for r in per_domain) for name in Totals.model_fields})
     complete = totals.done == totals.shards and merge.state == "done"
@@ -508,7 +509,6 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
 
 def _costs(ctx: RunContext, local: bool) -> list[StageCost]:
     """The run summary's cost figures, now (one sacct call without waiting for it to settle)."""
-    from .config import GPU_STAGES
     from .run_summary import build_run_summary
     from .slurm.accounting import run_accounting
 
@@ -519,11 +519,11 @@ def _costs(ctx: RunContext, local: bool) -> list[StageCost]:
                       gpu_hours_cut_short=m["gpu_hours_cut_short"], gpu_hours_discarded=m["gpu_hours_discarded"],
                       source=source)
             for stage, m in ((stage, block["total"]) for stage, block in summary["stages"].items())
-            if stage in GPU_STAGES]
+            if stage_spec(stage).gpu]
 
 
 def _merge_status(store: RunStore, st, submitted: bool, local: bool) -> MergeStatus:
-    if store.shard("merge", "all", 0).done() is not None:
+    if store.shard(*MERGE_KEY).done() is not None:
         return MergeStatus(state="done", job_id=st.job_id if st else None, slurm_state=st.state if st else None)
     if st is None or st.state in ("ENDED", "UNKNOWN"):
         state = "pending" if local else ("cancelled" if submitted else "unsubmitted")
@@ -588,7 +588,7 @@ COLUMNS = [("domain", "<"), ("stage", "<"), ("shards", ">"), ("done", ">"), ("ru
 
 def _row_cells(r: StageStatus, first_of_domain: bool) -> list[str]:
     pct = f"{min(r.records_done / r.records_target, 1):.0%}" if r.records_target else "-"
-    tokens = r.stage not in ("select", "rewards")
+    tokens = stage_spec(r.stage).generates  # what a scorer reads is not output
     return [r.domain if first_of_domain else "", r.stage, str(r.shards), str(r.done), str(r.running), str(r.pending),
             str(r.preempted), str(r.failed), str(r.cancelled), f"{r.records_done}/{r.records_target} {pct:>4}",
             _num(r.output_tokens) if tokens else "-", _num(r.tokens_per_second) if tokens else "-",
@@ -642,12 +642,12 @@ def render_table(status: RunStatus) -> str:
     if s.failed:
         lines += ["", f"FAILED ({len(s.failed)}):"]
         for f in s.failed:
-            what = "merge" if f.stage == "merge" else f"{f.stage} {f.domain} shard {f.shard}"
+            what = MERGE if f.stage == MERGE else f"{f.stage} {f.domain} shard {f.shard}"
             slurm = ", ".join(x for x in (
                 f"job {f.job_id}" if f.job_id else "", f"node {f.node}" if f.node else "",
                 f"exit code {f.exit_code}" if f.exit_code else "", f"reason {f.reason}" if f.reason else "") if x)
             lines.append(f"  {what}: {f.problem}" + (f"; {slurm}" if slurm else ""))
-            if f.stage != "merge":
+            if f.stage != MERGE:
                 cap = " - failed permanently, resubmit will not retry it" if f.permanent else ""
                 lines.append(f"    attempts: {f.attempts} of {f.max_attempts}{cap}")
             if f.last_error:

@@ -12,15 +12,13 @@ from pathlib import Path
 from ..context import RunContext
 from ..engine import EngineCache
 from ..merge import merge_run
+from ..pipeline import STAGE_NAMES, stage as stage_spec
 from ..plan import stage_shards
 from ..stages import run_shard
 from ..stages.select import NeedMoreInstructions
 from .base import Executor
 
 log = logging.getLogger("magpie_hpc")
-
-ORDER = ("instructions", "select", "responses", "multi_responses", "rewards")
-
 
 class LocalExecutor(Executor):
     name = "local"
@@ -29,7 +27,7 @@ class LocalExecutor(Executor):
         ctx = RunContext(run_dir)
         engines = EngineCache()
         try:
-            for stage in ORDER:
+            for stage in STAGE_NAMES:  # pipeline order: every stage after the one it reads
                 for domain in ctx.cfg.domains:
                     for shard in stage_shards(ctx.cfg, stage, domain):
                         self._run(ctx, engines, stage, domain, shard.shard)
@@ -45,8 +43,9 @@ class LocalExecutor(Executor):
             except NeedMoreInstructions as exc:
                 # What `resubmit` does on SLURM: generate the missing instructions, select again.
                 log.warning("%s", exc)
-                for ins in stage_shards(ctx.cfg, "instructions", domain):
-                    run_shard(ctx.run_dir, "instructions", domain, ins.shard, engines=engines, ctx=ctx)
+                upstream = stage_spec(stage).upstream
+                for ins in stage_shards(ctx.cfg, upstream, domain):
+                    run_shard(ctx.run_dir, upstream, domain, ins.shard, engines=engines, ctx=ctx)
         else:
             summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
         log.info("%s %s shard %d done: %d rows", stage, domain, shard, summary.get("rows", 0))

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..context import RunContext
+from ..pipeline import STAGE_NAMES
 from ..plan import stage_shards
 from ..slurm.preflight import preflight
-from ..slurm.submit import SHARD_STAGES, SubmitPlan, Submitter, check_submission, submission_values
+from ..slurm.submit import SubmitPlan, Submitter, check_submission, submission_values
 from .base import Executor
 
 log = logging.getLogger("magpie_hpc")
@@ -26,7 +27,7 @@ class SlurmExecutor(Executor):
         ctx = RunContext(run_dir)
         todo = {
             (stage, domain): [s.shard for s in stage_shards(ctx.cfg, stage, domain)]
-            for stage in SHARD_STAGES for domain in ctx.cfg.domains
+            for stage in STAGE_NAMES for domain in ctx.cfg.domains
         }
         pieces = Submitter(ctx).submit(SubmitPlan(todo=todo))
         for p in pieces:

@@ -19,6 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
+from ..pipeline import MERGE, MERGE_KEY
 from ..store import RunStore
 from . import cluster
 
@@ -113,8 +114,8 @@ def _pieces(store: RunStore) -> list[tuple[str, list[Key]]]:
     """(job id, shard keys by array index) of every submission in jobs.jsonl."""
     out = []
     for job in store.read_jobs():
-        if job["stage"] == "merge":
-            out.append((str(job["job_id"]), [("merge", "all", 0)]))
+        if job["stage"] == MERGE:
+            out.append((str(job["job_id"]), [MERGE_KEY]))
         else:
             out.append((str(job["job_id"]), [(job["stage"], job["domain"], s) for s in job["shards"]]))
     return out
@@ -219,7 +220,7 @@ def _job_ids(pieces: dict[str, list[Key]]) -> list[str]:
 
 
 def shard_states(store: RunStore, *, use_sacct: bool | None = None) -> States:
-    """Latest SLURM state of every submitted shard (and of the merge, key ("merge", "all", 0))."""
+    """Latest SLURM state of every submitted shard (and of the merge, key pipeline.MERGE_KEY)."""
     pieces = dict(_pieces(store))
     if not pieces:
         return States({}, "none")
@@ -281,7 +282,7 @@ def run_accounting(store: RunStore, *, settle_tries: int = 6, settle_seconds: fl
         return None
     try:
         for _ in range(settle_tries):
-            records = [r for r in task_records(store) if r.stage != "merge"]
+            records = [r for r in task_records(store) if r.stage != MERGE]
             # The merge runs after every task ended, but slurmdbd may not have the last end times
             # yet (a task still RUNNING there counts its elapsed time up to now): give it a moment.
             if not any(r.state in ACTIVE for r in records):

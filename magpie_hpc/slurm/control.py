@@ -15,6 +15,7 @@ from submitit.core.utils import JobPaths
 
 from ..errors import ConfigError
 from ..run_summary import read_shard
+from ..pipeline import MERGE, MERGE_KEY
 from ..store import RunStore
 from . import accounting, cluster
 
@@ -66,10 +67,10 @@ def cancel_run(run_dir: Path | str, *, stage: str | None = None, domain: str | N
         return Cancellation(local=True)
     states = accounting.shard_states(store).shards
     chosen = {key: st.job_id for key, st in states.items()
-              if st.active and key[0] != "merge" and _matches(key, stage, domain)}
-    merge = states.get(("merge", "all", 0))
-    if merge is not None and merge.active and (chosen or stage in (None, "merge")):
-        chosen[("merge", "all", 0)] = merge.job_id
+              if st.active and key[0] != MERGE and _matches(key, stage, domain)}
+    merge = states.get(MERGE_KEY)
+    if merge is not None and merge.active and (chosen or stage in (None, MERGE)):
+        chosen[MERGE_KEY] = merge.job_id
     cluster.scancel(sorted(set(chosen.values())))
     return Cancellation(cancelled=chosen)
 
@@ -98,7 +99,7 @@ def _task_ids(store: RunStore, key: Key) -> list[str]:
     as a plain job `A`, an array task as `A_i`)."""
     ids = []
     for job in reversed(store.read_jobs()):
-        keys = ([("merge", "all", 0)] if job["stage"] == "merge"
+        keys = ([MERGE_KEY] if job["stage"] == MERGE
                 else [(job["stage"], job["domain"], s) for s in job["shards"]])
         if key in keys:
             base = str(job["job_id"])
@@ -121,7 +122,7 @@ def task_logs(run_dir: Path | str, *, failed: bool = False, key: Key | None = No
         keys = [key]
     else:
         keys = sorted({k for job in store.read_jobs()
-                       for k in ([("merge", "all", 0)] if job["stage"] == "merge"
+                       for k in ([MERGE_KEY] if job["stage"] == MERGE
                                  else [(job["stage"], job["domain"], s) for s in job["shards"]])})
     out = []
     for k in keys:

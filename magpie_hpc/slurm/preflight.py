@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from ..config import GPU_STAGES, RunConfig
+from ..config import RunConfig
 from ..errors import ConfigError
 from ..models import tensor_parallel_size
+from ..pipeline import gpu_stages
 from . import cluster
 from .submit import stage_resources
 
@@ -25,7 +26,7 @@ def preflight(cfg: RunConfig) -> None:
     # A task's GPUs must sit on one node (vLLM's tensor parallelism): sbatch would refuse the array
     # only once some were submitted, or the tasks would pend forever.
     tensor_parallel = tensor_parallel_size(cfg)
-    needed = max(stage_resources(cfg, stage, tensor_parallel).gpus for stage in GPU_STAGES)
+    needed = max(stage_resources(cfg, spec.name, tensor_parallel).gpus for spec in gpu_stages())
     offered = cluster.max_gres_per_node(s.partition) if needed > 1 else needed
     if needed > offered:
         raise ConfigError(f"engine.tensor_parallel_size: a task needs {needed} GPUs on one node and {where} offers "

@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass, field
 
 from ..context import RunContext
+from ..pipeline import MERGE_KEY, STAGE_NAMES
 from ..plan import stage_shards
 from . import cluster
 from .accounting import shard_states
-from .submit import SHARD_STAGES, Piece, SubmitPlan, Submitter
+from .submit import Piece, SubmitPlan, Submitter
 
 log = logging.getLogger("magpie_hpc")
 
@@ -49,7 +50,7 @@ def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmis
         result.cancelled = stuck
     todo: dict[tuple[str, str], list[int]] = {}
     active: dict[tuple[str, str], list[str]] = {}
-    for stage in SHARD_STAGES:
+    for stage in STAGE_NAMES:
         for domain in cfg.domains:
             for shard in stage_shards(cfg, stage, domain):
                 shard_store = store.shard(stage, domain, shard.shard)
@@ -66,8 +67,8 @@ def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmis
                     result.failed.append(f"{stage} {domain} shard {shard.shard}")
                     continue
                 todo.setdefault((stage, domain), []).append(shard.shard)
-    merge_state = states.get(("merge", "all", 0))
-    merge_done = store.shard("merge", "all", 0).done() is not None
+    merge_state = states.get(MERGE_KEY)
+    merge_done = store.shard(*MERGE_KEY).done() is not None
     merge_active = merge_state is not None and merge_state.active and merge_state.job_id not in stuck
     if todo and merge_active:
         # The queued merge waits on the old jobs only; replace it with one that waits on the new ones.

@@ -21,15 +21,14 @@ import submitit
 
 import re
 
-from ..config import (GPU_STAGES, SAFE_PATH, SLURM_CONSTRAINT, SLURM_NAME, SLURM_NAME_LIST, RunConfig,
+from ..config import (SAFE_PATH, SLURM_CONSTRAINT, SLURM_NAME, SLURM_NAME_LIST, RunConfig,
                       SlurmStageResources)
 from ..context import RunContext
 from ..errors import ConfigError
+from ..pipeline import MERGE, PIPELINE, stage as stage_spec
 from . import cluster
 from .task import MergeTask, ShardTask
 
-SHARD_STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
-UPSTREAM = {"select": "instructions", "responses": "select", "multi_responses": "select", "rewards": "multi_responses"}
 
 
 @dataclass
@@ -58,15 +57,13 @@ def job_name(run_name: str, stage: str, domain: str | None) -> str:
     return f"magpie-{run_name}-{stage}" + (f"-{domain}" if domain else "")
 
 
-GENERATION_STAGES = ("instructions", "responses", "multi_responses")
-
-
 def stage_resources(cfg: RunConfig, stage: str, tensor_parallel_size: int) -> SlurmStageResources:
     """What one task of the stage asks SLURM for. A generator split over N GPUs (vLLM's
     tensor_parallel_size: 4 for the 70B menu entries) gets N GPUs whatever gpu_stage.gpus says,
     or vLLM would fail on the node hours after submission; the reward model runs on one."""
-    res = cfg.slurm.gpu_stage if stage in GPU_STAGES else cfg.slurm.cpu_stage
-    if stage in GENERATION_STAGES and res.gpus < tensor_parallel_size:
+    spec = stage_spec(stage)
+    res = cfg.slurm.gpu_stage if spec.gpu else cfg.slurm.cpu_stage
+    if spec.generates and res.gpus < tensor_parallel_size:
         res = res.model_copy(update={"gpus": tensor_parallel_size})
     return res
 
@@ -147,7 +144,7 @@ class Submitter:
             array_parallelism=s.stage_array_parallelism.get(stage, s.array_parallelism), setup=setup_lines(self.cfg), dependency=dependency,
             additional_parameters={"kill-on-invalid-dep": "yes", "requeue": True},
         )
-        if s.mail_user and (stage == "merge" or s.mail_every_array):
+        if s.mail_user and (stage == MERGE or s.mail_every_array):
             ex.update_parameters(mail_user=s.mail_user, mail_type=s.mail_type)
         return ex
 
@@ -168,28 +165,29 @@ class Submitter:
         return piece
 
     def submit_merge(self, dependency: str | None) -> Piece:
-        ex = self._executor("merge", None, dependency)
+        ex = self._executor(MERGE, None, dependency)
         job = ex.submit(MergeTask(), str(self.ctx.run_dir))
-        piece = Piece("merge", "all", [0], job.job_id, dependency)
+        piece = Piece(MERGE, "all", [0], job.job_id, dependency)
         self._record(piece)
         return piece
 
     def submit(self, plan: SubmitPlan) -> list[Piece]:
         """Submit what `plan.todo` lists, wired to new and still-active upstream jobs."""
         submitted: dict[tuple[str, str], list[Piece]] = {}
-        for stage in SHARD_STAGES:
+        for spec in PIPELINE:
+            stage = spec.name
             for domain in self.cfg.domains:
                 shards = plan.todo.get((stage, domain), [])
                 if not shards:
                     continue
-                up = UPSTREAM.get(stage)
+                up = spec.upstream
                 up_new = submitted.get((up, domain), []) if up else []
                 up_active = plan.active.get((up, domain), []) if up else []
                 pieces = []
                 for part in split(shards, self.max_array_size):
                     piece = Piece(stage, domain, part)
                     twin = next((p for p in up_new if p.shards == part), None)
-                    if stage == "rewards" and twin is not None and not up_active:
+                    if spec.dependency == "aftercorr" and twin is not None and not up_active:
                         piece.dependency = _dep("aftercorr", [twin.job_id])  # task i waits for task i only
                     else:
                         piece.dependency = _dep("afterok", [p.job_id for p in up_new] + up_active)
@@ -207,10 +205,11 @@ def describe_plan(cfg: RunConfig, max_array_size: int, tensor_parallel_size: int
     """What launch would submit: arrays and sizes, dependencies, resources, estimated GPU-hours."""
     from ..plan import estimated_gpu_hours, stage_shards
 
-    deps = {"instructions": None, "select": "afterok: instructions", "responses": "afterok: select",
-            "multi_responses": "afterok: select", "rewards": "aftercorr: multi_responses (task i after task i)"}
     arrays, hours = [], {}
-    for stage in SHARD_STAGES:
+    for spec in PIPELINE:
+        stage = spec.name
+        depends_on = spec.upstream and f"{spec.dependency}: {spec.upstream}" + (
+            " (task i after task i)" if spec.dependency == "aftercorr" else "")
         res = stage_resources(cfg, stage, tensor_parallel_size)
         for domain in cfg.domains:
             shards = stage_shards(cfg, stage, domain)
@@ -219,7 +218,7 @@ def describe_plan(cfg: RunConfig, max_array_size: int, tensor_parallel_size: int
             arrays.append({
                 "stage": stage, "domain": domain, "tasks": len(shards),
                 "arrays": [len(p) for p in split(list(range(len(shards))), max_array_size)],
-                "problems_per_task": max(s.size for s in shards), "depends_on": deps[stage],
+                "problems_per_task": max(s.size for s in shards), "depends_on": depends_on,
                 "resources": f"gpus={res.gpus} cpus={res.cpus} mem={res.mem_gb}G time={res.time_min}min",
                 "estimated_gpu_hours": round(gpu_h, 2),
             })

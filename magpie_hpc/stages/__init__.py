@@ -1,5 +1,5 @@
-"""The pipeline's stages, each `run_shard(run_dir, stage, domain, shard)` through one runner."""
+"""The pipeline's stages (pipeline.PIPELINE names their work classes), each shard through one runner."""
 
-from .runner import WORK, run_shard
+from .runner import run_shard
 
-__all__ = ["WORK", "run_shard"]
+__all__ = ["run_shard"]

@@ -10,6 +10,7 @@ import pyarrow as pa
 from ..context import RunContext
 from ..engine import PromptResult, Request
 from ..errors import IncompleteRunError
+from ..pipeline import StageSpec, stage as stage_spec
 from ..plan import ShardRange
 
 
@@ -22,6 +23,16 @@ class ShardWork(ABC):
 
     def __init__(self, ctx: RunContext, domain: str, shard: ShardRange):
         self.ctx, self.cfg, self.domain, self.shard = ctx, ctx.cfg, domain, shard
+
+    @property
+    def spec(self) -> StageSpec:
+        return stage_spec(self.stage)
+
+    @classmethod
+    def recorded_settings(cls, cfg, generator: str, domain: str) -> dict | None:
+        """The settings each committed chunk records (generation_settings.py); None: nothing to
+        record. `generator`: the generator's label (models.model_label), never a path."""
+        return None
 
     @abstractmethod
     def next_chunk(self, committed: list[pa.Table]) -> Any | None:

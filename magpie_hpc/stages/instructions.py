@@ -57,6 +57,14 @@ def _kept(table: pa.Table) -> int:
 class InstructionsWork(ShardWork):
     stage = "instructions"
 
+    @classmethod
+    def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
+        d = cfg.domain(domain)
+        return {"temperature": d.instruction_temperature, "top_p": cfg.instructions.top_p,
+                "max_tokens": d.max_tokens_instruction, "samples_per_prompt": cfg.instructions.samples_per_prompt,
+                "max_difficulty": cfg.instructions.max_difficulty, "input_generator": generator,
+                "engine": cfg.engine.kind}
+
     def __init__(self, *args):
         super().__init__(*args)
         self.target = instruction_target(self.cfg, self.shard) + self._topup()

@@ -26,6 +26,13 @@ class ResponsesWork(ShardWork):
         self.request_positions: dict[int, list[int]] = {}
         self.reused = 0
 
+    @classmethod
+    def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
+        d = cfg.domain(domain)
+        return {"temperature": d.response_temperature, "top_p": cfg.responses.top_p,
+                "repetition_penalty": cfg.responses.repetition_penalty, "max_tokens": d.max_tokens_response,
+                "n": 1, "output_generator": generator, "engine": cfg.engine.kind}
+
     def sampling(self, seed: int) -> Sampling:
         d = self.cfg.domain(self.domain)
         return Sampling(
@@ -88,6 +95,13 @@ class ResponsesWork(ShardWork):
 
 class MultiResponsesWork(ResponsesWork):
     stage = "multi_responses"
+
+    @classmethod
+    def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
+        m = cfg.multi_responses
+        return {"temperature": m.temperature, "top_p": m.top_p, "repetition_penalty": cfg.responses.repetition_penalty,
+                "max_tokens": m.max_tokens, "n": m.num_responses, "output_generator": generator,
+                "engine": cfg.engine.kind}
 
     def sampling(self, seed: int) -> Sampling:
         m = self.cfg.multi_responses

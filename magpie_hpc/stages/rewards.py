@@ -6,6 +6,7 @@ import pyarrow as pa
 
 from ..engine.reward_engine import MissingGatingPattern
 from ..errors import MagpieError
+from ..models import model_label
 from .base import ShardWork, rows_done
 
 
@@ -22,10 +23,16 @@ class RewardsWork(ShardWork):
     stage = "rewards"
     engine_kind = "scorer"
 
+    @classmethod
+    def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
+        return {"reward_model": model_label(cfg.reward_model), "max_length": cfg.rewards.max_length,
+                "score_reasoning": cfg.rewards.score_reasoning, "engine": cfg.engine.reward_kind}
+
     def __init__(self, *args):
         super().__init__(*args)
-        self.require_done("multi_responses", self.shard.shard)
-        multi = self.ctx.store.shard("multi_responses", self.domain, self.shard.shard).read_all()
+        scored = self.spec.upstream  # the multi-response shard with the same index
+        self.require_done(scored, self.shard.shard)
+        multi = self.ctx.store.shard(scored, self.domain, self.shard.shard).read_all()
         selection = self.ctx.selection(self.domain).slice(self.shard.start, self.shard.size)
         instructions = dict(zip(selection["id"].to_pylist(), selection["instruction"].to_pylist()))
         self.items = [

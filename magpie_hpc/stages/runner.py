@@ -25,27 +25,15 @@ from ..engine import EngineCache
 from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..journal import RequestJournal, read_journals, remove_journals
+from ..pipeline import stage as stage_spec
 from ..plan import derive_seed, stage_shards
 from ..generation_settings import stage_settings
 from ..shardlock import ShardLock, restart_count
 from ..store import counted_starts
 from .base import ShardWork
-from .instructions import InstructionsWork
-from .responses import MultiResponsesWork, ResponsesWork
-from .rewards import RewardsWork
-from .select import SelectWork
 
 log = logging.getLogger("magpie_hpc")
 
-JOURNALED = ("responses", "multi_responses")  # instruction chunks are short: a lost one costs little
-
-WORK: dict[str, type[ShardWork]] = {
-    "instructions": InstructionsWork,
-    "select": SelectWork,
-    "responses": ResponsesWork,
-    "multi_responses": MultiResponsesWork,
-    "rewards": RewardsWork,
-}
 
 
 def _open_engine(work: ShardWork, ctx: RunContext, task: TaskRef, resume_chunk: int, engines: EngineCache | None):
@@ -73,7 +61,8 @@ def _log_progress(stage, domain, shard, shard_range, committed, table, chunk_sec
     rate = table.num_rows / chunk_seconds if chunk_seconds > 0 else 0.0
     tokens_rate = _tokens(table) / chunk_seconds if chunk_seconds > 0 else 0.0
     eta = ""
-    if stage not in ("instructions", "select") and rate > 0:
+    spec = stage_spec(stage)
+    if spec.gpu and spec.upstream is not None and rate > 0:  # a shard of problems (instructions: candidates)
         eta = f", ETA {max(shard_range.size - rows, 0) / rate:.0f}s"
     log.info("%s %s shard %d: chunk %d committed (%d rows, %.1fs, %.2f rows/s, %.0f tokens/s%s)", stage, domain,
              shard, len(committed) - 1, table.num_rows, chunk_seconds, rate, tokens_rate, eta)
@@ -314,7 +303,7 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
     store.remove_stale_temps()
     committed = store.read_committed()
     task = TaskRef(stage, domain, shard, attempt)
-    work = WORK[stage](ctx, domain, shard_range)
+    work: ShardWork = stage_spec(stage).work_class()(ctx, domain, shard_range)
     engine, load_seconds, resumed_at = None, 0.0, len(committed)
 
     def open_engine():
@@ -328,7 +317,7 @@ def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, at
     check = lambda: _interrupted_check(signals, stage, domain, shard, committed)  # noqa: E731
     settings = stage_settings(ctx.cfg, ctx.model.name, stage, domain)  # recorded with each chunk
     journal = None
-    if stage in JOURNALED:  # finished requests of the open chunks, from earlier attempts
+    if work.spec.journaled:  # finished requests of the open chunks, from earlier attempts
         work.journaled = read_journals(store.path, from_chunk=len(committed))
         journal = RequestJournal(store.path / f"journal-{attempt:03d}.jsonl")
     # closing: whatever ends the loop also ends the engine stream (what it queued is aborted)

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..errors import MagpieError
+from ..pipeline import INSTRUCTIONS
 from ..plan import instruction_id, stage_shards
 from ..quality.cleaning import normalize_for_dedup
 from ..quality.neardup import NearDuplicate, find_near_duplicates
@@ -65,7 +66,7 @@ TOPUP_FILE = "topup.json"
 def reopen_for_more(ctx, domain: str, shard: int, missing: int) -> int:
     """Raise the shard's target by `missing` (plus half again for the next round's losses) and drop
     its done marker, so rerunning it generates only the difference (it resumes after its chunks)."""
-    store = ctx.store.shard("instructions", domain, shard)
+    store = ctx.store.shard(INSTRUCTIONS, domain, shard)
     path = store.path / TOPUP_FILE
     extra = (json.loads(path.read_text())["extra"] if path.exists() else 0) + math.ceil(missing * 1.5)
     write_json_atomic(path, {"extra": extra})
@@ -142,9 +143,9 @@ class SelectWork(ShardWork):
     def run_chunk(self, engine, chunk, index: int, committed: list[pa.Table]) -> pa.Table:
         count = self.cfg.domain(self.domain).count
         candidates = []
-        for shard in stage_shards(self.cfg, "instructions", self.domain):
-            self.require_done("instructions", shard.shard)
-            table = self.ctx.store.shard("instructions", self.domain, shard.shard).read_all()
+        for shard in stage_shards(self.cfg, INSTRUCTIONS, self.domain):
+            self.require_done(INSTRUCTIONS, shard.shard)
+            table = self.ctx.store.shard(INSTRUCTIONS, self.domain, shard.shard).read_all()
             table = table.filter(pc.is_valid(table["instruction"]))
             candidates.extend(
                 dict(row, source_shard=shard.shard) for row in table.select(
@@ -163,7 +164,7 @@ class SelectWork(ShardWork):
         chosen, contaminated = self._drop_contaminated(chosen)
         chosen = chosen[:count]
         if len(chosen) < count:
-            shards = stage_shards(self.cfg, "instructions", self.domain)
+            shards = stage_shards(self.cfg, INSTRUCTIONS, self.domain)
             extra = reopen_for_more(self.ctx, self.domain, shards[-1].shard, count - len(chosen))
             raise NeedMoreInstructions(
                 f"select {self.domain}: only {len(chosen)} distinct clean instructions for {count} problems "
