@@ -28,6 +28,7 @@ def _run(args, tmp_path, capsys):
         (["--reward-model", "/nonexistent/reward"], "reward_model"),
         (["--config", "/nonexistent.toml"], "--config"),
         (["--profile", "/nonexistent.toml"], "--profile"),
+        (["--profile", "no_such_cluster"], "--profile"),
     ],
 )
 def test_bad_flags(extra, field, synthetic_args, tmp_path, capsys):

@@ -7,7 +7,7 @@ Each section's model lives in its own module here; this package exports them all
 
 from .engine import EngineConfig, ModelEntry
 from .fault_tolerance import FaultToleranceConfig
-from .load import check_plan_size, load_config, parse_counts, profile_path
+from .load import check_plan_size, load_config, parse_counts, profile_path, shipped_profiles
 from .names import (NAME_PATTERN, RESERVED_NAMES, SAFE_PATH, SLURM_CONSTRAINT, SLURM_NAME, SLURM_NAME_LIST,
                     check_name, check_no_control)
 from .planning import ArchitectureConfig, HardwareConfig, ShardingConfig, ThroughputConfig
@@ -23,5 +23,5 @@ __all__ = [
     "HardwareConfig", "InstructionStageConfig", "ModelEntry", "MultiResponseStageConfig", "QualityConfig",
     "RepetitionDetectionConfig", "ResponseStageConfig", "RewardStageConfig", "RunConfig", "ShardingConfig",
     "SlurmConfig", "SlurmStageResources", "ThroughputConfig", "check_name", "check_no_control", "check_plan_size",
-    "load_config", "parse_counts", "profile_path",
+    "load_config", "parse_counts", "profile_path", "shipped_profiles",
 ]

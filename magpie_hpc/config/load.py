@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import tomllib
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +36,30 @@ def _first_error(exc: ValidationError) -> str:
     return f"{field}: {msg} (got {err.get('input')!r})"
 
 
-PROFILES_DIR = Path(__file__).resolve().parents[2] / "slurm_templates"
+def _profiles_folder() -> Traversable:
+    # Inside the package, so that an installed magpie-hpc finds them from any directory.
+    return resources.files("magpie_hpc") / "profiles"
 
 
-def profile_path(name: str) -> Path:
-    """A cluster profile: a path, or a name in slurm_templates/ (`a100` -> slurm_templates/a100.toml)."""
+def shipped_profiles() -> list[str]:
+    """The names `--profile` takes besides a path: the profiles in magpie_hpc/profiles/."""
+    return sorted(entry.name.removesuffix(".toml") for entry in _profiles_folder().iterdir()
+                  if entry.name.endswith(".toml"))
+
+
+def profile_path(name: str) -> Path | Traversable:
+    """A cluster profile: a path, or the name of a shipped one (`a100` -> magpie_hpc/profiles/a100.toml)."""
     path = Path(name)
     if path.suffix == ".toml" or path.exists():
         return path
-    return PROFILES_DIR / f"{name}.toml"
+    shipped = shipped_profiles()
+    if name not in shipped:
+        raise ConfigError(f"--profile: {name!r} is neither a file nor a shipped profile ({', '.join(shipped)}); "
+                          "pass one of those or the path of a TOML file")
+    return _profiles_folder() / f"{name}.toml"
 
 
-def _read_toml(path: Path, flag: str) -> dict:
+def _read_toml(path: Path | Traversable, flag: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{flag}: no such file {path}; pass an existing TOML file")
     try:
