@@ -291,7 +291,7 @@ def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch
 
 
 def test_plots_of_two_merges_at_once_never_share_a_temp_file(tmp_path):
-    from magpie_hpc.quality.plots import PLOTS, DomainSamples, write_plots
+    from magpie_hpc.report.plots import PLOTS, DomainSamples, write_plots
 
     samples = {"algebra": DomainSamples()}
     samples["algebra"].instruction_tokens.extend([10, 20, 30])
