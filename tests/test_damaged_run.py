@@ -267,7 +267,7 @@ def test_a_second_merge_refuses_while_one_holds_the_run(run, capsys):
 
 
 def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch):
-    import magpie_hpc.merge as merge
+    import magpie_hpc.merge.run as merge
 
     (run / "algebra" / "NOTES.txt").write_text("kept: not a file the merge writes\n")
     before = snapshot(run)
