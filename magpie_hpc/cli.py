@@ -160,7 +160,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .quality.report import report
+    from .report.quality import report
 
     return report(args.run_dir, as_json=args.json)
 
