@@ -11,14 +11,17 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .errors import MagpieError
+from .errors import ConfigError, MagpieError
+
+if TYPE_CHECKING:  # the executors are imported by the commands that use them: `status` starts fast
+    from .executors import LaunchResult
 
 
 def _launch(args: argparse.Namespace) -> int:
     from .config import load_config, parse_counts
-    from .executors import get_executor
-    from .launch import _missing_parents, create_run, default_executor, discard_run, validate
+    from .launch import dry_run, launch_run, resume_run
 
     _refuse_conflicts(args)
     overrides = {
@@ -32,37 +35,28 @@ def _launch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None,
                       count=args.count, profile=args.profile)
     if args.dry_run:
-        return _dry_run(cfg, as_json=args.json)
+        plan = dry_run(cfg, notify=_note)
+        print(plan.to_json() if args.json else plan.text())
+        return 0
     if args.resume is not None:
-        from .launch import reconcile_config
+        return _show(resume_run(args.resume, cfg, force=args.force, notify=_note))
+    return _show(launch_run(cfg, notify=_note))
 
-        reconcile_config(args.resume, cfg, force=args.force)
-        return _continue_run(args.resume)
-    model, reward, prompts = validate(cfg)
-    executor = get_executor(cfg.executor or default_executor())
-    executor.preflight(cfg)
-    created = _missing_parents(cfg.output_root)
-    run_dir = create_run(cfg, model, reward, prompts)
-    print(f"run directory: {run_dir}", file=sys.stderr)
-    from .launch import temperature_warnings
 
-    for line in temperature_warnings(cfg, model):  # once every check passed: bad input stays one line
-        print(f"warning: {line}", file=sys.stderr)
-    try:
-        executor.run(run_dir)
-    except BaseException:
-        discard_run(run_dir, created)  # nothing ran or was submitted: leave no folder behind
-        raise
-    if executor.name == "slurm":
-        print(f"submitted; watch with: python -m magpie_hpc status {run_dir}", file=sys.stderr)
-    print(run_dir)
-    return 0
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _show(result: LaunchResult) -> int:
+    for line in result.err:
+        _note(line)
+    for line in result.out:
+        print(line)
+    return result.exit_code
 
 
 # Flags that contradict each other: refused with one line rather than one silently winning.
 def _refuse_conflicts(args: argparse.Namespace) -> None:
-    from .errors import ConfigError
-
     if args.count is not None and args.counts:
         raise ConfigError("--count and --counts: pass one of them (--count N sets every domain, --counts some)")
     if args.dry_run and args.resume is not None:
@@ -71,71 +65,11 @@ def _refuse_conflicts(args: argparse.Namespace) -> None:
         raise ConfigError("--force: only applies with --resume RUN_DIR (accept a changed config); drop it")
 
 
-def _dry_run(cfg, as_json: bool = False) -> int:
-    """Print the plan; checks that fail (e.g. model not downloaded yet) are warnings here."""
-    from .errors import ConfigError
-    from .launch import default_executor, validate
-    from .models import tensor_parallel_size
-    from .plan import render_stage_plan, stage_plan
-    from .slurm.submit import describe_plan
-
-    stages = stage_plan(cfg)  # a layout that cannot run is an error here too, not a warning
-    model_name = cfg.model
-    try:
-        model_name = validate(cfg)[0].name
-    except ConfigError as exc:
-        print(f"warning: {exc}", file=sys.stderr)
-    tensor_parallel = tensor_parallel_size(cfg)
-    executor = cfg.executor or default_executor()
-    max_size = 1001
-    if executor == "slurm":
-        from .slurm.cluster import max_array_size
-
-        max_size = max_array_size()
-    plan = describe_plan(cfg, max_size, tensor_parallel)
-    if as_json:
-        print(json.dumps({"model": model_name, "executor": executor, **plan, **stages}, indent=2))
-    else:
-        print(render_stage_plan(model_name, executor, stages))
-    return 0
-
-
-def _continue_run(run_dir: Path) -> int:
-    """Resubmit what is not done (SLURM) or run the rest of the DAG (local)."""
-    from .context import RunContext
-
-    from .damage import check_run_files
-
-    ctx = RunContext(run_dir)
-    check_run_files(ctx)  # a damaged run file: one line naming it (exit 2), nothing changed
-    if ctx.cfg.executor == "local":
-        from .damage import repair_damaged
-        from .executors import get_executor
-
-        for message in repair_damaged(ctx):  # moved aside, never deleted; the run below redoes it
-            print(f"damaged, redoing: {message}", file=sys.stderr)
-        get_executor("local").run(ctx.run_dir)
-        print(ctx.run_dir)
-        return 0
-    from .slurm.resubmit import resubmit
-
-    result = resubmit(ctx)
-    for message in result.repaired:
-        print(f"damaged, redoing: {message}", file=sys.stderr)
-    for piece in result.pieces:
-        print(f"submitted {piece.stage} {piece.domain} shards {piece.shards} as job {piece.job_id}"
-              f" ({piece.dependency or 'no dependency'})")
-    if result.cancelled:
-        print(f"cancelled stuck dependents: {', '.join(result.cancelled)}")
-    for failed in result.failed:
-        print(f"failed, attempt cap reached (not resubmitted): {failed}", file=sys.stderr)
-    if not result.pieces:
-        print(f"nothing to resubmit ({result.active} task(s) pending or running; source: {result.source})")
-    return 1 if result.failed else 0
-
-
 def _resubmit(args: argparse.Namespace) -> int:
-    return _continue_run(args.run_dir)
+    """Resubmit what is not done (SLURM) or run the rest of the DAG (local)."""
+    from .launch import resume_run
+
+    return _show(resume_run(args.run_dir, notify=_note))
 
 
 def _run_shard(args: argparse.Namespace) -> int:
@@ -174,7 +108,6 @@ def _cancel(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
     from .slurm.control import tail, task_logs
 
     key = None
@@ -199,7 +132,6 @@ def _logs(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from .calibration import calibration_toml
     from .context import RunContext
-    from .errors import ConfigError
 
     if not (args.run_dir / "run.json").is_file():
         raise ConfigError(f"calibrate: {args.run_dir} is not a run directory (no run.json); pass RUN_DIR")

@@ -1,5 +1,7 @@
 """Errors the CLI turns into one line and an exit code, instead of a traceback."""
 
+from functools import partial
+
 
 class MagpieError(Exception):
     """A problem the user can fix; the message says what to do. Exit code 1."""
@@ -28,3 +30,16 @@ class DamagedShardError(IncompleteRunError):
     """A done shard whose committed chunk no longer matches what was recorded when it was committed
     (truncated, bytes changed, missing): the message names the shard and the file. `resubmit` (or
     `launch --resume`) moves the chunk aside and redoes the shard."""
+
+
+class RerunUpstream(MagpieError):
+    """A shard found its upstream's output short and reopened upstream shards for more: running
+    `shards` of `stage` again, then this shard, completes it. The local executor does that at once;
+    on SLURM the task fails and `resubmit` submits the reopened shards and this one."""
+
+    def __init__(self, message: str, *, stage: str, domain: str, shards: list[int]):
+        super().__init__(message)
+        self.stage, self.domain, self.shards = stage, domain, list(shards)
+
+    def __reduce__(self):  # a SLURM task's result is pickled: keep the keyword fields through it
+        return partial(type(self), stage=self.stage, domain=self.domain, shards=self.shards), self.args

@@ -1,6 +1,7 @@
 """Launch: validate everything, create the run directory, freeze run.json, hand the DAG to an executor.
 
-All checks run before the run directory exists, so bad input leaves nothing behind.
+All checks run before the run directory exists, so bad input leaves nothing behind. `launch_run`,
+`resume_run` and `dry_run` are what the CLI's commands call; they work the same for every executor.
 """
 
 from __future__ import annotations
@@ -13,23 +14,62 @@ from datetime import datetime
 from pathlib import Path
 
 from . import __version__
-from .config import RunConfig
+from .config import ArchitectureConfig, HardwareConfig, RunConfig
+from .context import RunContext
+from .damage import check_run_files
 from .engine_version import engine_check
 from .errors import ConfigError
+from .executors import LaunchResult, Notify, PlanDescription, default_executor, get_executor, silent
 from .model_checks import check_generator
 from .models import (PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model,
                      write_engine_tokenizer)
 from .plan import plan_summary
 from .provenance import collect as collect_provenance
 from .provenance import reconcile_provenance
+from .roofline import choose_tensor_parallel, resolve_arch
 from .store import RunStore
 
 # Room for the chat template around an instruction in the response prompt.
 TEMPLATE_MARGIN = 64
 
 
-def default_executor() -> str:
-    return "slurm" if shutil.which("sbatch") else "local"
+def launch_run(cfg: RunConfig, notify: Notify = silent) -> LaunchResult:
+    """A new run of `cfg`: every check, then the run directory, then the executor's launch. A launch
+    that fails before any work was recorded leaves no folder behind."""
+    model, reward, prompts = validate(cfg)
+    executor = get_executor(cfg.executor)
+    executor.preflight(cfg)
+    created = _missing_parents(cfg.output_root)
+    run_dir = create_run(cfg, model, reward, prompts)
+    notify(f"run directory: {run_dir}")
+    for line in temperature_warnings(cfg, model):  # once every check passed: bad input stays one line
+        notify(f"warning: {line}")
+    try:
+        return executor.launch(run_dir)
+    except BaseException:
+        discard_run(run_dir, created)  # nothing ran or was submitted: leave no folder behind
+        raise
+
+
+def resume_run(run_dir: Path, cfg: RunConfig | None = None, *, force: bool = False,
+               notify: Notify = silent) -> LaunchResult:
+    """Carry on a run with the executor it was launched with. With `cfg` (`launch --resume`), the
+    config is first reconciled with the run's run.json (a change only with `force`)."""
+    if cfg is not None:
+        reconcile_config(run_dir, cfg, force=force)
+    ctx = RunContext(run_dir)
+    check_run_files(ctx)  # a damaged run file: one line naming it (exit 2), nothing changed
+    return get_executor(ctx.cfg.executor).resume(ctx.run_dir, notify)
+
+
+def dry_run(cfg: RunConfig, notify: Notify = silent) -> PlanDescription:
+    """The plan of a run of `cfg`; checks that fail (e.g. model not downloaded yet) are warnings here."""
+    description = get_executor(cfg.executor).describe(cfg)
+    try:
+        return replace(description, model=validate(cfg)[0].name)
+    except ConfigError as exc:
+        notify(f"warning: {exc}")
+        return description
 
 
 def run_label(cfg: RunConfig) -> str:
@@ -86,8 +126,6 @@ def temperature_warnings(cfg: RunConfig, model: ResolvedModel) -> list[str]:
 
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
     """Everything that can be checked on the login node, before anything is written."""
-    from .roofline import choose_tensor_parallel
-
     choose_tensor_parallel(cfg)  # refuses a layout where not one full-length sequence fits
     need_generator = cfg.engine.kind == "vllm"
     local = Path(cfg.model).expanduser()
@@ -138,26 +176,24 @@ def _missing_parents(path: Path) -> list[Path]:
     return missing
 
 
-def discard_run(run_dir: Path, created_parents: list[Path] = ()) -> bool:
+def discard_run(run_dir: Path, created_parents: list[Path] = ()) -> None:
     """A launch that failed before any work was recorded leaves nothing behind: the run folder (its
     run.json and submitit's files of a submission that did not happen) and the output folders it
     created. A run with jobs.jsonl or work/ is kept: it is resumable."""
     run_dir = Path(run_dir)
     if (run_dir / "jobs.jsonl").exists() or (run_dir / "work").exists():
-        return False
+        return
     shutil.rmtree(run_dir, ignore_errors=True)
     for parent in created_parents:
         try:
             parent.rmdir()  # only if empty: never anything another process put there
         except OSError:
             break
-    return True
-def frozen_hardware(cfg: RunConfig):
+
+
+def frozen_hardware(cfg: RunConfig) -> HardwareConfig:
     """The hardware section with the model's architecture filled in: every task (where the weights
     are, and config.json may say more than the menu table) then plans exactly the launch's shards."""
-    from .config import ArchitectureConfig
-    from .roofline import resolve_arch
-
     return cfg.hardware.model_copy(update={"architecture": ArchitectureConfig(**asdict(resolve_arch(cfg)))})
 
 
@@ -189,8 +225,7 @@ def _write_manifest(cfg: RunConfig, model: ResolvedModel, reward_path: str, prom
     prompts = prompts or PromptBuilder(model)
     if getattr(prompts.tokenizer, "magpie_class_mapping_lossy", False):  # e.g. menu key 2; see load_tokenizer
         model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir.resolve() / "tokenizer")))
-    executor = cfg.executor or default_executor()
-    frozen = cfg.model_copy(update={"executor": executor, "output_root": cfg.output_root.resolve(),
+    frozen = cfg.model_copy(update={"executor": cfg.executor or default_executor(), "output_root": cfg.output_root.resolve(),
                                     "hardware": frozen_hardware(cfg)})
     RunStore(run_dir).write_manifest({
         "run_name": run_dir.name,
@@ -230,11 +265,6 @@ def config_differences(frozen: RunConfig, new: RunConfig) -> list[str]:
 def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     """Relaunching into a run directory: refuse a changed config unless --force; never one that
     changes the shard plan, since committed shards would no longer line up."""
-    from .context import RunContext
-    from .plan import plan_summary
-
-    from .damage import check_run_files
-
     ctx = RunContext(run_dir)
     check_run_files(ctx)  # refuse a damaged run before run.json is rewritten
     updated = reconcile_provenance(ctx.manifest, force=force)  # a changed model or package: refused first

@@ -62,9 +62,13 @@ def test_a_task_checks_its_own_vllm(monkeypatch, tiny_models):
 
 
 def test_launch_refuses_and_the_flag_is_recorded(monkeypatch, tiny_models, tmp_path, capsys):
+    from magpie_hpc.executors import LaunchResult
     from magpie_hpc.executors.local import LocalExecutor
 
-    monkeypatch.setattr(LocalExecutor, "run", lambda self, run_dir: {})  # the run itself is not under test
+    def launched(self, run_dir):  # the run itself is not under test
+        return LaunchResult(executor="local", run_dir=run_dir, out=(str(run_dir),))
+
+    monkeypatch.setattr(LocalExecutor, "launch", launched)
     _fake_vllm(monkeypatch, "0.33.0")
     args = ["launch", "--executor", "local", "--model", str(tiny_models.deepseek), "--domains", "algebra",
             "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"), "--count", "2"]

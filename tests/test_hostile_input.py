@@ -160,7 +160,7 @@ def test_a_launch_that_fails_before_any_work_leaves_no_run_folder(synthetic_args
     def refuse(self, run_dir):
         raise MagpieError("sbatch: error: Batch job submission failed: Invalid account")
 
-    monkeypatch.setattr(LocalExecutor, "run", refuse)
+    monkeypatch.setattr(LocalExecutor, "launch", refuse)
     root = tmp_path / "deep" / "er" / "data"
     code = main([*synthetic_args[:-1], str(root), "--domains", "algebra", "--count", "2"])
     err = capsys.readouterr().err

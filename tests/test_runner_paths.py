@@ -95,7 +95,7 @@ def test_local_executor_recovers_when_select_comes_up_short(tiny_models, tmp_pat
     for later in ins.committed_indices()[1:]:
         ins.chunk_path(later).unlink()
     shutil.rmtree(store.shard("select", "algebra", 0).path)
-    LocalExecutor().run(run_dir)
+    LocalExecutor().launch(run_dir)
     assert (ins.path / "topup.json").exists() and ins.done()["resumed_at_chunk"] == 1
     check_run(run_dir, {"algebra": 6})
 

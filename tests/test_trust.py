@@ -228,5 +228,5 @@ def test_a_conversation_without_assistant_header_names_the_record(tiny_models, t
     tok = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**tok, "chat_template": OTHER_TEMPLATE}))
     with pytest.raises(MagpieError, match=r"rewards algebra shard 0: record algebra-\d+ response 0: .*assistant"):
-        LocalExecutor().run(run_dir)
+        LocalExecutor().launch(run_dir)
     assert not marker.exists()

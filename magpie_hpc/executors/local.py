@@ -10,42 +10,57 @@ import logging
 from pathlib import Path
 
 from ..context import RunContext
+from ..damage import repair_damaged
 from ..engine import EngineCache
+from ..errors import RerunUpstream
 from ..merge import merge_run
-from ..pipeline import STAGE_NAMES, stage as stage_spec
+from ..pipeline import STAGE_NAMES
 from ..plan import stage_shards
 from ..stages import run_shard
-from ..stages.select import NeedMoreInstructions
-from .base import Executor
+from .base import Executor, LaunchResult, Notify, silent
 
 log = logging.getLogger("magpie_hpc")
+
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def run(self, run_dir: Path) -> dict:
+    def launch(self, run_dir: Path) -> LaunchResult:
+        return self._run_all(RunContext(run_dir))
+
+    def resume(self, run_dir: Path, notify: Notify = silent) -> LaunchResult:
         ctx = RunContext(run_dir)
+        for message in repair_damaged(ctx):  # moved aside, never deleted; the run below redoes it
+            notify(f"damaged, redoing: {message}")
+        return self._run_all(ctx)  # done shards return at once: only what is left runs
+
+    def _run_all(self, ctx: RunContext) -> LaunchResult:
         engines = EngineCache()
         try:
             for stage in STAGE_NAMES:  # pipeline order: every stage after the one it reads
                 for domain in ctx.cfg.domains:
                     for shard in stage_shards(ctx.cfg, stage, domain):
-                        self._run(ctx, engines, stage, domain, shard.shard)
+                        self._complete(ctx, engines, stage, domain, shard.shard)
         finally:
             engines.close()
-        return merge_run(run_dir, ctx=ctx)
+        summary = merge_run(ctx.run_dir, ctx=ctx)
+        return LaunchResult(executor=self.name, run_dir=ctx.run_dir, summary=summary, out=(str(ctx.run_dir),))
 
-    def _run(self, ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> None:
+    def _complete(self, ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> None:
         for _ in range(ctx.cfg.fault_tolerance.max_attempts):
             try:
-                summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+                summary = _run_shard(ctx, engines, stage, domain, shard)
                 break
-            except NeedMoreInstructions as exc:
-                # What `resubmit` does on SLURM: generate the missing instructions, select again.
+            except RerunUpstream as exc:
+                # What `resubmit` does on SLURM: run the reopened upstream shards, then this one again.
                 log.warning("%s", exc)
-                upstream = stage_spec(stage).upstream
-                for ins in stage_shards(ctx.cfg, upstream, domain):
-                    run_shard(ctx.run_dir, upstream, domain, ins.shard, engines=engines, ctx=ctx)
+                for upstream_shard in exc.shards:
+                    _run_shard(ctx, engines, exc.stage, exc.domain, upstream_shard)
         else:
-            summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+            summary = _run_shard(ctx, engines, stage, domain, shard)
         log.info("%s %s shard %d done: %d rows", stage, domain, shard, summary.get("rows", 0))
+
+
+def _run_shard(ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> dict:
+    """The one call of the shard runner, shared by the DAG walk and the reruns it asks for."""
+    return run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)

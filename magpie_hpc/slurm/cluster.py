@@ -8,6 +8,10 @@ import subprocess
 from ..errors import MagpieError
 
 
+# MaxArraySize when slurm.conf does not set it (caps the array index at 1000).
+DEFAULT_MAX_ARRAY_SIZE = 1001
+
+
 class SlurmError(MagpieError):
     pass
 
@@ -31,7 +35,7 @@ def max_array_size() -> int:
         key, _, value = line.partition("=")
         if key.strip() == "MaxArraySize":
             return int(value.strip())
-    return 1001  # SLURM's default
+    return DEFAULT_MAX_ARRAY_SIZE
 
 
 def partitions() -> set[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ..errors import MagpieError
+from ..errors import RerunUpstream
 from ..pipeline import INSTRUCTIONS
 from ..plan import instruction_id, stage_shards
 from ..quality.cleaning import normalize_for_dedup
@@ -56,7 +56,7 @@ def read_decontamination(store: RunStore, domain: str) -> dict | None:
         return None
 
 
-class NeedMoreInstructions(MagpieError):
+class NeedMoreInstructions(RerunUpstream):
     """Too few distinct instructions survived: the last instruction shard was reopened for more."""
 
 
@@ -171,7 +171,8 @@ class SelectWork(ShardWork):
                 f"({len(candidates) - len(unique)} exact and {len(near)} near duplicates and {contaminated} "
                 "benchmark problems dropped, see "
                 f"{self._duplicates_path()}); reopened instructions shard {shards[-1].shard} for {extra} more: "
-                "run `python -m magpie_hpc resubmit RUN_DIR`"
+                "run `python -m magpie_hpc resubmit RUN_DIR`",
+                stage=INSTRUCTIONS, domain=self.domain, shards=[shards[-1].shard],
             )
         return pa.table({
             "id": [instruction_id(self.domain, i) for i in range(count)],
