@@ -50,15 +50,23 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
     from ..engine_version import engine_check
 
     engine_check(cfg, where="task")  # the compute node's vLLM, which the launch may not have seen
-    from .vllm_engine import VllmGenerator
+    from ..compile_cache import warm_start
+    from .vllm_engine import VllmGenerator, compiles
 
-    return VllmGenerator(
-        model.path, seed=seed, dtype=eng.dtype, max_model_len=model.max_model_len,
-        tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=eng.gpu_memory_utilization,
-        enable_prefix_caching=eng.enable_prefix_caching, enforce_eager=eng.enforce_eager,
-        tokenizer=model.tokenizer_path,
-        max_num_seqs=_max_num_seqs(cfg, task),
-    )
+    ft = cfg.fault_tolerance
+    # The wait for another task's compile is a quarter of the stall budget: the eager load that
+    # follows a wait cut short, and the first chunk, must still fit in the watchdog's stall_seconds.
+    with warm_start(model.name, model.path, shared=eng.compile_cache == "shared" and compiles(eng.enforce_eager),
+                    heartbeat_seconds=ft.heartbeat_seconds, stale_seconds=ft.stale_seconds,
+                    wait_seconds=ft.stall_seconds / 4) as start:
+        return VllmGenerator(
+            model.path, seed=seed, dtype=eng.dtype, max_model_len=model.max_model_len,
+            tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=eng.gpu_memory_utilization,
+            enable_prefix_caching=eng.enable_prefix_caching,
+            enforce_eager=eng.enforce_eager or (start is not None and start.eager),
+            tokenizer=model.tokenizer_path,
+            max_num_seqs=_max_num_seqs(cfg, task),
+        )
 
 
 def _max_num_seqs(cfg: RunConfig, task: TaskRef | None) -> int | None:

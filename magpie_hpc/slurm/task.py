@@ -12,7 +12,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,14 +22,12 @@ def _logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
 
 
-def _private_caches() -> None:
-    """Hundreds of tasks starting at once must not write one compile cache: each task gets its own
-    (the model cache is only read: jobs run with HF_HUB_OFFLINE=1)."""
-    task = f"{os.environ.get('SLURM_JOB_ID', os.getpid())}-{os.environ.get('SLURM_ARRAY_TASK_ID', 0)}"
-    root = Path(os.environ.get("TMPDIR", tempfile.gettempdir())) / f"magpie-{task}"
-    os.environ.setdefault("VLLM_CACHE_ROOT", str(root / "vllm"))
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+def _compile_caches(run_dir: str) -> None:
+    """Compile caches inside the run directory, shared by the run's tasks (compile_cache.py, around
+    each engine load). The model cache is only read: jobs run with HF_HUB_OFFLINE=1."""
+    from ..compile_cache import ROOT_ENV
+
+    os.environ[ROOT_ENV] = str(Path(run_dir) / "cache" / "compile")  # this run's, whatever the shell had
 
 
 class ShardTask(submitit.helpers.Checkpointable):
@@ -44,7 +41,7 @@ class ShardTask(submitit.helpers.Checkpointable):
         jitter = ctx.cfg.fault_tolerance.start_jitter_seconds
         if jitter and ctx.store.shard(stage, domain, shard).done() is None:
             time.sleep(random.uniform(0, jitter))  # no start-up stampede on the filesystem and caches
-        _private_caches()
+        _compile_caches(run_dir)
         log.info("task: %s %s shard %d in %s (restart %s)", stage, domain, shard, run_dir,
                  os.environ.get("SLURM_RESTART_COUNT", "0"))
         return run_shard(Path(run_dir), stage, domain, shard, ctx=ctx)
