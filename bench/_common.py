@@ -37,7 +37,7 @@ def scratch(name: str) -> Path:
 
 def tiny_models():
     """The package's tiny models (written once, reused by every script)."""
-    from magpie_hpc.tiny_models import write_tiny_models
+    from magpie_hpc.fixtures import write_tiny_models
 
     return write_tiny_models(scratch("models"))
 

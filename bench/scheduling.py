@@ -1,7 +1,7 @@
 """Benchmark 5: scheduling on a real SLURM -- makespan against the ideal, pipelining against barriers.
 
 A full run through `python -m magpie_hpc launch` on the development SLURM cluster
-(hpc/devcluster: 2 nodes x 2 fake GPUs, profile slurm_templates/devcluster.toml), synthetic engine
+(hpc/devcluster: 2 nodes x 2 fake GPUs, profile magpie_hpc/profiles/devcluster.toml), synthetic engine
 with a fixed speed (`[engine] synthetic_tokens_per_second`), so each task's duration is set by
 its token count. From sacct (`magpie_hpc.slurm.accounting.task_records`): every task's start and
 end. Figures:
@@ -56,7 +56,7 @@ def launch(count: int, domains: str, rate: float, root: Path) -> Path:
                        engine={"synthetic_tokens_per_second": rate},
                        fault_tolerance={"start_jitter_seconds": 1.0},
                        quality={"near_dedup": False})
-    cmd = [sys.executable, "-m", "magpie_hpc", "launch", "--profile", str(ROOT / "slurm_templates/devcluster.toml"),
+    cmd = [sys.executable, "-m", "magpie_hpc", "launch", "--profile", str(ROOT / "magpie_hpc/profiles/devcluster.toml"),
            "--engine", "synthetic", "--model", str(models.deepseek), "--reward-model", str(models.reward),
            "--count", str(count), "--domains", domains, "--config", str(cfg), "--output-root", str(root / "data")]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

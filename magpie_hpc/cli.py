@@ -160,7 +160,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .quality.report import report
+    from .report.quality import report
 
     return report(args.run_dir, as_json=args.json)
 
@@ -208,7 +208,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _tiny_models(args: argparse.Namespace) -> int:
-    from .tiny_models import write_tiny_models
+    from .fixtures import write_tiny_models
 
     models = write_tiny_models(Path(args.dir), overwrite=args.overwrite)
     for name in ("deepseek", "chatml", "reward"):
@@ -217,7 +217,7 @@ def _tiny_models(args: argparse.Namespace) -> int:
 
 
 def _menu_fixtures(args: argparse.Namespace) -> int:
-    from .menu_fixtures import write_hub_cache, write_menu_fixtures
+    from .fixtures import write_hub_cache, write_menu_fixtures
 
     paths = (write_hub_cache if args.hub_cache else write_menu_fixtures)(Path(args.dir))
     for key, path in paths.items():

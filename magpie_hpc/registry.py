@@ -6,6 +6,8 @@ flag can override field by field.
 
 from __future__ import annotations
 
+from . import chat_templates
+
 # Magpie's "math" control task: the system text that steers the pre-query towards a math problem.
 # The domain focus is appended so each domain gets its own research-level topics.
 MATH_CONTROL_SYSTEM = (
@@ -108,7 +110,7 @@ TEMPLATE_FAMILIES: dict[str, dict] = {
 # pipeline re-derives them from the loaded tokenizer and refuses a mismatch. Tensor parallel is the
 # planner's (roofline.py). max_position_embeddings
 # is the context of config.json (launch checks max_model_len against it, before any weight is
-# read); `magpie_hpc.menu_fixtures` writes tokenizer-only doubles of these five with the same
+# read); `magpie_hpc.fixtures` writes tokenizer-only doubles of these five with the same
 # values, and tests/test_menu_models.py checks every entry against them.
 MODEL_MENU: dict[str, dict] = {
     "1": dict(
@@ -151,3 +153,15 @@ ARMORM = "RLHFlow/ArmoRM-Llama3-8B-v0.1"
 ARMORM_ARCHITECTURE = "LlamaForRewardModelWithGating"
 # Where ArmoRM reads its gating input: the start of the last end-of-user-turn + assistant header.
 ARMORM_GATING_PATTERN = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+# The published chat template of each model above (chat_templates.py holds the text, once). The
+# pipeline always reads the template of the tokenizer it loads; these are what the test doubles
+# (magpie_hpc.fixtures) write, so the doubles render what the real models render.
+CHAT_TEMPLATES: dict[str, str] = {
+    "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B": chat_templates.R1_DISTILL_TEMPLATE,
+    "deepseek-ai/DeepSeek-R1-Distill-Llama-70B": chat_templates.R1_DISTILL_TEMPLATE,
+    "Qwen/Qwen2.5-Math-72B-Instruct": chat_templates.QWEN25_MATH_TEMPLATE,
+    "Qwen/Qwen2.5-32B-Instruct": chat_templates.QWEN25_INSTRUCT_TEMPLATE,
+    "meta-llama/Llama-3.3-70B-Instruct": chat_templates.LLAMA31_TEMPLATE,
+    ARMORM: chat_templates.LLAMA3_TEMPLATE,
+}

@@ -18,7 +18,7 @@ from . import registry
 from .models import TemplateTexts
 from .quality.dpo import DpoPair
 
-__all__ = ["TextFormats", "model_revision", "card_training_lines", "empty_tables"]
+__all__ = ["TextFormats", "model_revision", "empty_tables"]
 
 PLACEHOLDER = "{instruction}"
 
@@ -72,52 +72,3 @@ def empty_tables(names: dict[str, str], counts: dict, count_keys: dict[str, str]
     file, because `datasets` refuses every Parquet file without rows."""
     return [names[key] for key, count in count_keys.items() if counts.get(count, 0) == 0]
 
-
-def card_training_lines(files: dict[str, str], scored_part: str, first: str, model: str,
-                        default_config: str | None, empty: dict[str, list[str]]) -> list[str]:
-    """The card's section on which file to train on with which TRL trainer and chat template."""
-    def name(key: str) -> str:
-        return files[key].replace("<domain>", first)
-
-    scored = ("the reasoning and the answer (the whole response)" if scored_part == "full" else
-              "the answer part only: the text after `</think>`, without the reasoning (the default, "
-              "`[rewards] score_reasoning = false`)")
-    lines = [
-        "## Training with TRL", "",
-        f"- **SFT** (`SFTTrainer`, `trl sft`): `{files['sft_text']}` (config `<domain>_sft_text`), TRL's standard "
-        "prompt-completion format. `prompt` is the exact text the generator was given: its chat template around "
-        "the instruction, up to and including what follows the assistant header (`<think>\\n` for DeepSeek-R1), "
-        "without the BOS, which the tokenizer adds; `completion` is the full generated text, reasoning, "
-        "`</think>` and answer, ended by the EOS token. Train with the generator's own tokenizer and no chat "
-        "template applied by TRL (the text already holds it); the loss covers the completion, so the model "
-        "learns its reasoning. The seed's `" + files["sft_data"] + "` keeps the original Magpie keys for the "
-        "seed's own scripts: `SFTTrainer` cannot read it (no `text` or `prompt`/`completion`), and a "
-        "conversational mapping of it trains a DeepSeek-R1 model on the final answer only.",
-        f"- **DPO** (`DPOTrainer`): `{files['dpo_text']}` (config `<domain>_dpo_text`), TRL's standard format "
-        "with an explicit prompt: `prompt` is the generation prompt text as above, `chosen` and `rejected` the "
-        "full generated texts with the EOS token; right for any generator, and the one to use for a reasoning "
-        "model (the DeepSeek-R1 template). "
-        f"`{files['dpo_data']}` (config `<domain>_dpo`) holds the same pairs in TRL's conversational format; "
-        "TRL applies the tokenizer's chat template to it, and the DeepSeek-R1 template removes everything up "
-        "to `</think>` from assistant turns and ends the prompt before `<think>\\n`: it trains on the final "
-        "answers only. Use it for a model whose chat template keeps assistant turns as they are, or to train "
-        "on answers alone.",
-        "- **Reward models** (`RewardTrainer`): either DPO file. Both carry `margin` = `score_chosen - "
-        "score_rejected` (reward-model score difference, never below `[quality] dpo_min_margin`), and "
-        "`RewardTrainer` uses a `margin` column in its loss by itself: `-logsigmoid(r_chosen - r_rejected - "
-        "margin)`; drop the column (`dataset.remove_columns(\"margin\")`) for the plain Bradley-Terry loss.",
-        f"- **What the reward model scored**: {scored}. The DPO texts hold the reasoning too, so a pair's "
-        "order reflects the answers' scores, not the reasoning's.",
-        "- Extra columns (`id`, scores, indices) are left alone by the trainers.",
-    ]
-    if default_config:
-        lines.append(f"- `load_dataset(\"path/to/this/folder\")` loads the default config `{default_config}`.")
-    if empty:
-        shown = "; ".join(f"{d}: {', '.join(f'`{n}`' for n in names)}" for d, names in empty.items())
-        lines.append(f"- Empty tables (no records; the JSON file is `[]`, no Parquet file, no config): {shown}.")
-    lines += ["", "```python", "from datasets import load_dataset", "from trl import SFTConfig, SFTTrainer", "",
-              f"train = load_dataset(\"parquet\", data_files=\"{first}/{name('sft_text').replace('.json', '.parquet')}\")"
-              "[\"train\"]",
-              f"trainer = SFTTrainer(model={model!r}, args=SFTConfig(output_dir=\"out\"), train_dataset=train)",
-              "```", ""]
-    return lines

@@ -12,7 +12,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
-    from magpie_hpc.tiny_models import write_tiny_models
+    from magpie_hpc.fixtures import write_tiny_models
 
     return write_tiny_models(tmp_path_factory.mktemp("models"))
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from magpie_hpc.engine.armorm import GATING_PATTERN_TEXT, WeightsMismatch
 from magpie_hpc.engine.reward_engine import MissingGatingPattern, TransformersScorer
 from magpie_hpc.errors import ConfigError
-from magpie_hpc.tiny_models import REMOTE_CODE_MARKER, REMOTE_CODE_MARKER_ENV
+from magpie_hpc.fixtures import REMOTE_CODE_MARKER, REMOTE_CODE_MARKER_ENV
 
 QUESTION = "Let $f(x) = 3x^2 + 2x - 1$. Compute $f(2) + f(-1)$."
 # Mixed lengths, so a batch is right-padded by several tokens per row.

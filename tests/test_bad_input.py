@@ -27,6 +27,8 @@ def _run(args, tmp_path, capsys):
         (["--model", "/nonexistent/model/dir"], "model"),
         (["--reward-model", "/nonexistent/reward"], "reward_model"),
         (["--config", "/nonexistent.toml"], "--config"),
+        (["--profile", "/nonexistent.toml"], "--profile"),
+        (["--profile", "no_such_cluster"], "--profile"),
     ],
 )
 def test_bad_flags(extra, field, synthetic_args, tmp_path, capsys):
@@ -45,6 +47,8 @@ def test_bad_flags(extra, field, synthetic_args, tmp_path, capsys):
         ("[engine]\nmax_model_len = 1000\n", "max_model_len"),
         ("[sharding]\nresponses = 0\n", "responses"),
         ("[nonsense]\nx = 1\n", "nonsense"),
+        ('[slurm]\nprofile = "a100"\n', "slurm.profile"),  # never read: --profile picks a profile
+        ("[quality]\ndpo_min_margin = inf\n", "dpo_min_margin"),  # no DPO pair would ever pass
         ("this is = = not toml", "TOML"),
     ],
 )

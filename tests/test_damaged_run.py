@@ -267,7 +267,7 @@ def test_a_second_merge_refuses_while_one_holds_the_run(run, capsys):
 
 
 def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch):
-    import magpie_hpc.merge as merge
+    import magpie_hpc.merge.run as merge
 
     (run / "algebra" / "NOTES.txt").write_text("kept: not a file the merge writes\n")
     before = snapshot(run)
@@ -291,7 +291,7 @@ def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch
 
 
 def test_plots_of_two_merges_at_once_never_share_a_temp_file(tmp_path):
-    from magpie_hpc.quality.plots import PLOTS, DomainSamples, write_plots
+    from magpie_hpc.report.plots import PLOTS, DomainSamples, write_plots
 
     samples = {"algebra": DomainSamples()}
     samples["algebra"].instruction_tokens.extend([10, 20, 30])

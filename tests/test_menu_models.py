@@ -1,5 +1,5 @@
 """The five menu models, checked through tokenizer-only doubles with their real special ids, chat
-templates, tokenizer classes and context lengths (magpie_hpc.menu_fixtures).
+templates, tokenizer classes and context lengths (magpie_hpc.fixtures).
 
 Each fixture sits in a Hugging Face cache layout (models--org--name/snapshots/REV/) and is found
 the way a compute node finds a menu model: `resolve_model(KEY)` -> the cached snapshot path ->
@@ -16,7 +16,7 @@ from magpie_hpc import registry
 from magpie_hpc.config import load_config
 from magpie_hpc.errors import ConfigError
 from magpie_hpc.launch import validate
-from magpie_hpc.menu_fixtures import FIXTURES, write_hub_cache
+from magpie_hpc.fixtures import FIXTURES, write_hub_cache
 from magpie_hpc.models import PromptBuilder, derive_pre_query, resolve_model
 
 KEYS = tuple(registry.MODEL_MENU)

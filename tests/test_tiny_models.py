@@ -26,7 +26,7 @@ from transformers import (  # noqa: E402
 
 from safetensors import safe_open  # noqa: E402
 
-from magpie_hpc.tiny_models import MARKER_FILE, TinyModels, write_tiny_models  # noqa: E402
+from magpie_hpc.fixtures import MARKER_FILE, TinyModels, write_tiny_models  # noqa: E402
 
 R1_BOS = "<｜begin▁of▁sentence｜>"
 R1_EOS = "<｜end▁of▁sentence｜>"
@@ -335,7 +335,7 @@ def test_incomplete_folder_is_replaced(tmp_path: Path) -> None:
 
 def test_writer_imports_no_torch_transformers_or_vllm(tmp_path: Path) -> None:
     code = (
-        "import sys; from magpie_hpc.tiny_models import write_tiny_models; "
+        "import sys; from magpie_hpc.fixtures import write_tiny_models; "
         f"write_tiny_models({str(tmp_path)!r}); "
         "bad = [m for m in ('torch', 'transformers', 'vllm') if m in sys.modules]; "
         "assert not bad, bad"

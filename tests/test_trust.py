@@ -16,7 +16,7 @@ import pytest
 
 from magpie_hpc.cli import main
 from magpie_hpc.registry import ARMORM
-from magpie_hpc.tiny_models import REMOTE_CODE_MARKER, REMOTE_CODE_MARKER_ENV
+from magpie_hpc.fixtures import REMOTE_CODE_MARKER, REMOTE_CODE_MARKER_ENV
 
 from helpers import small_config
 

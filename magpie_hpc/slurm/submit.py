@@ -61,9 +61,9 @@ def stage_resources(cfg: RunConfig, stage: str, tensor_parallel_size: int) -> Sl
     """What one task of the stage asks SLURM for. A generator split over N GPUs (vLLM's
     tensor_parallel_size: 4 for the 70B menu entries) gets N GPUs whatever gpu_stage.gpus says,
     or vLLM would fail on the node hours after submission; the reward model runs on one."""
-    spec = stage_spec(stage)
-    res = cfg.slurm.gpu_stage if spec.gpu else cfg.slurm.cpu_stage
-    if spec.generates and res.gpus < tensor_parallel_size:
+    spec = None if stage == MERGE else stage_spec(stage)  # the merge runs on CPUs
+    res = cfg.slurm.gpu_stage if spec and spec.gpu else cfg.slurm.cpu_stage
+    if spec and spec.generates and res.gpus < tensor_parallel_size:
         res = res.model_copy(update={"gpus": tensor_parallel_size})
     return res
 

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 
 from magpie_hpc.config import RunConfig
 from magpie_hpc.engine import Completion, PromptResult
-from magpie_hpc.merge import LoopCount, _loops_cell, _loops_note, loop_figures
+from magpie_hpc.merge import LoopCount, loop_figures
 from magpie_hpc.plan import ShardRange, loop_tokens_saved, planned_loop_savings
 from magpie_hpc.quality.cleaning import clean_instruction
 from magpie_hpc.quality.dpo import choose_pair
-from magpie_hpc.quality.report import format_report
+from magpie_hpc.report.quality import format_report
+from magpie_hpc.report.sections import loops_cell, loops_note
 from magpie_hpc.run_summary import build_run_summary, render_run_summary
 from magpie_hpc.stages.responses import ResponsesWork
 from magpie_hpc.store import RunStore
@@ -64,8 +65,8 @@ def test_card_and_report_show_the_loops_and_the_switch():
     sft.add(["repetition", "repetition", "stop"], ["x", "y", "z"])
     pref.add(["length", "length"], [LOOP, LONG])
     quality = {"loops": loop_figures({"sft": sft, "preference": pref}, cfg)}
-    assert _loops_cell(quality) == "2 / 0"
-    note = "\n".join(_loops_note({"algebra": {"quality": quality}}))
+    assert loops_cell(quality) == "2 / 0"
+    note = "\n".join(loops_note({"algebra": {"quality": quality}}))
     assert "on for SFT responses and off for preference responses" in note
     assert "repetition_detection.enabled = false" in note
     assert "algebra 1 ending in a repeated block, 1 merely long" in note

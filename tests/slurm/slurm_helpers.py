@@ -58,7 +58,7 @@ def wait_for_sacct(job_ids: list[str], n_rows: int, timeout: float = 30) -> list
 
 
 def devcluster_profile() -> str:
-    return str(REPO / "slurm_templates" / "devcluster.toml")
+    return str(REPO / "magpie_hpc" / "profiles" / "devcluster.toml")
 
 
 # Fault tolerance fast enough for tests: a lost holder is seen in seconds, no start jitter.

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import MagpieError
-from .store import _fsync_dir, inside
+from ..errors import MagpieError
+from ..store import _fsync_dir, inside
 
 LOCK_NAME = ".merge.lock"
 STAGING_PREFIX = ".merge-staging-"

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
-from .settings import AGREEMENT_LEVEL, QualityConfig
+from ..quality.settings import AGREEMENT_LEVEL, QualityConfig
 
 __all__ = ["domain_flags", "duplicate_rate", "quality_figures", "report", "run_report"]
 
