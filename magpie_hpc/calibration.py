@@ -16,7 +16,7 @@ from .errors import MagpieError
 from .hardware import find_gpu
 from .pipeline import generation_stages
 from .plan import stage_shards, tokens_per_second_per_gpu
-
+from .store import RunView
 
 
 def measured_throughput_or_none(ctx) -> tuple[list[dict], str | None]:
@@ -32,13 +32,14 @@ def measured_throughput(ctx) -> list[dict]:
     from .roofline import resolve_gpu
 
     cfg, gpus = ctx.cfg, ctx.model.tensor_parallel_size
+    view = RunView(ctx.store)
     configured = resolve_gpu(cfg).name
     rows = []
     for stage in (s.name for s in generation_stages()):
         for domain in cfg.domains:
             tokens, gpu_seconds, shards, devices = 0, 0.0, 0, set()
             for rng in stage_shards(cfg, stage, domain):
-                done = ctx.store.shard(stage, domain, rng.shard).done()
+                done = view.done(stage, domain, rng.shard)
                 if not done or done.get("resumed_at_chunk", 0) or "output_tokens" not in done:
                     continue
                 busy = float(done.get("seconds", 0.0)) - float(done.get("model_load_seconds", 0.0))

@@ -16,7 +16,7 @@ from .config import RunConfig
 from .errors import CorruptFileError
 from .models import PromptBuilder, ResolvedModel, TemplateTexts
 from .pipeline import SELECT
-from .store import RunStore
+from .store import RunStore, RunView
 
 
 class RunContext:
@@ -38,6 +38,11 @@ class RunContext:
     @property
     def run_dir(self) -> Path:
         return self.store.run_dir
+
+    @cached_property
+    def view(self) -> RunView:
+        """How the run directory is read (store/view.py)."""
+        return RunView(self.store)
 
     @cached_property
     def prompts(self) -> PromptBuilder:

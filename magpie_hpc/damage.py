@@ -65,8 +65,6 @@ def check_run_files(ctx) -> None:
     """Read every small file of the run a command relies on (jobs.jsonl, each shard's DONE.json and
     attempts.jsonl, select's near_duplicates.json) before it changes anything: a damaged one is a
     CorruptFileError naming it (exit 2), and nothing has been rewritten."""
-    from .stages.select import read_duplicates
-
     ctx.store.read_jobs()
     for stage in STAGE_NAMES:
         for domain in ctx.cfg.domains:
@@ -76,4 +74,4 @@ def check_run_files(ctx) -> None:
                 shard.attempts()
     ctx.store.shard(*MERGE_KEY).done()
     for domain in ctx.cfg.domains:
-        read_duplicates(ctx.store, domain)
+        ctx.view.duplicates(domain)

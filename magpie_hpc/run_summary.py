@@ -1,5 +1,6 @@
 """What a run cost and produced, per stage and domain: the merge's `run_summary` and its README
-section, and the disk-side numbers `status` shows.
+section, and the GPU-time figures `status` shows. The disk is read through the run's view
+(store/view.py); which SLURM states count as preempted or cut short is slurm/states.py's.
 
 No SLURM here: GPU-hours come from an accounting callable the SLURM merge task passes in
 (`slurm.accounting.run_accounting`: every task run's elapsed seconds x GPUs, preempted and failed
@@ -10,120 +11,14 @@ seconds of each shard's final attempt from DONE.json, and labelled so.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from .errors import MagpieError
-from .pipeline import INSTRUCTIONS, PIPELINE, STAGE_NAMES, stage as stage_spec
-from .plan import estimated_gpu_hours, instruction_target, loop_tokens_saved, stage_max_tokens, stage_shards
-from .store import RunStore, ShardStore, counted_starts
+from .pipeline import PIPELINE, STAGE_NAMES, stage as stage_spec
+from .plan import estimated_gpu_hours, loop_tokens_saved, stage_max_tokens, stage_shards
+from .slurm import states
+from .store import RunStore, RunView
 
 Accounting = Callable[[RunStore], "dict | None"]
-
-# SLURM states of a task run that did not finish its work: a preemption, a kill, a time limit, a
-# dead node or a failure cut it short, and its GPU time bought only the chunks it committed.
-CUT_SHORT_STATES = {"PREEMPTED", "NODE_FAIL", "REQUEUED", "TIMEOUT", "CANCELLED", "FAILED", "OUT_OF_MEMORY",
-                    "BOOT_FAIL", "DEADLINE"}
-
-
-def shard_target(cfg, stage: str, shard_range) -> int:
-    """Records a shard holds when done: clean instructions for stage 1, problems elsewhere."""
-    return instruction_target(cfg, shard_range) if stage == INSTRUCTIONS else shard_range.size
-
-
-def done_records(stage: str, done: dict) -> int:
-    # DONE.json fields that count what a stage produced: instructions keep `kept` of `rows` samples
-    return int(done.get("kept", done.get("rows", 0))) if stage == INSTRUCTIONS else int(done.get("rows", 0))
-
-
-@dataclass
-class ShardDisk:
-    """One shard as the disk has it: done marker, attempts, committed progress."""
-
-    done: dict | None
-    attempts: list[dict]
-    records: int = 0  # done or committed so far
-    output_tokens: int = 0
-    starts: list[dict] = field(default_factory=list)
-
-    @property
-    def counted_starts(self) -> list[dict]:
-        """Starts that count toward the attempt cap (store.counted_starts)."""
-        return counted_starts(self.attempts)
-
-    @property
-    def last_end(self) -> dict | None:
-        ends = [a for a in self.attempts if a.get("event") == "end"]
-        return ends[-1] if ends else None
-
-    @property
-    def last_error(self) -> str | None:
-        errors = [a["error"] for a in self.attempts if a.get("event") == "end" and a.get("error")]
-        return errors[-1] if errors else None
-
-    @property
-    def open_attempt(self) -> bool:
-        """The newest start has no end: running, or killed before it could record one."""
-        if not self.starts:
-            return False
-        last = self.starts[-1].get("attempt")
-        return not any(a.get("event") == "end" and a.get("attempt") == last for a in self.attempts)
-
-    @property
-    def retries(self) -> int:
-        return max(0, len(self.starts) - 1)
-
-    @property
-    def interrupted(self) -> int:
-        """Attempts a signal stopped (preemption, time limit, scancel)."""
-        return len(self.starts) - len(self.counted_starts)
-
-    @property
-    def first_start(self) -> float | None:
-        return min((a["time"] for a in self.starts if a.get("time")), default=None)
-
-    @property
-    def last_activity(self) -> float | None:
-        times = [a["time"] for a in self.attempts if a.get("time")]
-        if self.done and self.done.get("finished"):
-            times.append(self.done["finished"])
-        return max(times, default=None)
-
-
-def _committed_progress(stage: str, store: ShardStore) -> tuple[int, int]:
-    """(records, output tokens) in the committed chunks of a shard that is not done yet."""
-    indices = store.committed_indices()
-    if not indices:
-        return 0, 0
-    import pyarrow.parquet as pq
-
-    records = tokens = 0
-    for index in indices:
-        try:
-            if stage == INSTRUCTIONS:
-                table = pq.read_table(store.chunk_path(index), columns=["instruction", "output_tokens"])
-                records += table.num_rows - table["instruction"].null_count
-            elif stage_spec(stage).responds:
-                table = pq.read_table(store.chunk_path(index), columns=["output_tokens"])
-                records += table.num_rows
-            else:
-                records += pq.read_metadata(store.chunk_path(index)).num_rows
-                continue
-        except Exception:  # noqa: BLE001 - a chunk being replaced or corrupt: progress only
-            continue
-        for value in table["output_tokens"].to_pylist():
-            tokens += sum(value) if isinstance(value, list) else int(value or 0)
-    return records, tokens
-
-
-def read_shard(stage: str, store: ShardStore, *, progress: bool = True) -> ShardDisk:
-    done = store.done()
-    attempts = store.attempts()
-    disk = ShardDisk(done, attempts, starts=[a for a in attempts if a.get("event") == "start"])
-    if done is not None:
-        disk.records, disk.output_tokens = done_records(stage, done), int(done.get("output_tokens", 0))
-    elif progress:
-        disk.records, disk.output_tokens = _committed_progress(stage, store)
-    return disk
 
 
 def _truncation(done: dict) -> tuple[int, int]:
@@ -177,9 +72,11 @@ def _planned(cfg, stage: str, domain: str) -> float | None:
         return None
 
 
-def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
-    """GPU-hours, tokens, truncation, attempts, retries and preemptions per stage and domain."""
+def build_run_summary(ctx, accounting: Accounting | None = None, *, throughput: list[dict] | None = None) -> dict:
+    """GPU-hours, tokens, truncation, attempts, retries and preemptions per stage and domain.
+    `throughput`: the measured throughput rows where the caller has them already (status)."""
     cfg, store = ctx.cfg, ctx.store
+    view = RunView(store)
     acct, note = None, None
     if accounting is not None:
         try:
@@ -193,7 +90,7 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
             m = _empty()
             m["gpu_hours_planned"] = _planned(cfg, stage, domain)
             for shard in stage_shards(cfg, stage, domain):
-                disk = read_shard(stage, store.shard(stage, domain, shard.shard), progress=False)
+                disk = view.shard(stage, domain, shard.shard, progress=False)
                 done = disk.done or {}
                 m["shards"] += 1
                 m["records"] += disk.records
@@ -224,10 +121,10 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
                 continue
             gpu_seconds = float(rec.get("elapsed_seconds", 0)) * int(rec.get("gpus", 0))
             m["gpu_seconds"] += gpu_seconds
-            if rec.get("state") in CUT_SHORT_STATES:
+            if rec.get("state") in states.CUT_SHORT:
                 m["gpu_seconds_cut_short"] += gpu_seconds
             m["slurm_task_runs"] += 1
-            if rec.get("state") in ("PREEMPTED", "NODE_FAIL", "REQUEUED"):
+            if rec.get("state") in states.PREEMPTED:
                 m["preemptions"] += 1
         source = acct.get("source", "sacct")
         note = ("SLURM accounting: elapsed seconds x allocated GPUs of every run of every task "
@@ -245,10 +142,12 @@ def build_run_summary(ctx, accounting: Accounting | None = None) -> dict:
         _add(total, stage_total)
         stages[stage] = {"total": _finish(stage_total),
                          "domains": {d: _finish(per[(stage, d)]) for d in cfg.domains}}
-    from .calibration import measured_throughput_or_none
+    if throughput is None:
+        from .calibration import measured_throughput_or_none
 
+        throughput = measured_throughput_or_none(ctx)[0]
     return {"gpu_hours_source": source, "gpu_hours_note": note, "total": _finish(total), "stages": stages,
-            "throughput": measured_throughput_or_none(ctx)[0]}
+            "throughput": throughput}
 
 
 def _hours(hours: float) -> str:

@@ -260,3 +260,23 @@ def test_array_record_stands_for_tasks_cancelled_before_the_array_split():
     got = {(r.stage, r.shard, r.job_id, r.state) for r in accounting._records(rows, pieces)}
     assert got == {("rewards", 0, "667_0", "COMPLETED"), ("rewards", 1, "667_1", "CANCELLED"),
                    ("merge", 0, "668", "FAILED")}
+
+
+def test_status_asks_sacct_once_and_measures_throughput_once(broken_run, tmp_path, monkeypatch):
+    from magpie_hpc import calibration
+
+    bindir = _bin(tmp_path, sacct=True)
+    calls = tmp_path / "sacct-calls"
+    sacct = bindir / "sacct"
+    sacct.write_text(sacct.read_text().replace("#!/bin/sh\n", f'#!/bin/sh\necho "$*" >> {calls}\n', 1))
+    monkeypatch.setenv("PATH", str(bindir))
+    measured = []
+    real = calibration.measured_throughput
+    monkeypatch.setattr(calibration, "measured_throughput", lambda ctx: measured.append(1) or real(ctx))
+    status = collect_status(broken_run)
+    assert len(calls.read_text().splitlines()) == 1 and len(measured) == 1
+    # the GPU time comes from that one call: the canned runs' elapsed seconds x 1 GPU each
+    costs = {c.stage: c for c in status.gpu_hours}
+    assert {c.source for c in costs.values()} == {"sacct"}
+    assert costs["responses"].gpu_hours == round(40 / 3600, 4)
+    assert costs["multi_responses"].gpu_hours_cut_short == round(10 / 3600, 4)  # the preempted run

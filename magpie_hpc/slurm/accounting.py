@@ -19,15 +19,13 @@ import shutil
 import time
 from dataclasses import dataclass, field
 
-from ..pipeline import MERGE, MERGE_KEY
-from ..store import RunStore
-from . import cluster
+from ..pipeline import MERGE
+from ..store import RunStore, RunView
+from . import cluster, states as slurm_states
+from .states import ACTIVE, ENDED, REQUEUE, RUNNING, UNKNOWN
 
 Key = tuple[str, str, int]
 
-# Job states in which a task will still run or is running: don't resubmit its shard.
-ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
-          "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "PREEMPTED"}
 SACCT_FIELDS = ["JobID", "State", "ExitCode", "Start", "End", "Elapsed", "ElapsedRaw", "NodeList", "Reason",
                 "AllocTRES"]
 
@@ -48,10 +46,6 @@ def accounting_available() -> bool:
     except cluster.SlurmError:
         return False
     return True
-
-
-# States after which SLURM runs the task again by itself (requeue).
-REQUEUE_STATES = {"PREEMPTED", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "NODE_FAIL"}
 
 
 @dataclass
@@ -98,8 +92,18 @@ class ShardState(TaskRecord):
     @property
     def requeued(self) -> bool:
         """Preempted (or its node failed) and waiting to run again under the same job."""
-        return self.state in REQUEUE_STATES or (
-            self.active and self.state != "RUNNING" and any(s in REQUEUE_STATES for s in self.job_history))
+        return self.state in REQUEUE or (
+            self.active and self.state != "RUNNING" and any(s in REQUEUE for s in self.job_history))
+
+    @property
+    def running(self) -> bool:
+        """Holds its allocation now (not queued, not waiting to run again)."""
+        return self.state in RUNNING
+
+    @property
+    def preemptions(self) -> int:
+        """Runs of every submission that the cluster took away (slurm/states.py PREEMPTED)."""
+        return sum(1 for s in self.history if s in slurm_states.PREEMPTED)
 
 
 @dataclass
@@ -108,17 +112,14 @@ class States:
     source: str  # "sacct" (+ squeue for the live queue), "squeue" or "none" (nothing submitted)
     note: str | None = None  # why accounting was not used, when it was not
     squeue_ok: bool = True
+    # every run of every task as sacct listed it (what task_records gives), None without sacct:
+    # status sums GPU time from the same call that gave the states
+    records: list[TaskRecord] | None = None
 
 
-def _pieces(store: RunStore) -> list[tuple[str, list[Key]]]:
-    """(job id, shard keys by array index) of every submission in jobs.jsonl."""
-    out = []
-    for job in store.read_jobs():
-        if job["stage"] == MERGE:
-            out.append((str(job["job_id"]), [MERGE_KEY]))
-        else:
-            out.append((str(job["job_id"]), [(job["stage"], job["domain"], s) for s in job["shards"]]))
-    return out
+def _pieces(store: RunStore) -> dict[str, list[Key]]:
+    """job id -> shard keys by array index, of every submission in jobs.jsonl."""
+    return {sub.job_id: list(sub.keys) for sub in RunView(store).submissions()}
 
 
 _BRACKET = re.compile(r"^(\d+)_\[([^\]]*)\]$")
@@ -151,7 +152,7 @@ def _resolve(job_id: str, pieces: dict[str, list[Key]]) -> list[tuple[str, Key]]
 
 
 def _state(raw: str) -> str:
-    return (raw.split() or ["UNKNOWN"])[0].rstrip("+")  # "CANCELLED by 0" -> CANCELLED
+    return (raw.split() or [UNKNOWN])[0].rstrip("+")  # "CANCELLED by 0" -> CANCELLED
 
 
 def _sacct(job_ids: list[str]) -> list[dict]:
@@ -221,7 +222,7 @@ def _job_ids(pieces: dict[str, list[Key]]) -> list[str]:
 
 def shard_states(store: RunStore, *, use_sacct: bool | None = None) -> States:
     """Latest SLURM state of every submitted shard (and of the merge, key pipeline.MERGE_KEY)."""
-    pieces = dict(_pieces(store))
+    pieces = _pieces(store)
     if not pieces:
         return States({}, "none")
     ids = _job_ids(pieces)
@@ -233,9 +234,11 @@ def shard_states(store: RunStore, *, use_sacct: bool | None = None) -> States:
     elif not use_sacct:
         note = "SLURM accounting not used"
     states: dict[Key, ShardState] = {}
+    records: list[TaskRecord] | None = None
     if use_sacct:
         try:
-            states = _latest(_records(_sacct(ids), pieces))
+            records = _records(_sacct(ids), pieces)
+            states = _latest(records)
         except cluster.SlurmError as exc:
             use_sacct, note = False, f"SLURM accounting unavailable ({exc})"
     try:
@@ -259,17 +262,17 @@ def shard_states(store: RunStore, *, use_sacct: bool | None = None) -> States:
             elif state.active and (live is None or _array(live.job_id) < _array(state.job_id)):
                 # accounting still says queued or running, the controller no longer has it: the task
                 # ended a moment ago; the disk says how
-                state.state = "ENDED"
+                state.state = ENDED
         for key, live in queue.items():
             if key not in states or _array(states[key].job_id) < _array(live.job_id):
                 live.history = (states[key].history if key in states else []) + live.history
                 states[key] = live
-    return States(states, "sacct", note, squeue_ok)
+    return States(states, "sacct", note, squeue_ok, records)
 
 
 def task_records(store: RunStore) -> list[TaskRecord]:
     """Every run of every task of the run from sacct (raises cluster.SlurmError without accounting)."""
-    pieces = dict(_pieces(store))
+    pieces = _pieces(store)
     if not pieces:
         return []
     return _records(_sacct(_job_ids(pieces)), pieces)
@@ -282,12 +285,17 @@ def run_accounting(store: RunStore, *, settle_tries: int = 6, settle_seconds: fl
         return None
     try:
         for _ in range(settle_tries):
-            records = [r for r in task_records(store) if r.stage != MERGE]
+            records = task_records(store)
             # The merge runs after every task ended, but slurmdbd may not have the last end times
             # yet (a task still RUNNING there counts its elapsed time up to now): give it a moment.
-            if not any(r.state in ACTIVE for r in records):
+            if not any(r.state in ACTIVE for r in records if r.stage != MERGE):
                 break
             time.sleep(settle_seconds)
     except cluster.SlurmError:
         return None
-    return {"source": "sacct", "records": [r.as_dict() for r in records]}
+    return summary_accounting(records)
+
+
+def summary_accounting(records: list[TaskRecord]) -> dict:
+    """The run summary's accounting (run_summary.Accounting's result) from sacct's task records."""
+    return {"source": "sacct", "records": [r.as_dict() for r in records if r.stage != MERGE]}

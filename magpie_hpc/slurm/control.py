@@ -11,13 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from submitit.core.utils import JobPaths
-
 from ..errors import ConfigError
-from ..run_summary import read_shard
 from ..pipeline import MERGE, MERGE_KEY
-from ..store import RunStore
-from . import accounting, cluster
+from ..store import RunStore, RunView
+from . import accounting, cluster, states as slurm_states
+from .logs import task_paths, tasks_that_ran
 
 Key = tuple[str, str, int]
 
@@ -94,48 +92,26 @@ class TaskLog:
                 f"exit {self.exit_code or '-'}, node {self.node or '-'}, attempt {self.attempt}")
 
 
-def _task_ids(store: RunStore, key: Key) -> list[str]:
-    """SLURM task ids that ran `key`, newest submission first (submitit submits a one-shard piece
-    as a plain job `A`, an array task as `A_i`)."""
-    ids = []
-    for job in reversed(store.read_jobs()):
-        keys = ([MERGE_KEY] if job["stage"] == MERGE
-                else [(job["stage"], job["domain"], s) for s in job["shards"]])
-        if key in keys:
-            base = str(job["job_id"])
-            ids.append(base if len(keys) == 1 else f"{base}_{keys.index(key)}")
-    return ids
-
-
-def _paths(store: RunStore, task_id: str) -> JobPaths:
-    # The executor's folder is logs/%j; submitit resolves %j to the task id of an array task.
-    return JobPaths(store.logs / "%j", job_id=task_id, task_id=0)
-
-
 def task_logs(run_dir: Path | str, *, failed: bool = False, key: Key | None = None) -> list[TaskLog]:
     """The tasks `logs` shows: one shard (`key`), the failed ones (`failed`), else every submitted one."""
     store = _store(run_dir)
     if _is_local(store):
         raise ConfigError(f"{run_dir}: a local run has no SLURM task logs; its messages went to the terminal")
     states = accounting.shard_states(store).shards
-    if key is not None:
-        keys = [key]
-    else:
-        keys = sorted({k for job in store.read_jobs()
-                       for k in ([MERGE_KEY] if job["stage"] == MERGE
-                                 else [(job["stage"], job["domain"], s) for s in job["shards"]])})
+    view = RunView(store)
+    keys = [key] if key is not None else sorted(view.submitted())
     out = []
     for k in keys:
-        ids = _task_ids(store, k)
+        st = states.get(k)
+        ids = tasks_that_ran(store, k, st.job_id if st is not None else None)
         if not ids:
             raise ConfigError(f"logs: {k[0]} {k[1]} shard {k[2]} was never submitted in this run; "
                               "see `status RUN_DIR` for the shards it has")
-        st = states.get(k)
-        disk = read_shard(k[0], store.shard(*k), progress=False)
+        disk = view.shard(*k, progress=False)
         if failed and not _failed(st, disk):
             continue
-        task = st.job_id if st is not None and st.job_id in ids else ids[0]
-        paths = _paths(store, task)
+        task = ids[0]
+        paths = task_paths(store, task)
         out.append(TaskLog(
             key=k, job_id=task, state=st.state if st else None, exit_code=(st.exit_code or None) if st else None,
             node=(st.node or None) if st else None, attempt=len(disk.starts),
@@ -148,7 +124,7 @@ def task_logs(run_dir: Path | str, *, failed: bool = False, key: Key | None = No
 def _failed(st, disk) -> bool:
     if disk.done is not None:
         return False
-    if st is not None and st.state in ("FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL"):
+    if st is not None and st.state in slurm_states.FAILED:
         return True
     return disk.last_error is not None and (st is None or not st.active)
 

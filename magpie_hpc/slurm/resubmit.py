@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..context import RunContext
 from ..pipeline import MERGE_KEY, STAGE_NAMES
 from ..plan import stage_shards
-from . import cluster
+from . import cluster, states as slurm_states
 from .accounting import shard_states
 from .submit import Piece, SubmitPlan, Submitter
 
@@ -37,14 +37,14 @@ def _stuck(reason: str) -> bool:
 def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmission:
     from ..damage import repair_damaged
 
-    store, cfg = ctx.store, ctx.cfg
+    store, view, cfg = ctx.store, ctx.view, ctx.cfg
     found = shard_states(store)
     states = found.shards
     result = Resubmission(source=found.source)
     # A done shard whose chunks no longer match their records is not done: move them aside (never
     # deleted) and its DONE.json with them, so the loop below submits it again.
     result.repaired = repair_damaged(ctx)
-    stuck = sorted({s.job_id for s in states.values() if s.state == "PENDING" and _stuck(s.reason)})
+    stuck = sorted({s.job_id for s in states.values() if s.state == slurm_states.PENDING and _stuck(s.reason)})
     if stuck:
         cluster.scancel(stuck)
         result.cancelled = stuck
@@ -53,8 +53,8 @@ def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmis
     for stage in STAGE_NAMES:
         for domain in cfg.domains:
             for shard in stage_shards(cfg, stage, domain):
-                shard_store = store.shard(stage, domain, shard.shard)
-                if shard_store.done() is not None:
+                disk = view.shard(stage, domain, shard.shard, progress=False)
+                if disk.done is not None:
                     continue
                 state = states.get((stage, domain, shard.shard))
                 if state is not None and state.active and state.job_id not in stuck:
@@ -63,12 +63,12 @@ def resubmit(ctx: RunContext, *, submitter: Submitter | None = None) -> Resubmis
                         ids.append(state.array_job_id)
                     result.active += 1
                     continue
-                if len(shard_store.counted_starts()) >= cfg.fault_tolerance.max_attempts:
+                if len(disk.counted_starts) >= cfg.fault_tolerance.max_attempts:
                     result.failed.append(f"{stage} {domain} shard {shard.shard}")
                     continue
                 todo.setdefault((stage, domain), []).append(shard.shard)
     merge_state = states.get(MERGE_KEY)
-    merge_done = store.shard(*MERGE_KEY).done() is not None
+    merge_done = view.merged() is not None
     merge_active = merge_state is not None and merge_state.active and merge_state.job_id not in stuck
     if todo and merge_active:
         # The queued merge waits on the old jobs only; replace it with one that waits on the new ones.

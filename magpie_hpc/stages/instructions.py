@@ -4,7 +4,6 @@ keeps generating until it holds its target of clean, distinct instructions."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -16,6 +15,7 @@ from ..engine.base import RepetitionDetection
 from ..errors import MagpieError
 from ..plan import derive_seed, instruction_target
 from ..quality.cleaning import clean_instruction, normalize_for_dedup
+from ..store import kept_instructions
 from .base import ShardWork
 
 # Chunks in a row that kept nothing, over at least this many samples, mean a broken model or
@@ -50,10 +50,6 @@ def plan_chunk(missing: int, keep_rate: float, chunk_size: int, per_prompt: int)
     return min(math.ceil(samples / per_prompt) * per_prompt, cap)
 
 
-def _kept(table: pa.Table) -> int:
-    return table.num_rows - table["instruction"].null_count
-
-
 class InstructionsWork(ShardWork):
     stage = "instructions"
 
@@ -67,16 +63,11 @@ class InstructionsWork(ShardWork):
 
     def __init__(self, *args):
         super().__init__(*args)
-        self.target = instruction_target(self.cfg, self.shard) + self._topup()
+        self.target = instruction_target(self.cfg, self.shard) + self.ctx.view.topup(self.domain, self.shard.shard)
         self.settings = self.cfg.domain(self.domain)
         self.template, self.prompt_ids = self.ctx.prompts.magpie_prompt(
             self.settings, self.cfg.instructions.max_difficulty
         )
-
-    def _topup(self) -> int:
-        """Extra instructions asked for by a select that came up short (stages/select.py)."""
-        path = self.ctx.store.shard(self.stage, self.domain, self.shard.shard).path / "topup.json"
-        return json.loads(path.read_text())["extra"] if path.exists() else 0
 
     def round_samples(self) -> int:
         """One round: the samples the target needs at the planning keep rate (throughput.keep_rate),
@@ -98,12 +89,12 @@ class InstructionsWork(ShardWork):
         )
 
     def next_chunk(self, committed: list[pa.Table]) -> int | None:
-        kept = sum(_kept(t) for t in committed)
+        kept = sum(kept_instructions(t) for t in committed)
         if kept >= self.target:
             return None
         empty = []
         for table in reversed(committed):
-            if _kept(table):
+            if kept_instructions(table):
                 break
             empty.append(table.num_rows)
         if len(empty) >= MAX_EMPTY_CHUNKS and sum(empty) >= MIN_EMPTY_SAMPLES:

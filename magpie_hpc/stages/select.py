@@ -6,8 +6,6 @@ evaluation benchmarks (`quality.decontamination_files`), counted in `decontamina
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,59 +16,28 @@ from ..pipeline import INSTRUCTIONS
 from ..plan import instruction_id, stage_shards
 from ..quality.cleaning import normalize_for_dedup
 from ..quality.neardup import NearDuplicate, find_near_duplicates
-from ..store import RunStore, write_json_atomic
+from ..store import RunStore, RunView
 from .base import ShardWork
 
-DUPLICATES_FILE = "near_duplicates.json"
-DECONTAMINATION_FILE = "decontamination.json"
 
-
-def duplicates_path(store: RunStore, domain: str) -> Path:
-    """work/select/<domain>/near_duplicates.json, beside the select shard."""
-    return store.shard("select", domain, 0).path.parent / DUPLICATES_FILE
-
-
+# merge.py reads select's records under these names; they read through the run's view (store/view.py).
 def read_duplicates(store: RunStore, domain: str) -> dict | None:
-    """What select recorded about dropped duplicates, or None (a run from before this file)."""
-    from ..errors import CorruptFileError
-    from ..store import read_json_file
-
-    path = duplicates_path(store, domain)
-    try:
-        found = read_json_file(path, f"select's duplicate record of {domain}")
-    except FileNotFoundError:
-        return None
-    counts = ("candidates", "exact_duplicates", "near_duplicates_dropped")
-    if not all(isinstance(found.get(k, 0), int) and not isinstance(found.get(k, 0), bool) for k in counts):
-        raise CorruptFileError(f"{path}: select's duplicate record of {domain} is damaged ({', '.join(counts)} must "
-                               "be whole numbers); restore it from a copy; nothing was changed")
-    return found
+    return RunView(store).duplicates(domain)
 
 
 def read_decontamination(store: RunStore, domain: str) -> dict | None:
-    """What select recorded about instructions dropped as benchmark problems, or None (none configured,
-    or a run from before decontamination)."""
-    try:
-        return json.loads((duplicates_path(store, domain).parent / DECONTAMINATION_FILE).read_text())
-    except FileNotFoundError:
-        return None
+    return RunView(store).decontamination(domain)
 
 
 class NeedMoreInstructions(RerunUpstream):
     """Too few distinct instructions survived: the last instruction shard was reopened for more."""
 
 
-TOPUP_FILE = "topup.json"
-
-
 def reopen_for_more(ctx, domain: str, shard: int, missing: int) -> int:
     """Raise the shard's target by `missing` (plus half again for the next round's losses) and drop
     its done marker, so rerunning it generates only the difference (it resumes after its chunks)."""
-    store = ctx.store.shard(INSTRUCTIONS, domain, shard)
-    path = store.path / TOPUP_FILE
-    extra = (json.loads(path.read_text())["extra"] if path.exists() else 0) + math.ceil(missing * 1.5)
-    write_json_atomic(path, {"extra": extra})
-    store.done_path.unlink(missing_ok=True)
+    extra = ctx.view.raise_topup(domain, shard, missing)
+    ctx.store.shard(INSTRUCTIONS, domain, shard).done_path.unlink(missing_ok=True)
     return extra
 
 
@@ -82,7 +49,7 @@ class SelectWork(ShardWork):
         return None if committed else "all"
 
     def _duplicates_path(self) -> Path:
-        return duplicates_path(self.ctx.store, self.domain)
+        return self.ctx.view.duplicates_path(self.domain)
 
     def _drop_near_duplicates(self, unique: list[dict]) -> tuple[list[dict], list[NearDuplicate]]:
         """Across the whole domain, in candidate order: the first of each cluster is kept."""
@@ -97,7 +64,7 @@ class SelectWork(ShardWork):
         """work/select/<domain>/near_duplicates.json: the counts the merge and `report` read, and
         every near-duplicate dropped with the instruction it duplicates."""
         q = self.cfg.quality
-        write_json_atomic(self._duplicates_path(), {
+        self.ctx.view.write_duplicates(self.domain, {
             "domain": self.domain, "near_dedup": q.near_dedup, "threshold": q.near_dup_threshold,
             "candidates": candidates, "exact_duplicates": exact, "near_duplicates_dropped": len(near),
             "near_duplicates": [
@@ -115,9 +82,8 @@ class SelectWork(ShardWork):
         """Instructions that reproduce a problem of `quality.decontamination_files` (quality/decontam.py),
         dropped like duplicates; recorded per benchmark file in decontamination.json."""
         q = self.cfg.quality
-        path = self._duplicates_path().parent / DECONTAMINATION_FILE
         if not q.decontamination_files:
-            path.unlink(missing_ok=True)
+            self.ctx.view.write_decontamination(self.domain, None)
             return chosen, 0
         from ..quality.decontam import Decontaminator
 
@@ -127,7 +93,7 @@ class SelectWork(ShardWork):
         per_file = {f: 0 for f in bench.files}
         for m in matches:
             per_file[bench.files[m.file]] += 1
-        write_json_atomic(path, {
+        self.ctx.view.write_decontamination(self.domain, {
             "domain": self.domain, "field": q.decontamination_field, "ngram": q.decontamination_ngram,
             "threshold": q.decontamination_threshold,
             "files": {f: {"problems": n, "dropped": per_file[f]} for f, n in zip(bench.files, bench.sizes)},

@@ -1,11 +1,4 @@
-"""The one place that knows the run directory's layout on disk.
-
-    <run_dir>/run.json                  frozen config + plan (written once, at launch)
-    <run_dir>/jobs.jsonl                every submission, appended
-    <run_dir>/work/<stage>/<domain>/shard-00007/part-00000.parquet   committed chunks
-    <run_dir>/work/<stage>/<domain>/shard-00007/chunks.jsonl         each chunk's rows, size, sha256
-    <run_dir>/work/<stage>/<domain>/shard-00007/DONE.json            the shard's done marker
-    <run_dir>/logs/                     executor logs
+"""One shard folder: its committed chunks and their records, its done marker and its attempt log.
 
 Chunks are the unit of loss: each is written under a unique temporary name, fsynced and renamed
 to its fixed name, so a crash leaves either the whole chunk or none, and two writers of the same
@@ -15,14 +8,11 @@ Each chunk's row count, byte size and sha256 are appended to the shard's `chunks
 chunk is renamed into place, and every reader checks them: a chunk that is truncated, has bytes
 changed or has no record is damaged, never trusted. Only names the store writes (`part-NNNNN.parquet`)
 are chunks; anything else in a shard folder is left alone and reported as a stray file. A bad chunk
-is moved aside (`<name>.corrupt-<time>-<id>`), never deleted. The run's JSON files are read through
-`read_json_file` / `read_jsonl`, which turn any damage into one line naming the file (exit 2).
+is moved aside (`<name>.corrupt-<time>-<id>`), never deleted.
 """
 
 from __future__ import annotations
 
-import errno
-import functools
 import hashlib
 import json
 import logging
@@ -36,68 +26,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, CorruptFileError, DamagedShardError, MagpieError
+from ..errors import CorruptFileError, DamagedShardError, MagpieError
+from .files import (_cached_sha256, _fsync_dir, _is_disk_full, _short, append_line, file_sha256, read_json_file,
+                    read_jsonl, write_json_atomic)
 
-RUN_MANIFEST = "run.json"
-JOBS_LOG = "jobs.jsonl"
 DONE_MARKER = "DONE.json"
 CHUNK_LOG = "chunks.jsonl"
+ATTEMPT_LOG = "attempts.jsonl"
+TOPUP_FILE = "topup.json"  # an instruction shard's extra target, asked for by select (view.py)
 CHUNK_NAME = re.compile(r"^part-(\d{5})\.parquet$")
 # Everything else the package itself writes in a shard folder (the lock's files, select's top-up
 # note, temp files of a chunk being written, what was set aside): never reported as stray.
-OWN_NAMES = {DONE_MARKER, CHUNK_LOG, "attempts.jsonl", "owner.json", ".lock", "topup.json"}
+OWN_NAMES = {DONE_MARKER, CHUNK_LOG, ATTEMPT_LOG, "owner.json", ".lock", TOPUP_FILE}
 OWN_PATTERN = re.compile(r"^(\.part-\d{5}\.[0-9a-f]+\.tmp|\..+\.[0-9a-f]{32}\.tmp|part-\d{5}\.parquet\.corrupt-.+"
                          r"|DONE\.json\.damaged-.+|\.lock.*|owner\.json.*)$")
-_CHUNK_BUFFER = 1 << 20
-
-
-def read_json_file(path: Path, what: str = "", *, kind: type = dict) -> Any:
-    """A JSON file of the run directory, or CorruptFileError naming it and what is wrong."""
-    what = what or path.name
-    try:
-        text = path.read_bytes().decode("utf-8")
-        value = json.loads(text)
-    except FileNotFoundError:
-        raise
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: {what} is damaged (not valid JSON: {_short(exc)}); restore it from a "
-                               "copy or move the run aside; nothing was changed") from None
-    except OSError as exc:
-        raise CorruptFileError(f"{path}: {what} cannot be read ({exc.strerror or exc})") from None
-    if not isinstance(value, kind):
-        raise CorruptFileError(f"{path}: {what} is damaged (a JSON {type(value).__name__}, expected an object); "
-                               "restore it from a copy or move the run aside; nothing was changed")
-    return value
-
-
-def read_jsonl(path: Path, what: str = "", *, required: tuple[str, ...] = ()) -> list[dict]:
-    """Every line of a JSON-lines log as an object; a damaged line is a CorruptFileError naming the
-    file and the line. A missing file is an empty log."""
-    what = what or path.name
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise CorruptFileError(f"{path}: {what} cannot be read ({exc.strerror or exc})") from None
-    out = []
-    for number, line in enumerate(raw.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            value, problem = None, f"line {number} is not valid JSON: {_short(exc)}"
-        else:
-            missing = [k for k in required if not isinstance(value, dict) or k not in value]
-            problem = (f"line {number} is not a JSON object" if not isinstance(value, dict)
-                       else f"line {number} lacks {', '.join(missing)}" if missing else None)
-        if problem:
-            raise CorruptFileError(f"{path}: {what} is damaged ({problem}); restore it from a copy or move the "
-                                   "run aside; nothing was changed")
-        out.append(value)
-    return out
-
 
 # DONE.json fields readers add up: a number or absent.
 _DONE_NUMBERS = ("rows", "chunks", "kept", "output_tokens", "prompt_tokens", "seconds",
@@ -106,79 +48,6 @@ _DONE_NUMBERS = ("rows", "chunks", "kept", "output_tokens", "prompt_tokens", "se
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-
-
-def file_sha256(path: Path) -> tuple[str, int]:
-    """(hex sha256, size) of a file, read in 1 MiB blocks."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while block := fh.read(_CHUNK_BUFFER):
-            digest.update(block)
-            size += len(block)
-    return digest.hexdigest(), size
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _cached_sha256(path: str, size: int, mtime_ns: int, inode: int) -> tuple[str, int]:
-    """file_sha256 once per file version in a process: `status --watch` rereads nothing unchanged."""
-    return file_sha256(Path(path))
-
-
-def inside(root: Path, path: Path) -> Path:
-    """`path`, resolved, after checking that it lies under `root`: every path the package writes in
-    a run goes through here, so no name (domain, stage, run name) can lead a write elsewhere."""
-    base = Path(root).resolve()
-    target = Path(path).resolve()
-    if target != base and base not in target.parents:
-        raise ConfigError(f"refusing to write {target}: it is outside the run directory {base}")
-    return target
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _is_disk_full(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT) or "No space left" in str(exc)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Whole file or nothing: unique temp name, fsync, rename, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if _is_disk_full(exc):
-            raise MagpieError(f"disk full writing {path}: free space (or quota) and rerun") from exc
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def append_line(path: Path, record: dict) -> None:
-    """One JSON line per write with O_APPEND: safe with concurrent appenders on one host."""
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 class ShardStore:
@@ -433,7 +302,7 @@ class ShardStore:
 
     @property
     def attempts_path(self) -> Path:
-        return self.path / "attempts.jsonl"
+        return self.path / ATTEMPT_LOG
 
     def attempts(self) -> list[dict]:
         """Every start of this shard (requeues and resubmissions alike) and how each ended."""
@@ -479,54 +348,3 @@ def counted_starts(attempts: list[dict]) -> list[dict]:
     stopped = {a.get("attempt") for a in attempts
                if a.get("event") == "interrupted" or str(a.get("error", "")).startswith(INTERRUPTED)}
     return [a for a in attempts if a.get("event") == "start" and a.get("attempt") not in stopped]
-
-
-class RunStore:
-    def __init__(self, run_dir: Path):
-        self.run_dir = Path(run_dir)
-
-    @property
-    def manifest_path(self) -> Path:
-        return self.run_dir / RUN_MANIFEST
-
-    @property
-    def jobs_path(self) -> Path:
-        return self.run_dir / JOBS_LOG
-
-    @property
-    def logs(self) -> Path:
-        return self.run_dir / "logs"
-
-    def is_run_dir(self) -> bool:
-        return self.manifest_path.is_file()
-
-    def read_manifest(self) -> dict:
-        if not self.is_run_dir():
-            raise ConfigError(f"{self.run_dir} is not a magpie-hpc run directory (no {RUN_MANIFEST}); pass the folder launch created")
-        manifest = read_json_file(self.manifest_path, "the run manifest")
-        missing = [k for k in ("config", "model", "reward_model_path") if not isinstance(manifest.get(k), (dict, str))]
-        if missing or not isinstance(manifest["config"], dict) or not isinstance(manifest["model"], dict):
-            raise CorruptFileError(f"{self.manifest_path}: the run manifest is damaged (missing or wrong "
-                                   f"{', '.join(missing) or 'config/model'}); restore it from a copy; nothing was changed")
-        return manifest
-
-    def write_manifest(self, manifest: dict) -> None:
-        write_json_atomic(self.manifest_path, manifest)
-
-    def shard(self, stage: str, domain: str, shard: int) -> ShardStore:
-        # stage and domain names are checked against config.NAME_PATTERN when the config is
-        # loaded; this check keeps a name from a hand-edited run.json from leading elsewhere.
-        path = self.run_dir / "work" / stage / domain / f"shard-{shard:05d}"
-        inside(self.run_dir, path)
-        return ShardStore(path)
-
-    def append_job(self, record: dict) -> None:
-        append_line(self.jobs_path, record)
-
-    def read_jobs(self) -> list[dict]:
-        jobs = read_jsonl(self.jobs_path, "the job log", required=("stage", "shards", "job_id"))
-        for number, job in enumerate(jobs, 1):
-            if not isinstance(job["shards"], list) or not all(isinstance(s, int) for s in job["shards"]):
-                raise CorruptFileError(f"{self.jobs_path}: the job log is damaged (entry {number}: shards is not "
-                                       "a list of shard numbers); restore it from a copy; nothing was changed")
-        return jobs
