@@ -34,6 +34,10 @@ class EngineConfig(StrictModel):
     gpu_memory_utilization: float = Field(default=0.95, gt=0, le=1)
     enable_prefix_caching: bool = True  # every Magpie prompt shares one prefix
     enforce_eager: bool = False
+    compile_cache: Literal["shared", "private"] = Field(default="shared", description=(
+        "torch.compile caches of SLURM tasks, inside the run directory (RUN_DIR/cache/compile): \"shared\": "
+        "one per (model, vLLM version, GPU type), built by the first task under a lock and read by the "
+        "others (magpie_hpc/compile_cache.py); \"private\": every task compiles its own."))
     max_model_len: int | None = Field(default=None, gt=0, description="Overrides the model entry.")
     tensor_parallel_size: int | None = Field(default=None, gt=0)
     allow_untested_engine: bool = Field(default=False, description=(
