@@ -3,7 +3,7 @@
 The same prompts through the real pipeline (`run_shard` of the responses stage, model loaded once),
 at the seed's response temperatures (0.0 and 0.05), with the detection on (the default) and off:
 tokens generated, wall time, finish reasons, and the ratios side by side. The tiny model is built
-to stop under greedy decoding (tiny_models.py), so a repetition penalty below 1 (it rewards tokens
+to stop under greedy decoding (magpie_hpc/fixtures/), so a repetition penalty below 1 (it rewards tokens
 already written) drives every response into the loop an R1 model falls into at these temperatures
 ("2,2,2,..." until max_tokens): the figures are the case where every response loops; a run's real
 loop rate comes from a pilot run (its card and run summary count them). Also measured: the cost of

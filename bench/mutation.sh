@@ -24,13 +24,15 @@ mkdir -p "$OUT"
 
 # name | module | definitions to mutate (empty: all) | default sample | tests
 MODULES=(
-  "store|magpie_hpc/store.py||20|tests/test_store.py"
+  "store|magpie_hpc/store/shard.py||20|tests/test_store.py"
   "shardlock|magpie_hpc/shardlock.py||15|tests/test_shardlock.py"
   "cleaning|magpie_hpc/quality/cleaning.py||20|tests/quality/test_cleaning.py; tests/test_properties.py -k cleaning_or_dedup"
   "dpo|magpie_hpc/quality/dpo.py||20|tests/quality/test_dpo.py; tests/test_properties.py -k dpo"
   "plan|magpie_hpc/plan.py||20|tests/test_plan.py; tests/test_instruction_chunks.py -k need_slightly_or_cap_and; tests/test_properties.py -k shard_ranges_or_chunk"
   "select|magpie_hpc/stages/select.py||5|tests/test_local_pipeline.py -k counts_flag; tests/test_fault_tolerance.py -k select_short"
-  "merge_records|magpie_hpc/merge.py|file_names,final_answers,missing_shards,stage_rows,_base,_response_configs,_with_instructions,write_instructions,write_sft,write_preference|5|tests/test_local_pipeline.py -k three_responses_or_merge_refuses"
+  "merge_records|magpie_hpc/merge/records.py|file_names,final_answers,_response_configs|5|tests/test_local_pipeline.py -k three_responses_or_merge_refuses"
+  "merge_streams|magpie_hpc/merge/domain.py|stage_rows,_with_instructions,write_instructions,write_sft,write_preference|5|tests/test_local_pipeline.py -k three_responses_or_merge_refuses"
+  "merge_missing|magpie_hpc/merge/run.py|missing_shards|5|tests/test_local_pipeline.py -k three_responses_or_merge_refuses"
 )
 
 work=$(mktemp -d /tmp/magpie-mutation.XXXXXX)

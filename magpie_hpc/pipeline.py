@@ -26,7 +26,7 @@ SELECT = "select"
 RESPONSES = "responses"
 MULTI_RESPONSES = "multi_responses"
 REWARDS = "rewards"
-MERGE = "merge"  # not a shard stage: one job after all of them (merge.py)
+MERGE = "merge"  # not a shard stage: one job after all of them (merge/)
 MERGE_KEY = (MERGE, "all", 0)  # how the merge is keyed beside (stage, domain, shard) keys
 
 Dependency = Literal["afterok", "aftercorr"]

@@ -25,7 +25,6 @@ from ..quality.loops import ends_in_loop
 from ..report.card import CARD_CONFIGS
 from ..report.plots import DomainSamples
 from ..report.quality import domain_flags, quality_figures
-from ..stages.select import read_decontamination, read_duplicates
 from ..store import write_json_atomic
 from ..trl_files import empty_tables, model_revision
 from .records import RecordShaper, count_label, file_names, final_answers, title
@@ -204,12 +203,12 @@ class DomainMerger:
         """dataset_info.json's `quality`: what `python -m magpie_hpc report` prints, flags included."""
         drop_reasons: Counter = Counter()
         for shard in stage_shards(self.cfg, INSTRUCTIONS, self.domain):
-            done = self.ctx.store.shard(INSTRUCTIONS, self.domain, shard.shard).done() or {}
+            done = self.ctx.view.done(INSTRUCTIONS, self.domain, shard.shard) or {}
             drop_reasons.update(done.get("drop_reasons", {}))
-        duplicates = read_duplicates(self.ctx.store, self.domain)
+        duplicates = self.ctx.view.duplicates(self.domain)
         figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
                                   sft_excluded=self.stats["sft_excluded_incomplete"],
-                                  decontamination=read_decontamination(self.ctx.store, self.domain), **self.quality)
+                                  decontamination=self.ctx.view.decontamination(self.domain), **self.quality)
         figures["loops"] = loop_figures(self.loops, self.cfg)
         self.stats.update(exact_duplicates_dropped=figures["exact_duplicates_dropped"],
                           near_duplicates_dropped=figures["near_duplicates_dropped"],

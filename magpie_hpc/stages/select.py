@@ -16,17 +16,7 @@ from ..pipeline import INSTRUCTIONS
 from ..plan import instruction_id, stage_shards
 from ..quality.cleaning import normalize_for_dedup
 from ..quality.neardup import NearDuplicate, find_near_duplicates
-from ..store import RunStore, RunView
 from .base import ShardWork
-
-
-# merge.py reads select's records under these names; they read through the run's view (store/view.py).
-def read_duplicates(store: RunStore, domain: str) -> dict | None:
-    return RunView(store).duplicates(domain)
-
-
-def read_decontamination(store: RunStore, domain: str) -> dict | None:
-    return RunView(store).decontamination(domain)
 
 
 class NeedMoreInstructions(RerunUpstream):
