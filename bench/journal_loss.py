@@ -37,13 +37,14 @@ def _journal(folder) -> set[tuple[int, int]]:
 
 def trial(root, how: str, count: int, rate: float, stop_after: int, grace: float) -> dict:
     from magpie_hpc.stages import run_shard
+    from magpie_hpc.context import RunContext
     from magpie_hpc.store import RunStore
 
     run_dir = make_run(root, engine={"kind": "synthetic", "reward_kind": "synthetic", "synthetic_tokens_per_second": rate},
                        count=count, sharding={"instructions": count, "responses": count, "multi_responses": count,
                                               "chunk_size": count})
-    run_shard(run_dir, "instructions", "algebra", 0)
-    run_shard(run_dir, "select", "algebra", 0)
+    run_shard(RunContext(run_dir), "instructions", "algebra", 0)
+    run_shard(RunContext(run_dir), "select", "algebra", 0)
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     cmd = [sys.executable, "-m", "magpie_hpc", "run-shard", str(run_dir), "responses", "algebra", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -61,7 +62,7 @@ def trial(root, how: str, count: int, rate: float, stop_after: int, grace: float
     proc.wait(30)
     committed = len(list(shard.path.glob("part-*.parquet")))
     finished = _journal(shard.path)
-    done = run_shard(run_dir, "responses", "algebra", 0)
+    done = run_shard(RunContext(run_dir), "responses", "algebra", 0)
     reused = done.get("journal_reused_requests", 0)
     finished_open = 0 if committed else len(finished)  # committed chunks are not journal business
     return {"stop": how, "requests": count, "finished_before_rerun": len(finished), "chunk_committed": bool(committed),

@@ -40,13 +40,13 @@ class LocalExecutor(Executor):
     def _run(self, ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> None:
         for _ in range(ctx.cfg.fault_tolerance.max_attempts):
             try:
-                summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+                summary = run_shard(ctx, stage, domain, shard, engines=engines)
                 break
             except NeedMoreInstructions as exc:
                 # What `resubmit` does on SLURM: generate the missing instructions, select again.
                 log.warning("%s", exc)
                 for ins in stage_shards(ctx.cfg, "instructions", domain):
-                    run_shard(ctx.run_dir, "instructions", domain, ins.shard, engines=engines, ctx=ctx)
+                    run_shard(ctx, "instructions", domain, ins.shard, engines=engines)
         else:
-            summary = run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+            summary = run_shard(ctx, stage, domain, shard, engines=engines)
         log.info("%s %s shard %d done: %d rows", stage, domain, shard, summary.get("rows", 0))

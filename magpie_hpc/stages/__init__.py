@@ -1,4 +1,4 @@
-"""The pipeline's stages, each `run_shard(run_dir, stage, domain, shard)` through one runner."""
+"""The pipeline's stages, each `run_shard(ctx, stage, domain, shard)` through one runner."""
 
 from .runner import WORK, run_shard
 
