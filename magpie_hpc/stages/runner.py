@@ -195,7 +195,6 @@ def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: 
         attempt = sum(1 for a in history if a.get("event") == "start") + 1
         identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
                     **slurm_task_identity().record()}
-        store.log_attempt({"event": "start", "time": time.time(), **identity})
 
         def on_stall(idle: float) -> None:
             msg = (f"{stage} {domain} shard {shard}: no chunk committed for {idle:.0f}s "
@@ -210,6 +209,8 @@ def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: 
         try:
             with Signals(f"{stage} {domain} shard {shard}", on_signal, time_limit_drain) as signals, \
                     Watchdog(ft.stall_seconds, on_stall) as watchdog:
+                # logged once the handlers are in: a signal that a start on record may draw is caught
+                store.log_attempt({"event": "start", "time": time.time(), **identity})
                 summary = _run_chunks(_Attempt(ctx, stage, domain, ranges[shard], store, lock, engines, attempt,
                                                signals, watchdog))
         except BaseException as exc:
