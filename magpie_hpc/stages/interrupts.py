@@ -128,8 +128,10 @@ class Signals:
     def __exit__(self, *exc) -> None:
         self.settle()
         for signum, previous in self._previous.items():
-            # the deadline's wake-up may still be on its way: ignored from now on, not fatal
-            signal.signal(signum, signal.SIG_IGN if signum == _DEADLINE_SIGNAL else previous)
+            if signum == _DEADLINE_SIGNAL:
+                signal.signal(signum, signal.SIG_IGN)  # its wake-up may still be on its way: not fatal
+            elif previous is not None:  # None: not installed from Python, so not restorable
+                signal.signal(signum, previous)
 
 
 class Watchdog:
