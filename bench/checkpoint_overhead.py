@@ -37,11 +37,12 @@ GPU_RATE = 2_500.0
 
 def stage_run(run_dir: Path, stage: str, chunk: int) -> dict:
     from magpie_hpc.stages import run_shard
+    from magpie_hpc.context import RunContext
 
     set_config(run_dir, "sharding", "chunk_size", chunk)
     reset_shard(run_dir, stage, DOMAIN, 0)
     started = time.monotonic()
-    done = run_shard(run_dir, stage, DOMAIN, 0)
+    done = run_shard(RunContext(run_dir), stage, DOMAIN, 0)
     return {"seconds": time.monotonic() - started, "chunks": done["chunks"], "tokens": done["output_tokens"],
             "rows": done["rows"]}
 
@@ -57,10 +58,11 @@ def part_a(quick: bool, reps: int) -> tuple[list, dict]:
                        quality={"near_dedup": False})  # the synthetic text is repetitive; selection is not measured
     from magpie_hpc.plan import stage_shards
     from magpie_hpc.stages import run_shard
+    from magpie_hpc.context import RunContext
 
     for shard in stage_shards(RunContextLite(run_dir).cfg, "instructions", DOMAIN):
-        run_shard(run_dir, "instructions", DOMAIN, shard.shard)
-    run_shard(run_dir, "select", DOMAIN, 0)
+        run_shard(RunContext(run_dir), "instructions", DOMAIN, shard.shard)
+    run_shard(RunContext(run_dir), "select", DOMAIN, 0)
     rows, raw = [], {}
     for stage in ("responses", "instructions"):
         # Reference: one chunk for the whole shard (instructions: more than its whole sample budget).

@@ -3,7 +3,7 @@
 Per generation stage (instructions, responses, 7 responses), on a real run directory and the real
 vLLM engine, the model loaded ONCE for every measurement:
 
-  pipeline  `run_shard(run_dir, stage, "algebra", 0, engines=cache)` with the model already loaded
+  pipeline  `run_shard(RunContext(run_dir), stage, "algebra", 0, engines=cache)` with the model already loaded
             (one VllmGenerator handed in through EngineCache): all a task does after its model
             load -- read the selection, build prompts, generate chunk by chunk, clean, commit each
             chunk (Parquet + fsync), write DONE.json.
@@ -156,12 +156,13 @@ class Bench:
     # -- the pipeline ------------------------------------------------------------------------
     def pipeline(self, stage: str, chunk_size: int = 256) -> dict:
         from magpie_hpc.stages import run_shard
+        from magpie_hpc.context import RunContext
 
         set_config(self.run_dir, "sharding", "chunk_size", chunk_size)
         reset_shard(self.run_dir, stage, DOMAIN, 0)
         self.engine_seconds = 0.0
         started = time.monotonic()
-        done = run_shard(self.run_dir, stage, DOMAIN, 0, engines=self.cache)
+        done = run_shard(RunContext(self.run_dir), stage, DOMAIN, 0, engines=self.cache)
         wall = time.monotonic() - started
         return {"tokens": done["output_tokens"], "seconds": wall, "tok_s": done["output_tokens"] / wall,
                 "done_seconds": done["seconds"], "chunks": done["chunks"], "rows": done["rows"],
@@ -221,6 +222,7 @@ def main() -> None:
     args = parse()
     from magpie_hpc.plan import stage_shards
     from magpie_hpc.stages import run_shard
+    from magpie_hpc.context import RunContext
 
     tiny_models()
     b = Bench(args)
@@ -244,9 +246,9 @@ def main() -> None:
     # (its problems are realistic text: a better response prompt than the tiny model's noise).
     set_config(b.run_dir, "engine", "kind", "synthetic")
     for shard in stage_shards(b.ctx.cfg, "instructions", DOMAIN)[1:]:
-        run_shard(b.run_dir, "instructions", DOMAIN, shard.shard)
+        run_shard(RunContext(b.run_dir), "instructions", DOMAIN, shard.shard)
     set_config(b.run_dir, "engine", "kind", "vllm")
-    run_shard(b.run_dir, "select", DOMAIN, 0)
+    run_shard(RunContext(b.run_dir), "select", DOMAIN, 0)
 
     for stage, subset in (("responses", 32 if b.quick else 64), ("multi_responses", 8 if b.quick else 16)):
         runs = {"pipeline": [], "ceiling": []}

@@ -97,7 +97,7 @@ def main() -> None:
         max_tokens=(128, args.max_tokens))
     # The problems come from the synthetic engine (realistic text, at once); only responses are measured.
     for stage in ("instructions", "select"):
-        run_shard(run_dir, stage, DOMAIN, 0)
+        run_shard(RunContext(run_dir), stage, DOMAIN, 0)
     set_config(run_dir, "engine", "kind", "vllm")
     ctx = RunContext(run_dir)
     m, eng = ctx.model, ctx.cfg.engine
@@ -116,7 +116,7 @@ def main() -> None:
         set_field(run_dir, ["responses", "repetition_detection", "enabled"], enabled)
         reset_shard(run_dir, "responses", DOMAIN, 0)
         t0 = time.monotonic()
-        done = run_shard(run_dir, "responses", DOMAIN, 0, engines=cache)
+        done = run_shard(RunContext(run_dir), "responses", DOMAIN, 0, engines=cache)
         return {"tokens": done["output_tokens"], "seconds": time.monotonic() - t0,
                 "finish_reasons": dict(Counter(done["finish_reasons"]))}
 

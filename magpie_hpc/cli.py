@@ -73,9 +73,10 @@ def _resubmit(args: argparse.Namespace) -> int:
 
 
 def _run_shard(args: argparse.Namespace) -> int:
+    from .context import RunContext
     from .stages import run_shard
 
-    print(json.dumps(run_shard(args.run_dir, args.stage, args.domain, args.shard), indent=2))
+    print(json.dumps(run_shard(RunContext(args.run_dir), args.stage, args.domain, args.shard), indent=2))
     return 0
 
 

@@ -29,18 +29,12 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from .store import write_json_atomic
+from .task_identity import slurm_task_identity
 
 log = logging.getLogger("magpie_hpc")
 
 # Locks this process holds, for the signal handlers (mark_all_released).
 _HELD: set["ShardLock"] = set()
-
-
-def restart_count() -> int | None:
-    """SLURM_RESTART_COUNT of this task: unset on a task's first run (0); None outside SLURM."""
-    if os.environ.get("SLURM_JOB_ID") is None:
-        return None
-    return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
 
 
 def mark_all_released() -> None:
@@ -75,18 +69,19 @@ class ShardLock:
     @staticmethod
     def is_predecessor(owner: dict) -> bool:
         """An earlier run of the SLURM task this process is (so dead: SLURM runs one at a time)."""
-        mine, job = restart_count(), os.environ.get("SLURM_JOB_ID")
-        if mine is None or owner.get("job_id") != job:
+        me = slurm_task_identity()
+        if me.restart_count is None or owner.get("job_id") != me.job_id:
             return False
-        if owner.get("array_task") != os.environ.get("SLURM_ARRAY_TASK_ID"):
+        if owner.get("array_task") != me.array_task:
             return False
-        return int(owner.get("restart_count") or 0) < mine  # records of before the field: a first run
+        return int(owner.get("restart_count") or 0) < me.restart_count  # records of before the field: a first run
 
     def _write_owner(self, started: float) -> None:
+        me = slurm_task_identity()
         write_json_atomic(self.owner_path, {
             "token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-            "job_id": os.environ.get("SLURM_JOB_ID"), "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"),
-            "restart_count": restart_count(), "started": started, "heartbeat": time.time(),
+            "job_id": me.job_id, "array_task": me.array_task,
+            "restart_count": me.restart_count, "started": started, "heartbeat": time.time(),
             **({"released": True} if self.released else {}),
         })
 

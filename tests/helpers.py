@@ -46,6 +46,7 @@ def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
     from magpie_hpc.config import load_config
     from magpie_hpc.launch import create_run, validate
     from magpie_hpc.stages import run_shard
+    from magpie_hpc.context import RunContext
 
     sections.setdefault("sharding", {"instructions": 8, "responses": count, "multi_responses": count, "chunk_size": 2})
     ft = {"heartbeat_seconds": 0.5, "stale_seconds": 3.0, "start_jitter_seconds": 0.0}
@@ -56,6 +57,6 @@ def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
                        "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=count)
     model, reward, prompts = validate(cfg)
     run_dir = create_run(cfg, model, reward, prompts)
-    run_shard(run_dir, "instructions", "algebra", 0)
-    run_shard(run_dir, "select", "algebra", 0)
+    run_shard(RunContext(run_dir), "instructions", "algebra", 0)
+    run_shard(RunContext(run_dir), "select", "algebra", 0)
     return run_dir

@@ -19,7 +19,9 @@ from helpers import make_run
 from magpie_hpc.engine import EngineFault
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.stages import run_shard
-from magpie_hpc.stages.runner import Interrupted, ShardFailed
+from magpie_hpc.context import RunContext
+from magpie_hpc.stages.interrupts import Interrupted
+from magpie_hpc.stages.runner import ShardFailed
 from magpie_hpc.store import RunStore
 
 
@@ -48,7 +50,7 @@ def test_sigkill_mid_chunk_then_rerun_resumes_without_duplicates(tiny_models, tm
     proc.wait()
     assert shard.done() is None
     committed = len(shard.committed_indices())
-    summary = run_shard(run_dir, "responses", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "responses", "algebra", 0)
     assert summary["resumed_at_chunk"] == committed >= 2
     ids = shard_ids(run_dir)
     assert ids == [f"algebra-{i}" for i in range(8)]  # each once, in order
@@ -66,7 +68,7 @@ def test_sigterm_stops_at_a_chunk_boundary(tiny_models, tmp_path):
     assert "SIGTERM" in shard.attempts()[-1]["error"]
     stop = next(a for a in shard.attempts() if a["event"] == "interrupted")  # recorded when the signal came
     assert (stop["attempt"], stop["signal"]) == (1, "SIGTERM") and shard.counted_starts() == []
-    assert run_shard(run_dir, "responses", "algebra", 0)["rows"] == 8
+    assert run_shard(RunContext(run_dir), "responses", "algebra", 0)["rows"] == 8
     assert shard_ids(run_dir) == [f"algebra-{i}" for i in range(8)]
 
 
@@ -102,11 +104,11 @@ def test_stale_lock_taken_over_after_heartbeat_timeout_not_before(tiny_models, t
              "heartbeat": time.time()}
     (shard.path / "owner.json").write_text(json.dumps(owner))
     with pytest.raises(MagpieError, match="being worked on"):
-        run_shard(run_dir, "responses", "algebra", 0)  # a live heartbeat on another host: hands off
+        run_shard(RunContext(run_dir), "responses", "algebra", 0)  # a live heartbeat on another host: hands off
     assert not list(shard.path.glob("part-*"))
     owner["heartbeat"] = time.time() - 3.5  # silent for longer than stale_seconds (3)
     (shard.path / "owner.json").write_text(json.dumps(owner))
-    assert run_shard(run_dir, "responses", "algebra", 0)["rows"] == 4
+    assert run_shard(RunContext(run_dir), "responses", "algebra", 0)["rows"] == 4
     assert not (shard.path / "owner.json").exists()  # released after the work
 
 
@@ -125,9 +127,9 @@ def test_attempt_cap_stops_retries_and_reports_last_error(tiny_models, tmp_path)
                        fault_tolerance={"max_attempts": 3})
     for _ in range(3):
         with pytest.raises(EngineFault):
-            run_shard(run_dir, "responses", "algebra", 0)
+            run_shard(RunContext(run_dir), "responses", "algebra", 0)
     with pytest.raises(ShardFailed, match="failed 3 attempts.*injected failure"):
-        run_shard(run_dir, "responses", "algebra", 0)
+        run_shard(RunContext(run_dir), "responses", "algebra", 0)
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     assert len([a for a in shard.attempts() if a["event"] == "start"]) == 3  # the 4th did not start
 
@@ -154,11 +156,11 @@ def test_preemptions_and_time_limits_do_not_count_toward_the_attempt_cap(tiny_mo
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     for _ in range(2):  # two real failures
         with pytest.raises(EngineFault):
-            run_shard(run_dir, "responses", "algebra", 0)
+            run_shard(RunContext(run_dir), "responses", "algebra", 0)
     for attempt in (3, 4):  # two real preemptions: SIGTERM reaches the running shard
         watcher = _sigterm_once_started(shard, attempt)
         with pytest.raises(Interrupted, match="SIGTERM"):
-            run_shard(run_dir, "responses", "algebra", 0)
+            run_shard(RunContext(run_dir), "responses", "algebra", 0)
         watcher.join()
     # A time limit, as the SLURM task's checkpoint records it (slurm/task.py) before requeueing.
     shard.log_attempt({"event": "start", "time": time.time(), "attempt": 5})
@@ -166,7 +168,7 @@ def test_preemptions_and_time_limits_do_not_count_toward_the_attempt_cap(tiny_mo
     events = [(a["event"], a["attempt"]) for a in shard.attempts() if a["event"] == "interrupted"]
     assert events == [("interrupted", 3), ("interrupted", 4), ("interrupted", 5)]
     # Five starts, two of them failures: under the cap of 3, so the sixth runs and finishes.
-    assert run_shard(run_dir, "responses", "algebra", 0)["attempt"] == 6
+    assert run_shard(RunContext(run_dir), "responses", "algebra", 0)["attempt"] == 6
     assert [a["attempt"] for a in shard.counted_starts()] == [1, 2, 6]
     assert shard_ids(run_dir) == [f"algebra-{i}" for i in range(8)]
 
@@ -174,8 +176,8 @@ def test_preemptions_and_time_limits_do_not_count_toward_the_attempt_cap(tiny_mo
 def test_transient_failure_recovers_on_next_attempt(tiny_models, tmp_path):
     run_dir = make_run(tiny_models, tmp_path, count=4, engine={"synthetic_fail": ["responses:algebra:0:1"]})
     with pytest.raises(EngineFault):
-        run_shard(run_dir, "responses", "algebra", 0)
-    assert run_shard(run_dir, "responses", "algebra", 0)["attempt"] == 2
+        run_shard(RunContext(run_dir), "responses", "algebra", 0)
+    assert run_shard(RunContext(run_dir), "responses", "algebra", 0)["attempt"] == 2
 
 
 @pytest.fixture()
@@ -210,7 +212,7 @@ def test_full_disk_during_chunk_write_loses_nothing(tiny_models, tmp_path, small
     assert shard.done() is None and not list(shard.path.glob(".part-*.tmp"))
     assert shard.chunk_path(0).read_bytes() == first  # earlier chunks stay valid
     (small_disk / "filler").unlink()
-    summary = run_shard(run_dir, "responses", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "responses", "algebra", 0)
     assert summary["resumed_at_chunk"] == len(committed) and summary["rows"] == 8
     assert shard_ids(run_dir) == [f"algebra-{i}" for i in range(8)]
 
@@ -248,11 +250,11 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
 
     shutil.rmtree(sel.path)
     with pytest.raises(NeedMoreInstructions, match="reopened instructions shard 0") as short:
-        run_shard(run_dir, "select", "algebra", 0)
+        run_shard(RunContext(run_dir), "select", "algebra", 0)
     # 2 of 6 chosen: 4 missing, asked for with half again for the next round's losses.
     assert "only 2 distinct clean instructions for 6 problems (1 exact and 0 near" in str(short.value)
     assert json.loads((ins.path / "topup.json").read_text()) == {"extra": 6} and "for 6 more" in str(short.value)
     assert ins.done() is None  # reopened
-    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     assert summary["resumed_at_chunk"] == 1 and summary["kept"] >= 6
-    assert run_shard(run_dir, "select", "algebra", 0)["rows"] == 6
+    assert run_shard(RunContext(run_dir), "select", "algebra", 0)["rows"] == 6

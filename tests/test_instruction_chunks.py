@@ -13,6 +13,7 @@ from helpers import small_config
 from magpie_hpc.config import load_config
 from magpie_hpc.launch import create_run, validate
 from magpie_hpc.stages import run_shard
+from magpie_hpc.context import RunContext
 from magpie_hpc.stages.instructions import MAX_CHUNK_FACTOR, plan_chunk
 from magpie_hpc.store import RunStore
 
@@ -58,13 +59,13 @@ def _run(tiny_models, root: Path, problems: int, chunk_size: int) -> Path:
 def test_shard_just_over_one_chunk_runs_in_one_chunk(tiny_models, tmp_path):
     # Target 20 with chunks of 16: 22 samples asked (10% margin), one chunk of 24 (whole requests).
     run_dir = _run(tiny_models, tmp_path, problems=20, chunk_size=16)
-    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     assert summary["chunks"] == 1 and summary["rows"] == 24 and summary["kept"] >= 20
 
 
 def test_long_shard_chunks_are_capped_and_even(tiny_models, tmp_path):
     run_dir = _run(tiny_models, tmp_path, problems=100, chunk_size=16)
-    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     folder = RunStore(run_dir).shard("instructions", "algebra", 0).path
     sizes = [pq.read_table(p).num_rows for p in sorted(folder.glob("part-*.parquet"))]
     assert summary["kept"] >= 100 and len(sizes) == summary["chunks"]

@@ -96,7 +96,7 @@ def _chunks(run_dir: Path) -> list[pa.Table]:
 def test_identical_prompts_get_their_own_seeds_on_gpu(tiny_models, tmp_path):
     # 60 instructions in chunks of 64 samples: each chunk holds 4 requests of n=16 of one prompt.
     run_dir = _run(tiny_models, tmp_path, problems=60, chunk_size=64, engine={"synthetic_duplicate_rate": 0.0})
-    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     rows = [row for table in _chunks(run_dir) for row in table.to_pylist()]
     drops = Counter(r["drop_reason"] for r in rows if r["drop_reason"])
     # Kept is what was sampled less what cleaning drops: no pile of duplicates (one shared seed made
@@ -126,14 +126,14 @@ def test_resumed_chunk_does_not_replay_chunk_zero_on_cpu(tiny_models, tmp_path):
     # point, keeps a resumed task from sampling exactly what chunk 0 sampled.
     run_dir = _run(tiny_models, tmp_path, problems=24, chunk_size=8, per_prompt=4,
                    engine={"synthetic_duplicate_rate": 0.0, "synthetic_request_seeds": False})
-    run_shard(run_dir, "instructions", "algebra", 0)
+    run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     store = RunStore(run_dir).shard("instructions", "algebra", 0)
     first = _chunks(run_dir)[0]["raw"].to_pylist()
     assert len(store.committed_indices()) >= 3
     for index in store.committed_indices()[1:]:
         store.chunk_path(index).unlink()
     store.done_path.unlink()
-    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     assert summary["resumed_at_chunk"] == 1
     resumed = _chunks(run_dir)[1]
     assert not set(resumed["raw"].to_pylist()) & set(first)
@@ -145,7 +145,7 @@ def test_max_rounds_fails_with_the_keep_rate_and_drop_reasons(tiny_models, tmp_p
     run_dir = _run(tiny_models, tmp_path, problems=20, chunk_size=16, per_prompt=4,
                    engine={"synthetic_length_rate": 0.85}, instructions={"max_rounds": 2})
     with pytest.raises(MagpieError, match=r"instructions\.max_rounds") as failed:
-        run_shard(run_dir, "instructions", "algebra", 0)
+        run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     rows = [row for table in _chunks(run_dir) for row in table.to_pylist()]
     ctx = RunContext(run_dir)
     work = InstructionsWork(ctx, "algebra", stage_shards(ctx.cfg, "instructions", "algebra")[0])
@@ -180,6 +180,6 @@ def test_a_shard_one_short_of_its_target_is_not_complete(tiny_models, tmp_path):
     assert work.next_chunk([_table(6, 2), _table(3, 1)]) >= 1  # 9 of 10: one more chunk
     assert work.next_chunk([_table(6, 2), _table(4, 1)]) is None  # 10 of 10: done
     # End to end: the shard holds at least its target when it is marked done.
-    summary = run_shard(run_dir, "instructions", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     assert summary["kept"] >= 10
     assert sum(t.num_rows - t["instruction"].null_count for t in _chunks(run_dir)) == summary["kept"]

@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 from magpie_hpc.engine import Completion, PromptResult
 from magpie_hpc.journal import RequestJournal, read_journals
 from magpie_hpc.stages import run_shard
+from magpie_hpc.context import RunContext
 from magpie_hpc.store import RunStore
 from test_fault_tolerance import make_run, shard_cmd, wait_for
 
@@ -40,7 +41,7 @@ def test_sigkill_mid_chunk_loses_only_the_requests_in_flight(tiny_models, tmp_pa
     journaled = {(r["chunk"], r["index"]): r["completions"][0][0] for r in _lines(shard.path)}
     assert 2 <= len(journaled) < 6
 
-    done = run_shard(run_dir, "responses", "algebra", 0)
+    done = run_shard(RunContext(run_dir), "responses", "algebra", 0)
     assert done["rows"] == 6 and done["journal_reused_requests"] == len(journaled)
     table = pq.read_table(shard.chunk_path(0)).to_pylist()
     assert [r["id"] for r in table] == [f"algebra-{i}" for i in range(6)]
@@ -61,3 +62,33 @@ def test_journal_ignores_a_torn_tail_and_committed_chunks(tmp_path):
     found = read_journals(tmp_path)
     assert found == {(0, 3): result, (1, 0): result, (1, 2): PromptResult(4, [Completion("c", 1, "stop")])}
     assert set(read_journals(tmp_path, from_chunk=1)) == {(1, 0), (1, 2)}
+
+
+def test_usr2_mid_chunk_drains_then_requeues_without_regenerating(tiny_models, tmp_path):
+    # The SLURM task under submitit (its local executor requeues as SLURM does): one chunk of 8
+    # responses of the synthetic engine's R1-like spread (28 to 370 tokens at 40 tokens/s, up to
+    # ~9 s each). USR2 gives a 25 s warning, so the drain may take 10 s (REQUEUE_MARGIN_SECONDS
+    # kept back): it outlasts any one response, but not the chunk's.
+    from magpie_hpc.slurm.task import REQUEUE_MARGIN_SECONDS
+    from local_task import usr2_mid_chunk
+
+    run_dir = make_run(tiny_models, tmp_path, count=8, engine={"synthetic_tokens_per_second": 40.0},
+                       sharding={"instructions": 8, "responses": 8, "multi_responses": 8, "chunk_size": 8},
+                       slurm={"gpu_stage": {"signal_delay_s": 25}})
+    drain = 25 - REQUEUE_MARGIN_SECONDS
+    trial = usr2_mid_chunk(run_dir, tmp_path / "submitit", after=2)
+    shard = RunStore(run_dir).shard("responses", "algebra", 0)
+    # Stopped admitting at the signal, kept journaling while in flight, stopped at the drain's end.
+    assert trial.committed_in_first == 0 and trial.signalled_after < len(trial.journaled) < 8, trial
+    assert drain - 1 <= trial.first_attempt_seconds_after_signal <= drain + 10, trial
+    stops = [(a["attempt"], a["signal"]) for a in trial.attempts if a["event"] == "interrupted"]
+    assert stops == [(1, "USR2 (time limit)")] and [a["attempt"] for a in shard.counted_starts()] == [2]
+    # Requeued by submitit (no resubmit): the second attempt is this job's, and took every
+    # finished request from the journal. Finished requests regenerated: none.
+    assert trial.done["attempt"] == 2 and trial.done["rows"] == 8
+    assert trial.done["journal_reused_requests"] == len(trial.journaled)
+    table = pq.read_table(shard.chunk_path(0)).to_pylist()
+    assert [r["id"] for r in table] == [f"algebra-{i}" for i in range(8)]
+    for (chunk, index), texts in trial.journaled.items():
+        assert chunk == 0 and table[index]["responses"] == texts  # as journaled, not generated again
+    assert not list(shard.path.glob("journal-*.jsonl"))

@@ -12,6 +12,7 @@ from helpers import small_config
 from dataset_checks import check_run
 from magpie_hpc.cli import main
 from magpie_hpc.stages import run_shard
+from magpie_hpc.context import RunContext
 from magpie_hpc.store import RunStore
 
 
@@ -66,7 +67,7 @@ def test_stage_functions_are_idempotent_and_resume(synthetic_args, tmp_path, cap
     before = {p: p.stat().st_mtime_ns for p in shard_dir.iterdir()}
     done = json.loads((shard_dir / "DONE.json").read_text())
     # A second call on a finished shard does nothing.
-    assert run_shard(run_dir, "multi_responses", "calculus", 0) == done
+    assert run_shard(RunContext(run_dir), "multi_responses", "calculus", 0) == done
     assert {p: p.stat().st_mtime_ns for p in shard_dir.iterdir()} == before
 
     # A shard with 3 problems and chunk size 2 has 2 chunks: lose the last one and the marker,
@@ -77,7 +78,7 @@ def test_stage_functions_are_idempotent_and_resume(synthetic_args, tmp_path, cap
     ids_before = pq.read_table(last)["id"].to_pylist()
     last.unlink()
     (shard_dir / "DONE.json").unlink()
-    summary = run_shard(run_dir, "responses", "calculus", 0)
+    summary = run_shard(RunContext(run_dir), "responses", "calculus", 0)
     assert summary["resumed_at_chunk"] == 1 and summary["rows"] == 3
     assert first.stat().st_mtime_ns == kept_mtime
     assert pq.read_table(last)["id"].to_pylist() == ids_before
@@ -85,7 +86,7 @@ def test_stage_functions_are_idempotent_and_resume(synthetic_args, tmp_path, cap
     # A torn chunk is set aside and redone, not trusted.
     last.write_bytes(last.read_bytes()[:20])
     (shard_dir / "DONE.json").unlink()
-    assert run_shard(run_dir, "responses", "calculus", 0)["rows"] == 3
+    assert run_shard(RunContext(run_dir), "responses", "calculus", 0)["rows"] == 3
     assert list(shard_dir.glob("part-00001.parquet.corrupt-*"))
     assert main(["merge", str(run_dir)]) == 0
     check_run(run_dir, {"calculus": 5})

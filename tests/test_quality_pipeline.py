@@ -21,6 +21,7 @@ from magpie_hpc.cli import main
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.merge import merge_run
 from magpie_hpc.stages import run_shard
+from magpie_hpc.context import RunContext
 from magpie_hpc.stages.instructions import INSTRUCTION_SCHEMA
 from magpie_hpc.store import RunStore
 
@@ -100,7 +101,7 @@ def _plant(run: Path, domain: str, shards: list[list[str | None]]) -> None:
 
 
 def _select(run: Path, domain: str) -> tuple[list[dict], dict]:
-    run_shard(run, "select", domain, 0)
+    run_shard(RunContext(run), "select", domain, 0)
     store = RunStore(run)
     chosen = store.shard("select", domain, 0).read_all().to_pylist()
     duplicates = json.loads((store.shard("select", domain, 0).path.parent / "near_duplicates.json").read_text())
@@ -148,7 +149,7 @@ def test_too_few_after_near_dedup_is_a_clear_error(run_dir, tmp_path):
     run = _copy(run_dir, tmp_path)
     _plant(run, "geometry", [[BASE[0], BASE[1], BASE[2], BASE[4]], [NEAR_1, NEAR_4, BASE[3], EXACT_2]])
     with pytest.raises(MagpieError, match=r"only 5 distinct clean instructions for 6 problems \(1 exact and 2 near"):
-        run_shard(run, "select", "geometry", 0)
+        run_shard(RunContext(run), "select", "geometry", 0)
     assert not (RunStore(run).shard("select", "geometry", 0).done())
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.stages import run_shard
+from magpie_hpc.context import RunContext
 from magpie_hpc.store import RunStore
 from test_fault_tolerance import make_run, shard_cmd, shard_ids, wait_for
 
@@ -86,7 +87,7 @@ def test_sigterm_marks_the_owner_record_released_first(tiny_models, tmp_path):
     # any task (here: this process, no SLURM at all) takes over at once, not after 600 s
     if _owner(shard) is not None:
         assert _owner(shard)["released"] is True
-    assert run_shard(run_dir, "responses", "algebra", 0)["rows"] == 6
+    assert run_shard(RunContext(run_dir), "responses", "algebra", 0)["rows"] == 6
     assert shard_ids(run_dir) == [f"algebra-{i}" for i in range(6)]
 
 
@@ -100,4 +101,4 @@ def test_an_unknown_live_owner_still_blocks(tiny_models, tmp_path):
         "token": "t", "host": "elsewhere", "pid": 1, "job_id": None, "array_task": None, "restart_count": None,
         "heartbeat": time.time()}))
     with pytest.raises(MagpieError, match="being worked on"):
-        run_shard(run_dir, "responses", "algebra", 0)
+        run_shard(RunContext(run_dir), "responses", "algebra", 0)

@@ -22,6 +22,7 @@ from magpie_hpc.engine.synthetic import SyntheticGenerator
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.executors.local import LocalExecutor
 from magpie_hpc.stages import run_shard
+from magpie_hpc.context import RunContext
 from magpie_hpc.store import RunStore
 
 
@@ -43,7 +44,7 @@ def test_lock_lost_mid_shard_stops_before_the_next_commit(tiny_models, tmp_path)
     thread = threading.Thread(target=take_over, daemon=True)
     thread.start()
     with pytest.raises(MagpieError, match="lost the shard's lock"):
-        run_shard(run_dir, "responses", "algebra", 0)
+        run_shard(RunContext(run_dir), "responses", "algebra", 0)
     thread.join()
     assert shard.done() is None
     assert len(shard.committed_indices()) < 4  # it stopped writing once it noticed
@@ -73,11 +74,11 @@ def test_stream_that_ends_early_leaves_the_shard_not_done(tiny_models, tmp_path)
     engines = EngineCache()
     engines._generator = _StreamEndsEarly(SyntheticGenerator(seed=1, user_marker_ids=[]))
     with pytest.raises(MagpieError, match="chunks ended before the shard was complete"):
-        run_shard(run_dir, "responses", "algebra", 0, engines=engines)
+        run_shard(RunContext(run_dir), "responses", "algebra", 0, engines=engines)
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     assert shard.done() is None and shard.committed_indices() == [0]
     # The next attempt, with a whole engine, finishes what is left after the committed chunk.
-    summary = run_shard(run_dir, "responses", "algebra", 0)
+    summary = run_shard(RunContext(run_dir), "responses", "algebra", 0)
     assert summary["resumed_at_chunk"] == 1 and summary["rows"] == 6
     assert _ids(shard) == [f"algebra-{i}" for i in range(6)]
 

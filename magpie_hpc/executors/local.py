@@ -63,4 +63,4 @@ class LocalExecutor(Executor):
 
 def _run_shard(ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> dict:
     """The one call of the shard runner, shared by the DAG walk and the reruns it asks for."""
-    return run_shard(ctx.run_dir, stage, domain, shard, engines=engines, ctx=ctx)
+    return run_shard(ctx, stage, domain, shard, engines=engines)

@@ -1,4 +1,5 @@
-"""The pipeline's stages (pipeline.PIPELINE names their work classes), each shard through one runner."""
+"""The pipeline's stages (pipeline.PIPELINE names their work classes), each `run_shard(ctx, stage, domain,
+shard)` through one runner."""
 
 from .runner import run_shard
 

@@ -1,6 +1,6 @@
 """Run one stage on one shard: the shared machinery every stage goes through.
 
-`run_shard(run_dir, stage, domain, shard)` is the unit the executors schedule. It is idempotent
+`run_shard(ctx, stage, domain, shard)` is the unit the executors schedule. It is idempotent
 (a done shard returns at once), resumes after the last committed chunk, holds the shard's lock
 while it works, loads its model only if there is work left, and writes the done marker last.
 """
@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, nullcontext
-from pathlib import Path
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -26,11 +24,13 @@ from ..engine.factory import TaskRef, build_generator, build_scorer
 from ..errors import MagpieError
 from ..journal import RequestJournal, read_journals, remove_journals
 from ..pipeline import stage as stage_spec
-from ..plan import derive_seed, stage_shards
+from ..plan import ShardRange, derive_seed, stage_shards
 from ..generation_settings import stage_settings
-from ..shardlock import ShardLock, restart_count
-from ..store import counted_starts
+from ..shardlock import ShardLock
+from ..store import ShardStore, counted_starts, kept_instructions
+from ..task_identity import slurm_task_identity
 from .base import ShardWork
+from .interrupts import Signals, Watchdog
 
 log = logging.getLogger("magpie_hpc")
 
@@ -55,7 +55,8 @@ def _tokens(table: pa.Table) -> int:
     return int(sum(sum(v) if isinstance(v, list) else v for v in table["output_tokens"].to_pylist()))
 
 
-def _log_progress(stage, domain, shard, shard_range, committed, table, chunk_seconds) -> None:
+def _log_progress(stage: str, where: str, shard_range: ShardRange, committed: list[pa.Table], table: pa.Table,
+                  chunk_seconds: float) -> None:
     """One line per chunk in the job log: rows and tokens per second, and the shard's ETA."""
     rows = sum(t.num_rows for t in committed)
     rate = table.num_rows / chunk_seconds if chunk_seconds > 0 else 0.0
@@ -64,8 +65,8 @@ def _log_progress(stage, domain, shard, shard_range, committed, table, chunk_sec
     spec = stage_spec(stage)
     if spec.gpu and spec.upstream is not None and rate > 0:  # a shard of problems (instructions: candidates)
         eta = f", ETA {max(shard_range.size - rows, 0) / rate:.0f}s"
-    log.info("%s %s shard %d: chunk %d committed (%d rows, %.1fs, %.2f rows/s, %.0f tokens/s%s)", stage, domain,
-             shard, len(committed) - 1, table.num_rows, chunk_seconds, rate, tokens_rate, eta)
+    log.info("%s: chunk %d committed (%d rows, %.1fs, %.2f rows/s, %.0f tokens/s%s)", where, len(committed) - 1,
+             table.num_rows, chunk_seconds, rate, tokens_rate, eta)
 
 
 def _gpu_name() -> str | None:
@@ -105,7 +106,7 @@ def _summary(stage: str, committed: list[pa.Table]) -> dict:
         # What the engine's loop stop let loops generate; run_summary turns it into tokens saved.
         summary["repetition_output_tokens"] = _loop_tokens(table)
     if "drop_reason" in names:
-        summary["kept"] = rows - table["instruction"].null_count
+        summary["kept"] = kept_instructions(table)
         summary["drop_reasons"] = dict(Counter(r for r in table["drop_reason"].to_pylist() if r))
     if "id" in names:
         ids = table["id"].to_pylist()
@@ -119,63 +120,24 @@ class ShardFailed(MagpieError):
     exit_code = 4
 
 
-class Interrupted(MagpieError):
-    """SIGTERM (preemption, scancel): stopped at a safe point between chunks."""
+@dataclass
+class _Attempt:
+    """One attempt at one shard: what its chunk loop works with."""
 
-    exit_code = 143
+    ctx: RunContext
+    stage: str
+    domain: str
+    shard_range: ShardRange
+    store: ShardStore
+    lock: ShardLock
+    engines: EngineCache | None
+    number: int
+    signals: Signals
+    watchdog: Watchdog
 
-
-class _Signals:
-    """SIGTERM sets a flag the chunk loop checks; the chunk in flight is the most that is lost."""
-
-    def __init__(self, on_signal=None) -> None:
-        self.received: str | None = None
-        self.on_signal = on_signal
-        self._previous = None
-
-    def __enter__(self) -> "_Signals":
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        first = self.received is None
-        self.received = signal.Signals(signum).name
-        log.warning("%s received: stopping after the chunk in flight", self.received)
-        if first and self.on_signal is not None:
-            self.on_signal(self.received)
-
-    def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-class _Watchdog:
-    """Exits the process when nothing is committed for `stall_seconds`: a hung engine blocks inside
-    native code, where no exception can reach it, and would otherwise burn the task's wall time."""
-
-    def __init__(self, stall_seconds: float, on_stall) -> None:
-        self.stall_seconds, self.on_stall = stall_seconds, on_stall
-        self.last = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="shard-watchdog")
-
-    def progress(self) -> None:
-        self.last = time.monotonic()
-
-    def _watch(self) -> None:
-        while not self._stop.wait(min(5.0, self.stall_seconds / 4)):
-            idle = time.monotonic() - self.last
-            if idle > self.stall_seconds:
-                self.on_stall(idle)
-                os._exit(75)
-
-    def __enter__(self) -> "_Watchdog":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
+    @property
+    def where(self) -> str:
+        return f"{self.stage} {self.domain} shard {self.shard_range.shard}"
 
 
 def _acquire(lock: ShardLock, store, ft) -> dict | None:
@@ -190,11 +152,12 @@ def _acquire(lock: ShardLock, store, ft) -> dict | None:
     return None
 
 
-def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engines: EngineCache | None = None,
-              ctx: RunContext | None = None) -> dict:
+def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: EngineCache | None = None,
+              time_limit_drain: float | None = None) -> dict:
     """Bring one shard to done; returns its done marker. Safe to call any number of times, from any
-    number of processes at once."""
-    ctx = ctx or RunContext(Path(run_dir))
+    number of processes at once. `time_limit_drain`: seconds a USR2 (the time-limit warning) leaves
+    to finish the requests in flight before `Interrupted(time_limit=True)` stops the attempt, for
+    the caller to requeue (slurm/task.py); None leaves USR2 to whoever handles it already."""
     ft = ctx.cfg.fault_tolerance
     store = ctx.store.shard(stage, domain, shard)
     if (done := store.done()) is not None:
@@ -218,9 +181,7 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
                               f"do not count); last error: {errors[-1] if errors else 'none recorded (killed)'}")
         attempt = sum(1 for a in history if a.get("event") == "start") + 1
         identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
-                    "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
-                    "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "restart_count": restart_count()}
-        store.log_attempt({"event": "start", "time": time.time(), **identity})
+                    **slurm_task_identity().record()}
 
         def on_stall(idle: float) -> None:
             msg = (f"{stage} {domain} shard {shard}: no chunk committed for {idle:.0f}s "
@@ -228,14 +189,17 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
             log.error(msg)
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
 
-        try:
-            def on_signal(name: str) -> None:
-                lock.mark_released()  # before anything else: the requeued task must not wait for us
-                store.log_interruption(name, attempt)
+        def on_signal(name: str) -> None:
+            lock.mark_released()  # before anything else: the requeued task must not wait for us
+            store.log_interruption(name, attempt)
 
-            with _Signals(on_signal) as signals, _Watchdog(ft.stall_seconds, on_stall) as watchdog:
-                summary = _run_chunks(ctx, stage, domain, shard, ranges[shard], store, lock, engines,
-                                      attempt, signals, watchdog)
+        try:
+            with Signals(f"{stage} {domain} shard {shard}", on_signal, time_limit_drain) as signals, \
+                    Watchdog(ft.stall_seconds, on_stall) as watchdog:
+                # logged once the handlers are in: a signal that a start on record may draw is caught
+                store.log_attempt({"event": "start", "time": time.time(), **identity})
+                summary = _run_chunks(_Attempt(ctx, stage, domain, ranges[shard], store, lock, engines, attempt,
+                                               signals, watchdog))
         except BaseException as exc:
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt,
                                "error": f"{type(exc).__name__}: {exc}"[:2000]})
@@ -246,14 +210,8 @@ def run_shard(run_dir: Path | str, stage: str, domain: str, shard: int, *, engin
         lock.release()
 
 
-def _interrupted_check(signals: _Signals, stage, domain, shard, committed) -> None:
-    if signals.received:
-        raise Interrupted(f"{stage} {domain} shard {shard}: {signals.received} after {len(committed)} chunks; "
-                          "the rest resumes on requeue or resubmit")
-
-
-def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, signals: _Signals,
-                     check, journal=None) -> Iterator[tuple[pa.Table, float]]:
+def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine: Callable[[], object],
+                     signals: Signals, journal: RequestJournal | None = None) -> Iterator[tuple[pa.Table, float]]:
     """(table, seconds) of each remaining chunk, in order, for the caller to commit before asking
     for the next. Work whose chunks are all known ahead streams them through the engine, the next
     chunk queued before the current one is done, so a GPU never drains at a chunk boundary nor
@@ -261,20 +219,20 @@ def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, si
     planned = work.planned_chunks(committed)
     if planned is None:
         while (chunk := work.next_chunk(committed)) is not None:
-            check()
+            signals.check(len(committed))
             engine = open_engine()
             started = time.monotonic()
             yield work.run_chunk(engine, chunk, len(committed), committed), time.monotonic() - started
         return
     if not planned:
         return
-    check()
+    signals.check(len(committed))
     engine, first = open_engine(), len(committed)
 
     def requests():
         for offset, chunk in enumerate(planned):
             if signals.received:
-                return  # after SIGTERM queue nothing new
+                return  # after a signal queue nothing new
             yield work.request(chunk, first + offset)
 
     on_finished = None
@@ -292,58 +250,65 @@ def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine, si
             yield work.to_table(planned[offset], first + offset, results), time.monotonic() - started
             started = time.monotonic()
             if journal is None:
-                check()
+                signals.check(len(committed))
             # with a journal, after a signal nothing new is queued but what is in flight keeps
-            # finishing (journaled, and committed chunk by chunk) until the stream drains or SLURM kills
-    check()  # a stream cut short by a signal ends here, not in a done marker
+            # finishing (journaled, and committed chunk by chunk) until the stream drains, a USR2
+            # drain runs out, or SLURM kills
+    if work.next_chunk(committed) is not None:
+        signals.check(len(committed))  # a stream cut short by a signal ends here, not in a done marker
+    # (a drain that finished the shard's last chunk leaves it done: nothing to requeue for)
 
 
-def _run_chunks(ctx, stage, domain, shard, shard_range, store, lock, engines, attempt, signals, watchdog) -> dict:
+def _run_chunks(a: _Attempt) -> dict:
     started = time.monotonic()
+    ctx, store = a.ctx, a.store
     store.remove_stale_temps()
     committed = store.read_committed()
-    task = TaskRef(stage, domain, shard, attempt)
-    work: ShardWork = stage_spec(stage).work_class()(ctx, domain, shard_range)
+    task = TaskRef(a.stage, a.domain, a.shard_range.shard, a.number)
+    work: ShardWork = stage_spec(a.stage).work_class()(ctx, a.domain, a.shard_range)
     engine, load_seconds, resumed_at = None, 0.0, len(committed)
 
     def open_engine():
         nonlocal engine, load_seconds
         if engine is None and work.engine_kind is not None:
-            engine = _open_engine(work, ctx, task, resumed_at, engines)
+            engine = _open_engine(work, ctx, task, resumed_at, a.engines)
             load_seconds = engine.load_seconds
-            watchdog.progress()
+            a.watchdog.progress()
         return engine
 
-    check = lambda: _interrupted_check(signals, stage, domain, shard, committed)  # noqa: E731
-    settings = stage_settings(ctx.cfg, ctx.model.name, stage, domain)  # recorded with each chunk
+    settings = stage_settings(ctx.cfg, ctx.model.name, a.stage, a.domain)  # recorded with each chunk
     journal = None
+    # Instruction chunks are short: a lost one costs little. They keep no journal, so a stop (SIGTERM,
+    # or a USR2 drain that runs out) loses the one in flight, to be generated again.
     if work.spec.journaled:  # finished requests of the open chunks, from earlier attempts
         work.journaled = read_journals(store.path, from_chunk=len(committed))
-        journal = RequestJournal(store.path / f"journal-{attempt:03d}.jsonl")
+        journal = RequestJournal(store.path / f"journal-{a.number:03d}.jsonl")
     # closing: whatever ends the loop also ends the engine stream (what it queued is aborted)
     with closing(journal) if journal is not None else nullcontext(), \
-            closing(_computed_chunks(work, committed, open_engine, signals, check, journal)) as chunks:
+            closing(_computed_chunks(work, committed, open_engine, a.signals, journal)) as chunks:
         for table, seconds in chunks:
-            if not lock.still_held():
-                raise MagpieError(f"{stage} {domain} shard {shard}: lost the shard's lock to another task "
-                                  "(this one was presumed dead); leaving the shard to it")
-            store.commit(len(committed), table, settings=settings)
-            committed.append(table)
-            watchdog.progress()
-            _log_progress(stage, domain, shard, shard_range, committed, table, seconds)
+            with a.signals.protected():  # a USR2 drain that runs out now stops after the commit
+                if not a.lock.still_held():
+                    raise MagpieError(f"{a.where}: lost the shard's lock to another task (this one was presumed "
+                                      "dead); leaving the shard to it")
+                store.commit(len(committed), table, settings=settings)
+                committed.append(table)
+                a.watchdog.progress()
+                _log_progress(a.stage, a.where, a.shard_range, committed, table, seconds)
+        a.signals.settle()
     if work.next_chunk(committed) is not None:  # never mark done what is not
-        raise MagpieError(f"{stage} {domain} shard {shard}: chunks ended before the shard was complete")
+        raise MagpieError(f"{a.where}: chunks ended before the shard was complete")
+    me = slurm_task_identity()
     summary = {
-        "stage": stage, "domain": domain, "shard": shard, **_summary(stage, committed),
-        "resumed_at_chunk": resumed_at, "attempt": attempt, "model_load_seconds": round(load_seconds, 3),
+        "stage": a.stage, "domain": a.domain, "shard": a.shard_range.shard, **_summary(a.stage, committed),
+        "resumed_at_chunk": resumed_at, "attempt": a.number, "model_load_seconds": round(load_seconds, 3),
         "gpu": _gpu_name(),
         "seconds": round(time.monotonic() - started, 3), "host": socket.gethostname(),
-        "job_id": os.environ.get("SLURM_JOB_ID"), "array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
-        "array_task": os.environ.get("SLURM_ARRAY_TASK_ID"), "finished": time.time(),
+        "job_id": me.job_id, "array_job_id": me.array_job_id, "array_task": me.array_task, "finished": time.time(),
     }
     if journal is not None:
         summary["journal_reused_requests"] = work.reused
-    if engine is not None and engines is None:
+    if engine is not None and a.engines is None:
         engine.close()
     store.mark_done(summary)
     remove_journals(store.path)  # the commits hold everything now; the merge never reads journals

@@ -69,8 +69,10 @@ def test_preemption_requeues_and_resumes(slurm_args, tmp_path, capsys):
 def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
     # One 16-problem multi-response shard of ~7 s per problem under a 2-minute limit with USR2
     # asked 30 s before it (SLURM may send it up to 60 s earlier still): no single run can finish
-    # it. Each run commits what it can, gets USR2, requeues itself, and the next run resumes; a stop
-    # by the clock is not a failure, so max_attempts=1 does not end it.
+    # it. Each run commits what it can, gets USR2, drains (no new problem; the one in flight
+    # finishes and is committed, within the 30 s less the requeue margin), requeues itself through
+    # submitit, and the next run resumes; a stop by the clock is not a failure, so max_attempts=1
+    # does not end it.
     cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 200.0},
                        sharding={"instructions": 16, "responses": 16, "multi_responses": 16, "chunk_size": 1},
                        slurm={"gpu_stage": {"time_min": 2, "signal_delay_s": 30}},
@@ -83,9 +85,16 @@ def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
     assert stops, attempts
     # Each stop is the clock's: USR2 first; the SIGTERM that SLURM sends when the task requeues
     # itself may reach it before it exits, and is logged after the USR2 of the same attempt.
+    commits = [r["time"] for records in (shard.chunk_records() or {}).values() for r in records]
     for attempt in {a["attempt"] for a in stops}:
         signals = [a["signal"] for a in stops if a["attempt"] == attempt]
         assert signals[0] == "USR2 (time limit)" and set(signals[1:]) <= {"SIGTERM"}, attempts
+        # The runner stopped it, after the drain (submitit's handler at once would end it in a
+        # SystemExit), and the problem in flight at the signal was committed, not lost.
+        usr2 = next(a["time"] for a in stops if a["attempt"] == attempt)
+        end = next(a for a in attempts if a["event"] == "end" and a["attempt"] == attempt)
+        assert end["error"].startswith("Interrupted:") and "USR2 (time limit)" in end["error"], end
+        assert any(usr2 < t <= end["time"] for t in commits), (attempt, usr2, end, commits)
     last = [a for a in attempts if a["event"] == "start"][-1]
     assert int(last["restart_count"] or 0) >= 1, attempts  # the same SLURM task, requeued
     assert {"event": "end", "attempt": last["attempt"], "done": True}.items() <= attempts[-1].items(), attempts
