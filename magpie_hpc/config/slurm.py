@@ -18,8 +18,9 @@ class SlurmStageResources(StrictModel):
     mem_gb: int = Field(default=64, gt=0)
     time_min: int = Field(default=240, gt=0)
     signal_delay_s: int = Field(default=120, gt=0, description=(
-        "SLURM sends USR2 this long before time_min runs out; the task then requeues itself. Only the "
-        "chunk in flight is lost, so this needs no more than a commit and a margin for SLURM's check."))
+        "SLURM sends USR2 this long before time_min runs out. The task stops admitting requests, keeps "
+        "journaling and committing what finishes for this long less a 15 s margin, then requeues itself: "
+        "longer lets more of the requests in flight finish; the requests still running are what is lost."))
 
     @model_validator(mode="after")
     def _signal_before_limit(self) -> "SlurmStageResources":
