@@ -29,7 +29,7 @@ def measured_throughput_or_none(ctx) -> tuple[list[dict], str | None]:
 
 def measured_throughput(ctx) -> list[dict]:
     """Per generation stage and domain: planned and measured tokens/s per GPU."""
-    from .roofline import resolve_gpu
+    from .model_arch import resolve_gpu
 
     cfg, gpus = ctx.cfg, ctx.model.tensor_parallel_size
     view = RunView(ctx.store)
@@ -51,14 +51,20 @@ def measured_throughput(ctx) -> list[dict]:
                 if done.get("gpu"):
                     devices.add(done["gpu"])
             known = {(find_gpu(d).name if find_gpu(d) else d) for d in devices}
-            rows.append({
-                "stage": stage, "domain": domain,
-                "planned_tokens_per_second_per_gpu": round(tokens_per_second_per_gpu(cfg, stage, domain), 1),
-                "measured_tokens_per_second_per_gpu": round(tokens / gpu_seconds, 1) if gpu_seconds else None,
-                "measured_shards": shards, "output_tokens": tokens, "gpu_seconds": round(gpu_seconds, 3),
-                "tensor_parallel_size": gpus,
-                "gpu": known.pop() if len(known) == 1 else configured, "measured_on_gpu": bool(devices),
-            })
+            rows.append(
+                {
+                    "stage": stage,
+                    "domain": domain,
+                    "planned_tokens_per_second_per_gpu": round(tokens_per_second_per_gpu(cfg, stage, domain), 1),
+                    "measured_tokens_per_second_per_gpu": round(tokens / gpu_seconds, 1) if gpu_seconds else None,
+                    "measured_shards": shards,
+                    "output_tokens": tokens,
+                    "gpu_seconds": round(gpu_seconds, 3),
+                    "tensor_parallel_size": gpus,
+                    "gpu": known.pop() if len(known) == 1 else configured,
+                    "measured_on_gpu": bool(devices),
+                }
+            )
     return rows
 
 
@@ -71,14 +77,18 @@ def calibration_toml(ctx) -> str:
     if not rows:
         from .errors import ConfigError
 
-        raise ConfigError(f"calibrate: {ctx.run_dir} has no done generation shard that ran from its start; "
-                          "run a pilot (e.g. --count 256) to the end first")
+        raise ConfigError(
+            f"calibrate: {ctx.run_dir} has no done generation shard that ran from its start; "
+            "run a pilot (e.g. --count 256) to the end first"
+        )
     by_gpu: dict[str, dict[str, list[dict]]] = {}
     for r in rows:
         by_gpu.setdefault(r["gpu"], {}).setdefault(r["stage"], []).append(r)
     model = model_key(ctx.cfg)
-    lines = [f"# Measured by `python -m magpie_hpc calibrate` from {ctx.run_dir}",
-             f"# tensor parallel {rows[0]['tensor_parallel_size']}; pass this file with --config"]
+    lines = [
+        f"# Measured by `python -m magpie_hpc calibrate` from {ctx.run_dir}",
+        f"# tensor parallel {rows[0]['tensor_parallel_size']}; pass this file with --config",
+    ]
     for gpu, stages in by_gpu.items():
         if not any(r["measured_on_gpu"] for rs in stages.values() for r in rs):
             lines.append(f"# not measured on a GPU: the run's engine had none; keyed by its hardware.gpu ({gpu})")

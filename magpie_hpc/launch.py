@@ -21,12 +21,19 @@ from .engine_version import engine_check
 from .errors import ConfigError
 from .executors import LaunchResult, Notify, PlanDescription, default_executor, get_executor, silent
 from .model_checks import check_generator
-from .models import (PromptBuilder, ResolvedModel, TemplateTexts, resolve_model, resolve_reward_model,
-                     write_engine_tokenizer)
+from .models import (
+    PromptBuilder,
+    ResolvedModel,
+    TemplateTexts,
+    resolve_model,
+    resolve_reward_model,
+    write_engine_tokenizer,
+)
 from .plan import plan_summary
 from .provenance import collect as collect_provenance
 from .provenance import reconcile_provenance
-from .roofline import choose_tensor_parallel, resolve_arch
+from .model_arch import resolve_arch
+from .roofline import choose_tensor_parallel
 from .store import RunStore
 
 # Room for the chat template around an instruction in the response prompt.
@@ -51,8 +58,9 @@ def launch_run(cfg: RunConfig, notify: Notify = silent) -> LaunchResult:
         raise
 
 
-def resume_run(run_dir: Path, cfg: RunConfig | None = None, *, force: bool = False,
-               notify: Notify = silent) -> LaunchResult:
+def resume_run(
+    run_dir: Path, cfg: RunConfig | None = None, *, force: bool = False, notify: Notify = silent
+) -> LaunchResult:
     """Carry on a run with the executor it was launched with. With `cfg` (`launch --resume`), the
     config is first reconciled with the run's run.json (a change only with `force`)."""
     if cfg is not None:
@@ -111,17 +119,22 @@ def temperature_warnings(cfg: RunConfig, model: ResolvedModel) -> list[str]:
     temperatures (0.0-0.05) stay the defaults; the loop stop is what keeps them affordable."""
     if model.family != "deepseek_r1" or cfg.engine.kind != "vllm":  # the synthetic engine never loops
         return []
-    low = {d: cfg.domain(d).response_temperature for d in cfg.domains
-           if cfg.domain(d).response_temperature < REASONING_MIN_TEMPERATURE}
+    low = {
+        d: cfg.domain(d).response_temperature
+        for d in cfg.domains
+        if cfg.domain(d).response_temperature < REASONING_MIN_TEMPERATURE
+    }
     if cfg.multi_responses.temperature < REASONING_MIN_TEMPERATURE:
         low["preference responses"] = cfg.multi_responses.temperature
     if not low:
         return []
     shown = ", ".join(f"{k} {v:g}" for k, v in low.items())
     stop = "on" if cfg.responses.repetition_detection.enabled else "OFF"
-    return [f"{model.name} is a reasoning model (R1 family) sampled below DeepSeek's {REASONING_MIN_TEMPERATURE:g}-0.7 "
-            f"({shown}): expect responses that loop until max_tokens; the loop stop "
-            f"([responses.repetition_detection]) is {stop}, and the card counts the loops"]
+    return [
+        f"{model.name} is a reasoning model (R1 family) sampled below DeepSeek's {REASONING_MIN_TEMPERATURE:g}-0.7 "
+        f"({shown}): expect responses that loop until max_tokens; the loop stop "
+        f"([responses.repetition_detection]) is {stop}, and the card counts the loops"
+    ]
 
 
 def validate(cfg: RunConfig) -> tuple[ResolvedModel, str, PromptBuilder]:
@@ -220,25 +233,33 @@ def create_run(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: 
     return run_dir.resolve()
 
 
-def _write_manifest(cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None,
-                    run_dir: Path) -> None:
+def _write_manifest(
+    cfg: RunConfig, model: ResolvedModel, reward_path: str, prompts: PromptBuilder | None, run_dir: Path
+) -> None:
     prompts = prompts or PromptBuilder(model)
     if getattr(prompts.tokenizer, "magpie_class_mapping_lossy", False):  # e.g. menu key 2; see load_tokenizer
         model = replace(model, tokenizer_path=str(write_engine_tokenizer(model.path, run_dir.resolve() / "tokenizer")))
-    frozen = cfg.model_copy(update={"executor": cfg.executor or default_executor(), "output_root": cfg.output_root.resolve(),
-                                    "hardware": frozen_hardware(cfg)})
-    RunStore(run_dir).write_manifest({
-        "run_name": run_dir.name,
-        "magpie_hpc_version": __version__,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "config": frozen.model_dump(mode="json"),
-        "model": {**asdict(model), "expected_stop_token_ids": list(model.expected_stop_token_ids)},
-        "reward_model_path": reward_path,
-        "templates": TemplateTexts.render(prompts, cfg).to_json(),
-        "plan": plan_summary(cfg),
-        "engine_version": engine_check(cfg, where="launch"),
-        "provenance": collect_provenance(model.path, reward_path),  # what `launch --resume` compares
-    })
+    frozen = cfg.model_copy(
+        update={
+            "executor": cfg.executor or default_executor(),
+            "output_root": cfg.output_root.resolve(),
+            "hardware": frozen_hardware(cfg),
+        }
+    )
+    RunStore(run_dir).write_manifest(
+        {
+            "run_name": run_dir.name,
+            "magpie_hpc_version": __version__,
+            "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+            "config": frozen.model_dump(mode="json"),
+            "model": {**asdict(model), "expected_stop_token_ids": list(model.expected_stop_token_ids)},
+            "reward_model_path": reward_path,
+            "templates": TemplateTexts.render(prompts, cfg).to_json(),
+            "plan": plan_summary(cfg),
+            "engine_version": engine_check(cfg, where="launch"),
+            "provenance": collect_provenance(model.path, reward_path),  # what `launch --resume` compares
+        }
+    )
 
 
 # Fields that may differ between a launch and a relaunch into the same run directory.
@@ -269,8 +290,9 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
     check_run_files(ctx)  # refuse a damaged run before run.json is rewritten
     updated = reconcile_provenance(ctx.manifest, force=force)  # a changed model or package: refused first
     if new.hardware.architecture is None:  # the launch froze it; a relaunch plans with the same figures
-        new = new.model_copy(update={"hardware": new.hardware.model_copy(
-            update={"architecture": ctx.cfg.hardware.architecture})})
+        new = new.model_copy(
+            update={"hardware": new.hardware.model_copy(update={"architecture": ctx.cfg.hardware.architecture})}
+        )
     diffs = config_differences(ctx.cfg, new)
     if not diffs:
         if updated is not None:
@@ -278,14 +300,18 @@ def reconcile_config(run_dir: Path, new: RunConfig, *, force: bool) -> None:
         return
     shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
     if not force:
-        raise ConfigError(f"config: differs from the run's run.json ({shown}); pass --force to apply it, or drop the changes")
+        raise ConfigError(
+            f"config: differs from the run's run.json ({shown}); pass --force to apply it, or drop the changes"
+        )
     counts = lambda c: {d: c.domain(d).count for d in c.domains}  # noqa: E731
     if plan_summary(ctx.cfg) != plan_summary(new) or counts(ctx.cfg) != counts(new):
         raise ConfigError(f"config: the change alters the shard plan ({shown}); start a new run instead")
     manifest = dict(updated or ctx.manifest)
-    manifest.setdefault("config_history", []).append({"changed": datetime.now().isoformat(timespec="seconds"),
-                                                      "differences": diffs})
-    manifest["config"] = new.model_copy(update={"executor": ctx.cfg.executor,
-                                                "output_root": ctx.cfg.output_root}).model_dump(mode="json")
+    manifest.setdefault("config_history", []).append(
+        {"changed": datetime.now().isoformat(timespec="seconds"), "differences": diffs}
+    )
+    manifest["config"] = new.model_copy(
+        update={"executor": ctx.cfg.executor, "output_root": ctx.cfg.output_root}
+    ).model_dump(mode="json")
     manifest["templates"] = TemplateTexts.render(ctx.prompts, new).to_json()  # a domain text may have changed
     RunStore(run_dir).write_manifest(manifest)

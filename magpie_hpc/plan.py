@@ -68,7 +68,8 @@ def tokens_per_second_per_gpu(cfg: RunConfig, stage: str, domain: str) -> float:
         return t.reward_tokens_per_second
     if t.generation_tokens_per_second is not None:
         return t.generation_tokens_per_second
-    from .roofline import model_key, resolve_gpu, stage_layout
+    from .model_arch import resolve_gpu
+    from .roofline import model_key, stage_layout
 
     measured = t.measured.get(model_key(cfg), {}).get(resolve_gpu(cfg).name, {}).get(stage)
     if measured is not None:  # a pilot run's figure (calibrate) beats the roofline's
@@ -129,8 +130,7 @@ def estimated_gpu_hours(cfg: RunConfig, stage: str, domain: str) -> float:
 def plan_summary(cfg: RunConfig) -> dict:
     """Shard counts per stage and domain, as recorded in run.json and printed by --dry-run."""
     return {
-        domain: {spec.name: len(stage_shards(cfg, spec.name, domain)) for spec in PIPELINE}
-        for domain in cfg.domains
+        domain: {spec.name: len(stage_shards(cfg, spec.name, domain)) for spec in PIPELINE} for domain in cfg.domains
     }
 
 
@@ -152,14 +152,19 @@ def planned_loop_savings(cfg: RunConfig, loop_rate: float, stopped_at: float) ->
     out = {}
     for spec in (s for s in PIPELINE if s.responds):
         stage, n = spec.name, spec.samples(cfg)
-        per_domain = {d: cfg.domain(d).count * n * loop_rate * stage_max_tokens(cfg, stage, d) * (1 - stopped_at)
-                      for d in cfg.domains}
+        per_domain = {
+            d: cfg.domain(d).count * n * loop_rate * stage_max_tokens(cfg, stage, d) * (1 - stopped_at)
+            for d in cfg.domains
+        }
         gpu_seconds = sum(t / tokens_per_second_per_gpu(cfg, stage, d) for d, t in per_domain.items())
         out[stage] = {"tokens": int(sum(per_domain.values())), "gpu_hours": round(gpu_seconds / 3600, 2)}
     return out
+
+
 def stage_plan(cfg: RunConfig) -> dict:
     """Per stage and domain: the layout, planned tokens/s per GPU, tasks and GPU-hours (--dry-run)."""
-    from .roofline import choose_tensor_parallel, resolve_gpu, stage_layout
+    from .model_arch import resolve_gpu
+    from .roofline import choose_tensor_parallel, stage_layout
 
     choice = choose_tensor_parallel(cfg)
     gpu = resolve_gpu(cfg).name
@@ -167,27 +172,45 @@ def stage_plan(cfg: RunConfig) -> dict:
     for spec in PIPELINE:
         stage = spec.name
         for domain in cfg.domains:
-            entry = {"stage": stage, "domain": domain, "gpu": None, "tensor_parallel_size": None,
-                     "kv_cache_tokens": None, "max_num_seqs": None, "tokens_per_second_per_gpu": None,
-                     "tasks": len(stage_shards(cfg, stage, domain)),
-                     "gpu_hours": round(estimated_gpu_hours(cfg, stage, domain), 2)}
+            entry = {
+                "stage": stage,
+                "domain": domain,
+                "gpu": None,
+                "tensor_parallel_size": None,
+                "kv_cache_tokens": None,
+                "max_num_seqs": None,
+                "tokens_per_second_per_gpu": None,
+                "tasks": len(stage_shards(cfg, stage, domain)),
+                "gpu_hours": round(estimated_gpu_hours(cfg, stage, domain), 2),
+            }
             if spec.engine == "scorer":
-                entry.update(gpu=gpu, tensor_parallel_size=1, tokens_per_second_per_gpu=cfg.throughput.reward_tokens_per_second)
+                entry.update(
+                    gpu=gpu, tensor_parallel_size=1, tokens_per_second_per_gpu=cfg.throughput.reward_tokens_per_second
+                )
             elif spec.generates:
                 lay = stage_layout(cfg, stage, domain, choice.tensor_parallel_size)
-                entry.update(gpu=gpu, tensor_parallel_size=choice.tensor_parallel_size, kv_cache_tokens=lay.kv_cache_tokens,
-                             max_num_seqs=cfg.engine.max_num_seqs or lay.max_num_seqs,
-                             tokens_per_second_per_gpu=round(tokens_per_second_per_gpu(cfg, stage, domain), 1))
+                entry.update(
+                    gpu=gpu,
+                    tensor_parallel_size=choice.tensor_parallel_size,
+                    kv_cache_tokens=lay.kv_cache_tokens,
+                    max_num_seqs=cfg.engine.max_num_seqs or lay.max_num_seqs,
+                    tokens_per_second_per_gpu=round(tokens_per_second_per_gpu(cfg, stage, domain), 1),
+                )
             stages.append(entry)
-    return {"gpu": gpu, "tensor_parallel_size": choice.tensor_parallel_size,
-            "tensor_parallel_source": "config" if choice.explicit else "planner",
-            "tensor_parallel_note": choice.note,
-            "generation_gpu_hours_by_tensor_parallel": {str(tp): round(h, 1) for tp, h in choice.hours.items()},
-            "stages": stages, "total_gpu_hours": round(sum(s["gpu_hours"] for s in stages), 1)}
+    return {
+        "gpu": gpu,
+        "tensor_parallel_size": choice.tensor_parallel_size,
+        "tensor_parallel_source": "config" if choice.explicit else "planner",
+        "tensor_parallel_note": choice.note,
+        "generation_gpu_hours_by_tensor_parallel": {str(tp): round(h, 1) for tp, h in choice.hours.items()},
+        "stages": stages,
+        "total_gpu_hours": round(sum(s["gpu_hours"] for s in stages), 1),
+    }
 
 
 def render_stage_plan(model: str, executor: str, plan: dict) -> str:
     """The plan as `launch --dry-run` prints it: one row per stage and domain."""
+
     def num(v, fmt="{:,}"):
         return "-" if v is None else fmt.format(v)
 
@@ -196,9 +219,20 @@ def render_stage_plan(model: str, executor: str, plan: dict) -> str:
     if plan["tensor_parallel_note"]:
         lines.append(f"note: {plan['tensor_parallel_note']}")
     head = ("stage", "domain", "gpu", "tp", "kv-cache tokens", "seqs", "tokens/s/GPU", "tasks", "GPU-hours")
-    rows = [head] + [(s["stage"], s["domain"], s["gpu"] or "-", num(s["tensor_parallel_size"]), num(s["kv_cache_tokens"]),
-                      num(s["max_num_seqs"]), num(s["tokens_per_second_per_gpu"], "{:,.0f}"), num(s["tasks"]),
-                      f"{s['gpu_hours']:,.1f}") for s in plan["stages"]]
+    rows = [head] + [
+        (
+            s["stage"],
+            s["domain"],
+            s["gpu"] or "-",
+            num(s["tensor_parallel_size"]),
+            num(s["kv_cache_tokens"]),
+            num(s["max_num_seqs"]),
+            num(s["tokens_per_second_per_gpu"], "{:,.0f}"),
+            num(s["tasks"]),
+            f"{s['gpu_hours']:,.1f}",
+        )
+        for s in plan["stages"]
+    ]
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
         lines.append("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))

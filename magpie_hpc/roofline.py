@@ -29,15 +29,13 @@ This module is arithmetic on numbers: it imports no torch and reads model folder
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from .errors import ConfigError
-from .hardware import GIB, GPUS, MENU_ARCHITECTURES, GpuSpec, ModelArch, dense_parameters, find_gpu
+from .hardware import GIB, GpuSpec, ModelArch
+from .model_arch import dtype_bytes, resolve_arch, resolve_gpu
 from .pipeline import generation_stages, stage as stage_spec
 
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -53,115 +51,6 @@ TP_MIN_GAIN = 0.10
 # response prompt is the instruction plus RESPONSE_TEMPLATE_TOKENS (launch.TEMPLATE_MARGIN).
 MAGPIE_PROMPT_TOKENS = 160
 RESPONSE_TEMPLATE_TOKENS = 64
-
-_DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "half": 2, "float32": 4, "float": 4, "auto": 2,
-                "fp8": 1, "float8_e4m3fn": 1, "int8": 1}
-
-
-def dtype_bytes(name: str | None) -> int:
-    return _DTYPE_BYTES.get(str(name or "bfloat16").lower().removeprefix("torch."), 2)
-
-
-# ---------------------------------------------------------------------------- model architecture
-
-
-def _safetensors_parameters(folder: Path) -> tuple[int, int] | None:
-    """(parameters, weight bytes) from the safetensors index's total_size, else from the headers'
-    shapes (an 8-byte length and a JSON header per file: nothing else is read)."""
-    index = folder / "model.safetensors.index.json"
-    files = sorted(folder.glob("*.safetensors"))
-    if index.is_file():
-        total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
-        if total:
-            return -1, int(total)  # bytes; parameters follow from the dtype
-    if not files:
-        return None
-    params = size = 0
-    for path in files:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            header = json.loads(fh.read(length))
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            n = math.prod(meta["shape"])
-            params += n
-            size += n * dtype_bytes({"BF16": "bfloat16", "F16": "float16", "F32": "float32",
-                                     "F8_E4M3": "fp8", "I8": "int8"}.get(meta["dtype"], "bfloat16"))
-    return params, size
-
-
-@lru_cache(maxsize=32)
-def arch_from_folder(folder: str) -> ModelArch:
-    """A model folder's config.json (and safetensors sizes) -> ModelArch."""
-    path = Path(folder)
-    try:
-        c = json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"model: cannot read {path / 'config.json'} ({exc}); pass a model folder with a config.json") from None
-    c = {**c.get("text_config", {}), **c}
-    try:
-        layers, hidden, heads = int(c["num_hidden_layers"]), int(c["hidden_size"]), int(c["num_attention_heads"])
-        vocab, inter = int(c["vocab_size"]), int(c.get("intermediate_size") or 4 * hidden)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"model: {path / 'config.json'} lacks {exc}; the planner needs layers, hidden size, "
-                          "heads and vocabulary (or set [hardware] generation figures in --config)") from None
-    kv = int(c.get("num_key_value_heads") or heads)
-    head_dim = int(c.get("head_dim") or hidden // heads)
-    nbytes = dtype_bytes(c.get("torch_dtype") or c.get("dtype"))
-    found = _safetensors_parameters(path)
-    if found is None:
-        params = dense_parameters(layers, hidden, heads, kv, head_dim, vocab, inter,
-                                  qkv_bias=c.get("model_type") == "qwen2", tied=bool(c.get("tie_word_embeddings")))
-    else:
-        params = found[0] if found[0] > 0 else found[1] // nbytes
-    return ModelArch(layers, hidden, heads, kv, head_dim, vocab, inter, params, nbytes,
-                     c.get("max_position_embeddings"))
-
-
-@lru_cache(maxsize=32)
-def _cached_folder(hub_id: str) -> str | None:
-    from .models import _hub_cached  # one cache lookup per process: plans are made many times
-
-    return _hub_cached(hub_id)
-
-
-def resolve_arch(cfg) -> ModelArch:
-    """The architecture the plan uses: frozen in run.json (hardware.architecture), else the model
-    folder (local path or the Hugging Face cache), else the menu table (a plan on a login node
-    before the weights are downloaded)."""
-    frozen = cfg.hardware.architecture
-    if frozen is not None:
-        return ModelArch(**frozen.model_dump())
-    by_hub = {e.hub_id: e for e in cfg.models.values()}
-    entry = cfg.models.get(cfg.model) or by_hub.get(cfg.model)
-    if entry is not None:
-        local = _cached_folder(entry.hub_id)
-        if local is not None and (Path(local) / "config.json").is_file():
-            return arch_from_folder(local)
-        if entry.hub_id in MENU_ARCHITECTURES:
-            return MENU_ARCHITECTURES[entry.hub_id]
-        raise ConfigError(f"model: no config.json for {entry.hub_id} here; download it, or give its figures in "
-                          "[hardware.architecture] of a --config file")
-    path = Path(cfg.model).expanduser()
-    if (path / "config.json").is_file():
-        return arch_from_folder(str(path.resolve()))
-    if cfg.model in MENU_ARCHITECTURES:
-        return MENU_ARCHITECTURES[cfg.model]
-    raise ConfigError(f"model: no architecture known for {cfg.model}; pass a model folder or give its figures in "
-                      "[hardware.architecture] of a --config file")
-
-
-def resolve_gpu(cfg) -> GpuSpec:
-    h = cfg.hardware
-    base = find_gpu(h.gpu)
-    if base is None and (h.gpu_memory_gib is None or h.memory_bandwidth_tbs is None):
-        raise ConfigError(f"hardware.gpu: unknown GPU {h.gpu!r}; choose from {', '.join(GPUS)} or give "
-                          "hardware.gpu_memory_gib and hardware.memory_bandwidth_tbs")
-    base = base or GpuSpec(h.gpu, 0.0, 0.0, 312.0, 230.0)
-    return GpuSpec(base.name, h.gpu_memory_gib or base.memory_gib, h.memory_bandwidth_tbs or base.bandwidth_tbs,
-                   base.bf16_tflops, base.interconnect_gbs)
-
 
 # ---------------------------------------------------------------------------------- the roofline
 
@@ -208,8 +97,16 @@ def kv_cache_tokens(arch: ModelArch, gpu: GpuSpec, tp: int, utilization: float, 
     return max(0, int(free // block)) * BLOCK_TOKENS
 
 
-def layout(arch: ModelArch, gpu: GpuSpec, tp: int, lengths: StageLengths, *, utilization: float,
-           kv_dtype_bytes: int, max_model_len: int) -> Layout:
+def layout(
+    arch: ModelArch,
+    gpu: GpuSpec,
+    tp: int,
+    lengths: StageLengths,
+    *,
+    utilization: float,
+    kv_dtype_bytes: int,
+    max_model_len: int,
+) -> Layout:
     kv_tokens = kv_cache_tokens(arch, gpu, tp, utilization, kv_dtype_bytes)
     fits = kv_tokens >= max_model_len
     seqs = min(MAX_NUM_SEQS, int(kv_tokens // lengths.expected)) if fits else 0
@@ -268,9 +165,15 @@ def stage_lengths(cfg, stage: str, domain: str) -> StageLengths:
 
 
 def stage_layout(cfg, stage: str, domain: str, tp: int) -> Layout:
-    return layout(resolve_arch(cfg), resolve_gpu(cfg), tp, stage_lengths(cfg, stage, domain),
-                  utilization=cfg.engine.gpu_memory_utilization, kv_dtype_bytes=dtype_bytes(cfg.engine.dtype),
-                  max_model_len=max_model_len(cfg))
+    return layout(
+        resolve_arch(cfg),
+        resolve_gpu(cfg),
+        tp,
+        stage_lengths(cfg, stage, domain),
+        utilization=cfg.engine.gpu_memory_utilization,
+        kv_dtype_bytes=dtype_bytes(cfg.engine.dtype),
+        max_model_len=max_model_len(cfg),
+    )
 
 
 def _stage_tokens(cfg, stage: str, domain: str) -> float:
@@ -303,8 +206,10 @@ class Choice:
         if not self.explicit or self.best == self.tensor_parallel_size:
             return None
         mine, best = self.hours[self.tensor_parallel_size], self.hours[self.best]
-        return (f"tensor_parallel_size {self.tensor_parallel_size} (set in the config) plans {mine:,.1f} generation "
-                f"GPU-hours; {self.best} would plan {best:,.1f} ({mine / best - 1:+.0%} at the configured layout)")
+        return (
+            f"tensor_parallel_size {self.tensor_parallel_size} (set in the config) plans {mine:,.1f} generation "
+            f"GPU-hours; {self.best} would plan {best:,.1f} ({mine / best - 1:+.0%} at the configured layout)"
+        )
 
 
 def choose_tensor_parallel(cfg) -> Choice:
@@ -325,17 +230,25 @@ def choose_tensor_parallel(cfg) -> Choice:
         if explicit not in hours:
             hours[explicit] = generation_hours(cfg, explicit)
         if not math.isfinite(hours[explicit]):
-            kv = kv_cache_tokens(arch, resolve_gpu(cfg), explicit, cfg.engine.gpu_memory_utilization,
-                                 dtype_bytes(cfg.engine.dtype))
-            hint = (f"set engine.tensor_parallel_size = {best}" if best is not None
-                    else "choose a GPU with more memory (hardware.gpu)")
-            raise ConfigError(f"engine.tensor_parallel_size: {explicit} x {gpu} holds {kv:,} KV-cache tokens, less than "
-                              f"one {length}-token sequence; {hint} (a layout that fits)")
+            kv = kv_cache_tokens(
+                arch, resolve_gpu(cfg), explicit, cfg.engine.gpu_memory_utilization, dtype_bytes(cfg.engine.dtype)
+            )
+            hint = (
+                f"set engine.tensor_parallel_size = {best}"
+                if best is not None
+                else "choose a GPU with more memory (hardware.gpu)"
+            )
+            raise ConfigError(
+                f"engine.tensor_parallel_size: {explicit} x {gpu} holds {kv:,} KV-cache tokens, less than "
+                f"one {length}-token sequence; {hint} (a layout that fits)"
+            )
         return Choice(explicit, best if best is not None else explicit, True, hours)
     if best is None:
-        raise ConfigError(f"hardware.gpu: {arch.weight_bytes / GIB:.0f} GiB of weights leave no room for one "
-                          f"{length}-token sequence on up to {max(sizes, default=1)} x {gpu} (hardware.gpus_per_node="
-                          f"{per_node}); choose bigger GPUs or nodes, or lower engine.max_model_len")
+        raise ConfigError(
+            f"hardware.gpu: {arch.weight_bytes / GIB:.0f} GiB of weights leave no room for one "
+            f"{length}-token sequence on up to {max(sizes, default=1)} x {gpu} (hardware.gpus_per_node="
+            f"{per_node}); choose bigger GPUs or nodes, or lower engine.max_model_len"
+        )
     return Choice(best, best, False, hours)
 
 

@@ -14,7 +14,7 @@ import math
 
 import pytest
 
-from magpie_hpc import plan, roofline
+from magpie_hpc import model_arch, plan, roofline
 from magpie_hpc.cli import main
 from magpie_hpc.config import load_config
 from magpie_hpc.errors import ConfigError
@@ -74,9 +74,15 @@ PROMPT, OUTPUT = 1024 * 0.3 + 64, 4096 * 0.6
 
 
 def _cfg(model: str, gpu: str, util: float, **extra):
-    return load_config(overrides={"model": model, "domains": "algebra",
-                                  "hardware": {"gpu": gpu, **extra.pop("hardware", {})},
-                                  "engine": {"gpu_memory_utilization": util, **extra.pop("engine", {})}, **extra})
+    return load_config(
+        overrides={
+            "model": model,
+            "domains": "algebra",
+            "hardware": {"gpu": gpu, **extra.pop("hardware", {})},
+            "engine": {"gpu_memory_utilization": util, **extra.pop("engine", {})},
+            **extra,
+        }
+    )
 
 
 def test_r1_qwen_32b_on_one_a100_80gb_fits_a_dozen_sequences():
@@ -92,7 +98,10 @@ def test_r1_qwen_32b_on_one_a100_80gb_fits_a_dozen_sequences():
     assert lay.tokens_per_second_per_gpu == pytest.approx(12 / step, rel=1e-9)
     assert lay.tokens_per_second_per_gpu == pytest.approx(277.4, abs=0.1)
     assert by_hand(A100_80, QWEN32B_BYTES, qwen32b_parameters(), 64, 8, 5120, 1, PROMPT, OUTPUT, 0.9) == (
-        lay.kv_cache_tokens, lay.max_num_seqs, pytest.approx(lay.tokens_per_second_per_gpu, rel=1e-9))
+        lay.kv_cache_tokens,
+        lay.max_num_seqs,
+        pytest.approx(lay.tokens_per_second_per_gpu, rel=1e-9),
+    )
 
 
 def test_r1_qwen_32b_on_two_a100_80gb():
@@ -107,7 +116,12 @@ def test_r1_qwen_32b_on_two_a100_80gb():
     assert memory > compute
     assert lay.tokens_per_second_per_gpu == pytest.approx(112 / (memory + comm) / 2, rel=1e-9)
     # about 5.5x the tokens per GPU of tensor parallel 1
-    assert 5 < lay.tokens_per_second_per_gpu / roofline.stage_layout(cfg, "responses", "algebra", 1).tokens_per_second_per_gpu < 6
+    assert (
+        5
+        < lay.tokens_per_second_per_gpu
+        / roofline.stage_layout(cfg, "responses", "algebra", 1).tokens_per_second_per_gpu
+        < 6
+    )
 
 
 def test_r1_qwen_32b_on_an_h200():
@@ -118,7 +132,10 @@ def test_r1_qwen_32b_on_an_h200():
     assert (lay.kv_cache_tokens, lay.max_num_seqs) == (kv_tokens, seqs) == (16_213 * 16, 91)
     assert lay.tokens_per_second_per_gpu == pytest.approx(rate, rel=1e-9)
     # one H200 already holds 91 R1-length sequences: more than 7x an A100's
-    assert lay.max_num_seqs > 7 * roofline.stage_layout(_cfg("1", "A100-80GB", 0.9), "responses", "algebra", 1).max_num_seqs
+    assert (
+        lay.max_num_seqs
+        > 7 * roofline.stage_layout(_cfg("1", "A100-80GB", 0.9), "responses", "algebra", 1).max_num_seqs
+    )
 
 
 def test_llama_70b_on_h100_and_the_layout_chosen():
@@ -128,20 +145,33 @@ def test_llama_70b_on_h100_and_the_layout_chosen():
     rates = {}
     for tp in (2, 4, 8):
         lay = roofline.stage_layout(cfg, "responses", "algebra", tp)
-        kv_tokens, seqs, rate = by_hand(H100, LLAMA70B_BYTES, llama70b_parameters(), 80, 8, 8192, tp, PROMPT, OUTPUT, 0.9)
+        kv_tokens, seqs, rate = by_hand(
+            H100, LLAMA70B_BYTES, llama70b_parameters(), 80, 8, 8192, tp, PROMPT, OUTPUT, 0.9
+        )
         assert (lay.kv_cache_tokens, lay.max_num_seqs) == (kv_tokens, seqs)
         assert lay.tokens_per_second_per_gpu == pytest.approx(rate, rel=1e-9)
         rates[tp] = rate
     # TP 4: 71.6 GiB - 35.3 GB of weights - 2.5 GiB = 39.0e9 B for 80 layers x 2 KV heads x 128 x 2 x 2 B
     free = 79.6 * 0.9 * GIB - LLAMA70B_BYTES / 4 - 2.5 * GIB
-    assert roofline.stage_layout(cfg, "responses", "algebra", 4).kv_cache_tokens == int(free // (16 * 81_920)) * 16 == 475_600
+    assert (
+        roofline.stage_layout(cfg, "responses", "algebra", 4).kv_cache_tokens
+        == int(free // (16 * 81_920)) * 16
+        == 475_600
+    )
     # The chosen group: fewest generation GPU-hours over the three stages (instructions: a 160-token
     # Magpie prompt and 307 tokens out; multi_responses: 7 x 4096 x 0.6 out), 10% needed per step up.
-    stages = {"instructions": (160, 1024 * 0.3, 10_000 * 1.3 / 0.7 * 1024 * 0.3),
-              "responses": (PROMPT, OUTPUT, 10_000 * 4096 * 0.6),
-              "multi_responses": (PROMPT, OUTPUT, 10_000 * 7 * 4096 * 0.6)}
-    hours = {tp: sum(tokens / by_hand(H100, LLAMA70B_BYTES, llama70b_parameters(), 80, 8, 8192, tp, p, o, 0.9)[2] / 3600
-                     for p, o, tokens in stages.values()) for tp in (2, 4, 8)}
+    stages = {
+        "instructions": (160, 1024 * 0.3, 10_000 * 1.3 / 0.7 * 1024 * 0.3),
+        "responses": (PROMPT, OUTPUT, 10_000 * 4096 * 0.6),
+        "multi_responses": (PROMPT, OUTPUT, 10_000 * 7 * 4096 * 0.6),
+    }
+    hours = {
+        tp: sum(
+            tokens / by_hand(H100, LLAMA70B_BYTES, llama70b_parameters(), 80, 8, 8192, tp, p, o, 0.9)[2] / 3600
+            for p, o, tokens in stages.values()
+        )
+        for tp in (2, 4, 8)
+    }
     best = 2
     for tp in (4, 8):
         if hours[tp] < hours[best] * 0.9:
@@ -150,14 +180,32 @@ def test_llama_70b_on_h100_and_the_layout_chosen():
     assert choice.tensor_parallel_size == best and not choice.explicit
     assert choice.hours[best] == pytest.approx(hours[best], rel=1e-9)
     # on 4-GPU nodes the group of 8 is not a candidate
-    assert roofline.choose_tensor_parallel(_cfg("5", "H100-80GB", 0.9, hardware={"gpus_per_node": 4})).tensor_parallel_size == 4
+    assert (
+        roofline.choose_tensor_parallel(_cfg("5", "H100-80GB", 0.9, hardware={"gpus_per_node": 4})).tensor_parallel_size
+        == 4
+    )
 
 
 def test_one_a100_40gb_is_refused_before_submission_naming_a_layout_that_fits(tmp_path, capsys):
     config = tmp_path / "c.toml"
-    config.write_text('[hardware]\ngpu = "A100-40GB"\n[engine]\ntensor_parallel_size = 1\ngpu_memory_utilization = 0.9\n')
-    code = main(["launch", "--model", "1", "--domains", "algebra", "--executor", "local", "--config", str(config),
-                 "--output-root", str(tmp_path / "data")])
+    config.write_text(
+        '[hardware]\ngpu = "A100-40GB"\n[engine]\ntensor_parallel_size = 1\ngpu_memory_utilization = 0.9\n'
+    )
+    code = main(
+        [
+            "launch",
+            "--model",
+            "1",
+            "--domains",
+            "algebra",
+            "--executor",
+            "local",
+            "--config",
+            str(config),
+            "--output-root",
+            str(tmp_path / "data"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and not (tmp_path / "data").exists()
     line = err.strip().splitlines()[-1]
@@ -167,8 +215,23 @@ def test_one_a100_40gb_is_refused_before_submission_naming_a_layout_that_fits(tm
     assert 36 * GIB - QWEN32B_BYTES < 0
     assert by_hand(A100_40, QWEN32B_BYTES, qwen32b_parameters(), 64, 8, 5120, named, PROMPT, OUTPUT, 0.9)[0] >= 8192
     # the dry run refuses it too, rather than printing a plan that cannot run
-    assert main(["launch", "--model", "1", "--domains", "algebra", "--executor", "local", "--config", str(config),
-                 "--dry-run"]) == 2
+    assert (
+        main(
+            [
+                "launch",
+                "--model",
+                "1",
+                "--domains",
+                "algebra",
+                "--executor",
+                "local",
+                "--config",
+                str(config),
+                "--dry-run",
+            ]
+        )
+        == 2
+    )
 
 
 def test_an_explicit_tensor_parallel_wins_and_the_plan_says_what_it_costs():
@@ -188,9 +251,11 @@ def test_shards_and_gpu_hours_follow_the_planned_rate_and_the_override_wins():
     assert plan.shard_size(cfg, "multi_responses", "algebra") == int((1.5 * 3600 - 240) * rate * 2 / per_problem)
     shards = len(plan.stage_shards(cfg, "multi_responses", "algebra"))
     assert plan.estimated_gpu_hours(cfg, "multi_responses", "algebra") == pytest.approx(
-        (10_000 * per_problem / rate + shards * 240 * 2) / 3600)
-    fixed = _cfg("1", "A100-80GB", 0.9, engine={"tensor_parallel_size": 2},
-                 throughput={"generation_tokens_per_second": 500.0})
+        (10_000 * per_problem / rate + shards * 240 * 2) / 3600
+    )
+    fixed = _cfg(
+        "1", "A100-80GB", 0.9, engine={"tensor_parallel_size": 2}, throughput={"generation_tokens_per_second": 500.0}
+    )
     assert plan.shard_size(fixed, "multi_responses", "algebra") == int((1.5 * 3600 - 240) * 500.0 * 2 / per_problem)
 
 
@@ -208,10 +273,13 @@ def test_max_num_seqs_reaches_the_engine_per_stage():
 def test_architecture_from_a_model_folder(tiny_models, tmp_path):
     from safetensors import safe_open
 
-    arch = roofline.arch_from_folder(str(tiny_models.deepseek))
+    arch = model_arch.arch_from_folder(str(tiny_models.deepseek))
     config = json.loads((tiny_models.deepseek / "config.json").read_text())
     assert (arch.layers, arch.hidden_size, arch.kv_heads) == (
-        config["num_hidden_layers"], config["hidden_size"], config["num_key_value_heads"])
+        config["num_hidden_layers"],
+        config["hidden_size"],
+        config["num_key_value_heads"],
+    )
     total = 0
     for path in tiny_models.deepseek.glob("*.safetensors"):
         with safe_open(str(path), "np") as f:
@@ -220,24 +288,44 @@ def test_architecture_from_a_model_folder(tiny_models, tmp_path):
     # a sharded checkpoint: the index's total_size (bytes) decides
     (tmp_path / "config.json").write_text(json.dumps({**config, "torch_dtype": "bfloat16"}))
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": 2_000_000}}))
-    assert roofline.arch_from_folder(str(tmp_path)).parameters == 1_000_000
+    assert model_arch.arch_from_folder(str(tmp_path)).parameters == 1_000_000
 
 
 def test_unknown_gpu_is_one_clear_error():
     with pytest.raises(ConfigError, match="hardware.gpu: unknown GPU 'B300'"):
         roofline.resolve_gpu(load_config(overrides={"hardware": {"gpu": "B300"}}))
-    own = roofline.resolve_gpu(load_config(overrides={"hardware": {"gpu": "B300", "gpu_memory_gib": 270,
-                                                                    "memory_bandwidth_tbs": 8.0}}))
+    own = roofline.resolve_gpu(
+        load_config(overrides={"hardware": {"gpu": "B300", "gpu_memory_gib": 270, "memory_bandwidth_tbs": 8.0}})
+    )
     assert (own.memory_gib, own.bandwidth_tbs) == (270, 8.0)
 
 
 def test_dry_run_prints_the_plan_per_stage(tmp_path, capsys):
-    args = ["launch", "--model", "1", "--domains", "algebra,geometry", "--executor", "local", "--dry-run",
-            "--output-root", str(tmp_path / "data")]
+    args = [
+        "launch",
+        "--model",
+        "1",
+        "--domains",
+        "algebra,geometry",
+        "--executor",
+        "local",
+        "--dry-run",
+        "--output-root",
+        str(tmp_path / "data"),
+    ]
     assert main([*args, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    keys = {"stage", "domain", "gpu", "tensor_parallel_size", "kv_cache_tokens", "max_num_seqs",
-            "tokens_per_second_per_gpu", "tasks", "gpu_hours"}
+    keys = {
+        "stage",
+        "domain",
+        "gpu",
+        "tensor_parallel_size",
+        "kv_cache_tokens",
+        "max_num_seqs",
+        "tokens_per_second_per_gpu",
+        "tasks",
+        "gpu_hours",
+    }
     assert all(keys <= set(s) for s in doc["stages"]) and len(doc["stages"]) == 5 * 2
     responses = next(s for s in doc["stages"] if (s["stage"], s["domain"]) == ("responses", "geometry"))
     # defaults: A100-80GB, gpu_memory_utilization 0.95, 4 GPUs per node; the planner's group of 4
@@ -248,7 +336,8 @@ def test_dry_run_prints_the_plan_per_stage(tmp_path, capsys):
     assert doc["total_gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in doc["stages"]), abs=0.05)
     assert sum(s["tasks"] for s in doc["stages"] if s["stage"] == "responses") == sum(
         len(plan.stage_shards(load_config(overrides={"model": "1", "domains": "algebra,geometry"}), "responses", d))
-        for d in ("algebra", "geometry"))
+        for d in ("algebra", "geometry")
+    )
     assert not (tmp_path / "data").exists()
 
     assert main(args) == 0
@@ -270,18 +359,25 @@ def test_launch_freezes_the_architecture_and_a_relaunch_plans_the_same(tiny_mode
     from magpie_hpc.context import RunContext
     from magpie_hpc.launch import create_run, reconcile_config, validate
 
-    overrides = {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward), "domains": "algebra",
-                 "output_root": str(tmp_path / "data"), "executor": "local",
-                 "engine": {"kind": "synthetic", "reward_kind": "synthetic"}}
+    overrides = {
+        "model": str(tiny_models.deepseek),
+        "reward_model": str(tiny_models.reward),
+        "domains": "algebra",
+        "output_root": str(tmp_path / "data"),
+        "executor": "local",
+        "engine": {"kind": "synthetic", "reward_kind": "synthetic"},
+    }
     cfg = load_config(overrides=overrides, count=3)
     run_dir = create_run(cfg, *validate(cfg))
     frozen = json.loads((run_dir / "run.json").read_text())["config"]["hardware"]["architecture"]
-    assert frozen == asdict(roofline.arch_from_folder(str(tiny_models.deepseek)))
+    assert frozen == asdict(model_arch.arch_from_folder(str(tiny_models.deepseek)))
     ctx = RunContext(run_dir)
     assert plan.plan_summary(ctx.cfg) == plan.plan_summary(cfg)
     reconcile_config(run_dir, load_config(overrides=overrides, count=3), force=False)  # no difference reported
     with pytest.raises(ConfigError, match="hardware.gpu"):
-        reconcile_config(run_dir, load_config(overrides={**overrides, "hardware": {"gpu": "H200"}}, count=3), force=False)
+        reconcile_config(
+            run_dir, load_config(overrides={**overrides, "hardware": {"gpu": "H200"}}, count=3), force=False
+        )
     # tasks plan from the frozen figures, not from the model folder
     manifest = json.loads((run_dir / "run.json").read_text())
     manifest["config"]["hardware"]["architecture"]["parameters"] = 7 * frozen["parameters"]

@@ -10,7 +10,6 @@ same sacct call, and the measured throughput is computed once.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,13 +23,10 @@ from ..pipeline import INSTRUCTIONS, MERGE_KEY, STAGE_NAMES, stage as stage_spec
 from ..plan import instruction_target, stage_shards
 from ..shardlock import ShardLock
 from ..slurm import states as slurm
-from ..slurm.accounting import TaskRecord, shard_states, summary_accounting
-from ..slurm.logs import task_paths, tasks_that_ran
+from ..slurm.accounting import TaskRecord, shard_states
 from ..store import INTERRUPTED, RunStore, ShardView
-from .model import (Category, Disagreement, FailedShard, MergeStatus, RunStatus, StageCost, StageStatus,
-                    StageThroughput, Totals)
-
-LOG_TAIL_LINES = 8
+from .details import failed_shard, merge_status, stage_costs
+from .model import Category, Disagreement, FailedShard, RunStatus, StageStatus, StageThroughput, Totals
 
 
 def shard_target(cfg, stage: str, shard_range) -> int:
@@ -43,23 +39,6 @@ def _owner_live(store_path: Path, ft) -> bool:
     return lock.owner_is_live(lock.read_owner())
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, 2)
-            size = fh.tell()
-            fh.seek(max(0, size - 16384))
-            text = fh.read().decode(errors="replace")
-    except OSError:
-        return []
-    out = [_ANSI.sub("", line).rstrip()[:400] for line in text.splitlines()]
-    # Python's ^^^^ markers under traceback lines take room and say nothing here.
-    return [line for line in out if line.strip() and line.strip(" ^~")][-lines:]
-
-
 def _requeued(disk: ShardView, st, history_known: bool) -> bool:
     if st.requeued:
         return True
@@ -70,8 +49,9 @@ def _requeued(disk: ShardView, st, history_known: bool) -> bool:
     return disk.open_attempt or str((disk.last_end or {}).get("error", "")).startswith(INTERRUPTED)
 
 
-def _classify(disk: ShardView, st, submitted: bool, local: bool, cap: int, owner_live: bool,
-              history_known: bool = True) -> tuple[Category, str | None]:
+def _classify(
+    disk: ShardView, st, submitted: bool, local: bool, cap: int, owner_live: bool, history_known: bool = True
+) -> tuple[Category, str | None]:
     """(category, problem): the disk decides done; SLURM (or a live lock owner) the rest."""
     if disk.done is not None:
         return "done", None
@@ -79,8 +59,10 @@ def _classify(disk: ShardView, st, submitted: bool, local: bool, cap: int, owner
     running_now = state in slurm.RUNNING or owner_live
     starts = len(disk.counted_starts)
     if starts >= cap and not running_now:
-        return "failed", (f"failed permanently: {starts} of fault_tolerance.max_attempts={cap} attempts used"
-                          + ("" if state is None or state in slurm.UNTOLD else f" (SLURM: {state})"))
+        return "failed", (
+            f"failed permanently: {starts} of fault_tolerance.max_attempts={cap} attempts used"
+            + ("" if state is None or state in slurm.UNTOLD else f" (SLURM: {state})")
+        )
     if st is not None and st.active:
         if st.running:
             return "running", None
@@ -103,7 +85,8 @@ def _classify(disk: ShardView, st, submitted: bool, local: bool, cap: int, owner
         return "unsubmitted", None
     if disk.last_error is not None or disk.open_attempt:
         return "failed", "left the SLURM queue without a done marker" + (
-            "" if disk.last_error else " (killed before it could record an error)")
+            "" if disk.last_error else " (killed before it could record an error)"
+        )
     return "cancelled", None
 
 
@@ -129,18 +112,52 @@ def _active(row: StageStatus, local: bool) -> bool:
 
 
 def _empty_row(stage: str, domain: str) -> StageStatus:
-    return StageStatus(stage=stage, domain=domain, shards=0, record_unit=stage_spec(stage).record_unit, records_done=0,
-                       records_target=0, output_tokens=0, prompt_tokens=0, truncated=0, completions=0, attempts=0,
-                       retries=0, preemptions=0, compute_seconds=0.0, first_start=None, last_activity=None,
-                       elapsed_seconds=None, tokens_per_second=None, problems_per_hour=None, eta_seconds=None)
+    return StageStatus(
+        stage=stage,
+        domain=domain,
+        shards=0,
+        record_unit=stage_spec(stage).record_unit,
+        records_done=0,
+        records_target=0,
+        output_tokens=0,
+        prompt_tokens=0,
+        truncated=0,
+        completions=0,
+        attempts=0,
+        retries=0,
+        preemptions=0,
+        compute_seconds=0.0,
+        first_start=None,
+        last_activity=None,
+        elapsed_seconds=None,
+        tokens_per_second=None,
+        problems_per_hour=None,
+        eta_seconds=None,
+    )
 
 
 def _totals_row(stage: str, rows: list[StageStatus], now: float, active: bool) -> StageStatus:
     agg = _empty_row(stage, "all")
     for r in rows:
-        for name in ("shards", "done", "running", "pending", "preempted", "failed", "cancelled", "unsubmitted",
-                     "records_done", "records_target", "output_tokens", "prompt_tokens", "truncated", "completions",
-                     "attempts", "retries", "preemptions"):
+        for name in (
+            "shards",
+            "done",
+            "running",
+            "pending",
+            "preempted",
+            "failed",
+            "cancelled",
+            "unsubmitted",
+            "records_done",
+            "records_target",
+            "output_tokens",
+            "prompt_tokens",
+            "truncated",
+            "completions",
+            "attempts",
+            "retries",
+            "preemptions",
+        ):
             setattr(agg, name, getattr(agg, name) + getattr(r, name))
         agg.compute_seconds = round(agg.compute_seconds + r.compute_seconds, 3)
     agg.first_start = min((r.first_start for r in rows if r.first_start is not None), default=None)
@@ -164,9 +181,11 @@ def _ask_slurm(store: RunStore, local: bool, use_sacct: bool | None, notes: list
         return _Slurm({}, "disk")
     result = shard_states(store, use_sacct=use_sacct)
     if result.source != "sacct":
-        notes.append(f"{result.note or 'SLURM accounting not used'}: states from squeue and the disk only; tasks "
-                     "that left the queue show as done (DONE.json) or failed/cancelled (attempts.jsonl), without "
-                     "exit codes")
+        notes.append(
+            f"{result.note or 'SLURM accounting not used'}: states from squeue and the disk only; tasks "
+            "that left the queue show as done (DONE.json) or failed/cancelled (attempts.jsonl), without "
+            "exit codes"
+        )
         return _Slurm(result.shards, "squeue", result.note)
     if not result.squeue_ok:
         notes.append("squeue failed: the live queue is as slurmdbd last recorded it")
@@ -211,16 +230,21 @@ class _Walk:
         disk = ctx.view.shard(*key)
         st = self.slurm.states.get(key)
         live = disk.done is None and _owner_live(shard_store.path, ft)
-        category, problem = _classify(disk, st, key in self.submitted, self.local, ft.max_attempts, live,
-                                      self.slurm.source == "sacct")
+        category, problem = _classify(
+            disk, st, key in self.submitted, self.local, ft.max_attempts, live, self.slurm.source == "sacct"
+        )
         damage = shard_store.damage() if disk.done is not None else []
         if damage:  # a done marker over a chunk that changed is not done
             category = "failed"
-            problem = (f"damaged: {damage[0].removeprefix(shard_store.label + ': ')}"
-                       + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else "")
-                       + "; `resubmit` moves it aside and redoes the shard")
-        self.notes += [f"{shard_store.label}: {p} is not a file the package writes; left alone, not read "
-                       "as a chunk" for p in shard_store.stray_files()]
+            problem = (
+                f"damaged: {damage[0].removeprefix(shard_store.label + ': ')}"
+                + (f" (and {len(damage) - 1} more)" if len(damage) > 1 else "")
+                + "; `resubmit` moves it aside and redoes the shard"
+            )
+        self.notes += [
+            f"{shard_store.label}: {p} is not a file the package writes; left alone, not read as a chunk"
+            for p in shard_store.stray_files()
+        ]
         setattr(row, category, getattr(row, category) + 1)
         row.shards += 1
         row.records_done += disk.records
@@ -239,20 +263,32 @@ class _Walk:
             row.completions += int(sum(reasons.values()))
             row.compute_seconds = round(row.compute_seconds + float(d.get("seconds", 0.0)), 3)
             if st is not None and st.state in slurm.FAILED:
-                self.disagreements.append(Disagreement(
-                    stage=stage, domain=domain, shard=shard, kind="done_but_slurm_failed",
-                    message=f"{where}: DONE.json is there but SLURM says {st.state} for task {st.job_id} "
-                            "(the shard counts as done)"))
+                self.disagreements.append(
+                    Disagreement(
+                        stage=stage,
+                        domain=domain,
+                        shard=shard,
+                        kind="done_but_slurm_failed",
+                        message=f"{where}: DONE.json is there but SLURM says {st.state} for task {st.job_id} "
+                        "(the shard counts as done)",
+                    )
+                )
         if category == "running" or (not self.local and category in ("pending", "preempted")):
             self.active = True  # (a local run's pending shards wait for a process that may be gone)
         if category == "failed":
-            self.failed.append(_failed(ctx.store, key, problem or "failed", disk, st, ft.max_attempts))
+            self.failed.append(failed_shard(ctx.store, key, problem or "failed", disk, st, ft.max_attempts))
             self.failed[-1].damaged = bool(damage)
             if st is not None and st.state == slurm.COMPLETED:
-                self.disagreements.append(Disagreement(
-                    stage=stage, domain=domain, shard=shard, kind="completed_without_marker",
-                    message=f"{where}: SLURM says task {st.job_id} COMPLETED but there is no DONE.json; "
-                            "resubmit redoes it"))
+                self.disagreements.append(
+                    Disagreement(
+                        stage=stage,
+                        domain=domain,
+                        shard=shard,
+                        kind="completed_without_marker",
+                        message=f"{where}: SLURM says task {st.job_id} COMPLETED but there is no DONE.json; "
+                        "resubmit redoes it",
+                    )
+                )
         return disk
 
 
@@ -284,12 +320,20 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
             mine = [r for r in rows if r.stage == stage]
             rows.append(_totals_row(stage, mine, now, any(_active(r, local) for r in mine)))
 
-    merge = _merge_status(ctx, found.states.get(MERGE_KEY), MERGE_KEY in submitted, local)
+    merge = merge_status(ctx, found.states.get(MERGE_KEY), MERGE_KEY in submitted, local)
     if merge.state == "running" or (merge.state == "pending" and not local):
         walk.active = True
     if merge.state == "failed":
-        walk.failed.append(_failed(store, MERGE_KEY, "the merge job ended without writing the dataset",
-                                   ctx.view.shard(*MERGE_KEY, progress=False), found.states.get(MERGE_KEY), cap))
+        walk.failed.append(
+            failed_shard(
+                store,
+                MERGE_KEY,
+                "the merge job ended without writing the dataset",
+                ctx.view.shard(*MERGE_KEY, progress=False),
+                found.states.get(MERGE_KEY),
+                cap,
+            )
+        )
     per_domain = [r for r in rows if r.domain != "all"]
     totals = Totals(**{name: sum(getattr(r, name) for r in per_domain) for name in Totals.model_fields})
     complete = totals.done == totals.shards and merge.state == "done"
@@ -302,64 +346,38 @@ def collect_status(run_dir: Path | str, use_sacct: bool | None = None) -> RunSta
     else:
         state, exit_code = "stopped", 1
     if totals.unsubmitted:
-        notes.append(f"{totals.unsubmitted} shard(s) were never submitted; "
-                     f"`python -m magpie_hpc resubmit {store.run_dir}` submits them")
+        notes.append(
+            f"{totals.unsubmitted} shard(s) were never submitted; "
+            f"`python -m magpie_hpc resubmit {store.run_dir}` submits them"
+        )
     if state == "stopped" and not local:
-        notes.append("nothing is queued and the run is not complete; "
-                     f"`python -m magpie_hpc resubmit {store.run_dir}` continues it")
+        notes.append(
+            "nothing is queued and the run is not complete; "
+            f"`python -m magpie_hpc resubmit {store.run_dir}` continues it"
+        )
     etas = [r.eta_seconds for r in rows if r.eta_seconds and r.done < r.shards]
     throughput, why_not = measured_throughput_or_none(ctx)
     if why_not:
         notes.append(why_not)
     return RunStatus(
-        run_dir=str(store.run_dir), run_name=ctx.manifest.get("run_name", store.run_dir.name),
-        executor="local" if local else "slurm", source=found.source, source_note=found.note,
+        run_dir=str(store.run_dir),
+        run_name=ctx.manifest.get("run_name", store.run_dir.name),
+        executor="local" if local else "slurm",
+        source=found.source,
+        source_note=found.note,
         checked_at=datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-        state=state, complete=complete, active=walk.active, exit_code=exit_code, max_attempts=cap,
+        state=state,
+        complete=complete,
+        active=walk.active,
+        exit_code=exit_code,
+        max_attempts=cap,
         eta_seconds=max(etas) if etas and walk.active else (0.0 if complete else None),
-        totals=totals, stages=rows, merge=merge, failed=walk.failed, disagreements=walk.disagreements, notes=notes,
-        throughput=[StageThroughput(**r) for r in throughput], gpu_hours=_costs(ctx, found.records, throughput),
-    )
-
-
-def _costs(ctx: RunContext, records: list[TaskRecord] | None, throughput: list[dict]) -> list[StageCost]:
-    """The run summary's cost figures, now: from the sacct records status already has (no second
-    call), or from the disk's wall-clock seconds without them."""
-    from ..run_summary import build_run_summary
-
-    accounting = None if records is None else (lambda store: summary_accounting(records))
-    summary = build_run_summary(ctx, accounting, throughput=throughput)
-    source = "wall_clock" if summary["gpu_hours_source"] == "wall_clock" else "sacct"
-    return [StageCost(stage=stage, gpu_hours=m["gpu_hours"], gpu_hours_planned=m["gpu_hours_planned"],
-                      gpu_hours_cut_short=m["gpu_hours_cut_short"], gpu_hours_discarded=m["gpu_hours_discarded"],
-                      source=source)
-            for stage, m in ((stage, block["total"]) for stage, block in summary["stages"].items())
-            if stage_spec(stage).gpu]
-
-
-def _merge_status(ctx: RunContext, st, submitted: bool, local: bool) -> MergeStatus:
-    if ctx.view.merged() is not None:
-        return MergeStatus(state="done", job_id=st.job_id if st else None, slurm_state=st.state if st else None)
-    if st is None or st.state in slurm.UNTOLD:
-        state = "pending" if local else ("cancelled" if submitted else "unsubmitted")
-        return MergeStatus(state=state, job_id=st.job_id if st else None)
-    if st.active:
-        state = "running" if st.running else "pending"
-    else:
-        state = "cancelled" if st.state == slurm.CANCELLED else "failed"
-    return MergeStatus(state=state, job_id=st.job_id, slurm_state=st.state, reason=slurm.end_reason(st.state, st.reason))
-
-
-def _failed(store: RunStore, key, problem: str, disk: ShardView, st, cap: int) -> FailedShard:
-    stage, domain, shard = key
-    # The task that last ran the shard: SLURM's record, else the newest attempt's own record.
-    job_id = st.job_id if st is not None else None
-    logs = [task_paths(store, task).stderr for task in tasks_that_ran(store, key, job_id)]
-    log = next((p for p in logs if p.exists()), logs[0] if logs else None)
-    return FailedShard(
-        stage=stage, domain=domain, shard=shard, problem=problem, permanent=problem.startswith("failed permanently"),
-        slurm_state=st.state if st is not None else None, job_id=job_id, node=(st.node or None) if st else None,
-        exit_code=(st.exit_code or None) if st else None, reason=slurm.end_reason(st.state, st.reason) if st else None,
-        attempts=len(disk.counted_starts), max_attempts=cap, last_error=disk.last_error,
-        log_path=str(log) if log else None, log_tail=_tail(log) if log else [],
+        totals=totals,
+        stages=rows,
+        merge=merge,
+        failed=walk.failed,
+        disagreements=walk.disagreements,
+        notes=notes,
+        throughput=[StageThroughput(**r) for r in throughput],
+        gpu_hours=stage_costs(ctx, found.records, throughput),
     )
