@@ -22,7 +22,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RESULTS = BENCH / "results"
-sys.path.insert(0, str(ROOT))        # the package, when not installed
+sys.path.insert(0, str(ROOT))  # the package, when not installed
 sys.path.insert(0, str(ROOT / "tests"))  # helpers.small_config: the tests' TOML writer
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -62,8 +62,14 @@ def machine() -> dict:
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     except Exception:  # noqa: BLE001
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": mem_gib, "gpu": gpu,
-            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "mem_gib": mem_gib,
+        "gpu": gpu,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "python": platform.python_version(),
+    }
 
 
 def median(values):
@@ -75,8 +81,12 @@ def write_results(name: str, payload: dict) -> Path:
     overwrites the figures BENCHMARKS.md quotes."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / (f"{name}.quick.json" if payload.get("quick") else f"{name}.json")
-    header = {"benchmark": name, "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
-              "argv": sys.argv[1:]}
+    header = {
+        "benchmark": name,
+        "measured": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "machine": machine(),
+        "argv": sys.argv[1:],
+    }
     clash = header.keys() & payload.keys()
     assert not clash, f"results keys {sorted(clash)} would overwrite the header"
     payload = {**header, **payload}
@@ -91,8 +101,16 @@ def table(header: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def make_run(root: Path, *, engine: dict, count: int | None = None, counts: dict | None = None,
-             domains: str = "algebra", max_tokens=None, **sections) -> Path:
+def make_run(
+    root: Path,
+    *,
+    engine: dict,
+    count: int | None = None,
+    counts: dict | None = None,
+    domains: str = "algebra",
+    max_tokens=None,
+    **sections,
+) -> Path:
     """A run directory created by the package's own launch code (validate + create_run), nothing run."""
     from helpers import small_config
     from magpie_hpc.config import load_config
@@ -102,9 +120,18 @@ def make_run(root: Path, *, engine: dict, count: int | None = None, counts: dict
     sections["engine"] = engine
     sections.setdefault("fault_tolerance", {"start_jitter_seconds": 0.0})
     cfg_path = small_config(root / "bench.toml", max_tokens=max_tokens, **sections)
-    cfg = load_config(cfg_path, {"model": str(models.deepseek), "reward_model": str(models.reward),
-                                 "output_root": str(root / "data"), "domains": domains, "executor": "local"},
-                      count=count, counts=counts)
+    cfg = load_config(
+        cfg_path,
+        {
+            "model": str(models.deepseek),
+            "reward_model": str(models.reward),
+            "output_root": str(root / "data"),
+            "domains": domains,
+            "executor": "local",
+        },
+        count=count,
+        counts=counts,
+    )
     model, reward, prompts = validate(cfg)
     return create_run(cfg, model, reward, prompts)
 

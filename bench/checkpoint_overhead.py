@@ -43,19 +43,25 @@ def stage_run(run_dir: Path, stage: str, chunk: int) -> dict:
     reset_shard(run_dir, stage, DOMAIN, 0)
     started = time.monotonic()
     done = run_shard(RunContext(run_dir), stage, DOMAIN, 0)
-    return {"seconds": time.monotonic() - started, "chunks": done["chunks"], "tokens": done["output_tokens"],
-            "rows": done["rows"]}
+    return {
+        "seconds": time.monotonic() - started,
+        "chunks": done["chunks"],
+        "tokens": done["output_tokens"],
+        "rows": done["rows"],
+    }
 
 
 def part_a(quick: bool, reps: int) -> tuple[list, dict]:
     problems = 1024
     root = scratch("checkpoint_overhead")
     shutil.rmtree(root / "data", ignore_errors=True)
-    run_dir = make_run(root, count=problems,
-                       engine={"kind": "synthetic", "reward_kind": "synthetic", "synthetic_tokens_per_second": 0.0},
-                       sharding={"instructions": problems // 2, "responses": problems, "multi_responses": problems,
-                                 "chunk_size": 256},
-                       quality={"near_dedup": False})  # the synthetic text is repetitive; selection is not measured
+    run_dir = make_run(
+        root,
+        count=problems,
+        engine={"kind": "synthetic", "reward_kind": "synthetic", "synthetic_tokens_per_second": 0.0},
+        sharding={"instructions": problems // 2, "responses": problems, "multi_responses": problems, "chunk_size": 256},
+        quality={"near_dedup": False},
+    )  # the synthetic text is repetitive; selection is not measured
     from magpie_hpc.plan import stage_shards
     from magpie_hpc.stages import run_shard
     from magpie_hpc.context import RunContext
@@ -90,11 +96,24 @@ def part_a(quick: bool, reps: int) -> tuple[list, dict]:
             total = gpu + cpu[c]
             over = total / ref - 1
             label = "whole shard (one write)" if c == chunks[0] else str(c)
-            rows.append([stage, label, info[c]["chunks"], f"{cpu[c]:.2f}", f"{gpu:.0f}", f"{total:.1f}",
-                         f"**{over:+.2%}**" if c == 256 else f"{over:+.2%}",
-                         f"{gpu / info[c]['chunks'] / 60:.1f}"])
-            raw[stage]["runs"][str(c)] = {"cpu_seconds_per_token": times[c], "stage_seconds": total,
-                                          "overhead": over, **info[c]}
+            rows.append(
+                [
+                    stage,
+                    label,
+                    info[c]["chunks"],
+                    f"{cpu[c]:.2f}",
+                    f"{gpu:.0f}",
+                    f"{total:.1f}",
+                    f"**{over:+.2%}**" if c == 256 else f"{over:+.2%}",
+                    f"{gpu / info[c]['chunks'] / 60:.1f}",
+                ]
+            )
+            raw[stage]["runs"][str(c)] = {
+                "cpu_seconds_per_token": times[c],
+                "stage_seconds": total,
+                "overhead": over,
+                **info[c],
+            }
     return rows, {"problems": problems, "gpu_tokens_per_second": GPU_RATE, "stages": raw}
 
 
@@ -161,12 +180,29 @@ def part_b(quick: bool, reps: int, per_chunk_cpu: float) -> tuple[list, dict]:
                 gpu = tokens / rate
                 mb = table_.nbytes / 1e6
                 cost = commit + per_chunk_cpu
-                raw.append({"stage": stage, "chunk_size": size, "rows_bytes_mb": round(mb, 1),
-                            "commit_seconds": round(commit, 4), "per_chunk_cpu_seconds": round(per_chunk_cpu, 4),
-                            "gpu_seconds_of_chunk": round(gpu, 1), "overhead": cost / gpu,
-                            "max_loss_gpu_minutes": round(gpu / 60, 1)})
-                rows.append([stage, size, f"{mb:.1f}", f"{commit * 1000:.0f}", f"{gpu / 60:.1f}",
-                             f"{cost / gpu:.3%}", f"{gpu / 60:.1f}"])
+                raw.append(
+                    {
+                        "stage": stage,
+                        "chunk_size": size,
+                        "rows_bytes_mb": round(mb, 1),
+                        "commit_seconds": round(commit, 4),
+                        "per_chunk_cpu_seconds": round(per_chunk_cpu, 4),
+                        "gpu_seconds_of_chunk": round(gpu, 1),
+                        "overhead": cost / gpu,
+                        "max_loss_gpu_minutes": round(gpu / 60, 1),
+                    }
+                )
+                rows.append(
+                    [
+                        stage,
+                        size,
+                        f"{mb:.1f}",
+                        f"{commit * 1000:.0f}",
+                        f"{gpu / 60:.1f}",
+                        f"{cost / gpu:.3%}",
+                        f"{gpu / 60:.1f}",
+                    ]
+                )
                 shutil.rmtree(store.path)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -181,19 +217,48 @@ def main() -> None:
     quick = args.quick or quick_flag()
     reps = args.reps or (5 if quick else 9)
     rows_a, res_a = part_a(quick, reps)
-    print(f"A. synthetic engine, responses shard of {res_a['problems']} problems, instructions shard of "
-          f"{res_a['problems'] // 2} (+30% oversampling); GPU time = its output tokens / {GPU_RATE:,.0f} tokens/s\n")
-    print(table(["stage", "chunk_size", "chunks", "CPU-side s (measured)", "GPU s (tokens/rate)", "stage s",
-                 "overhead vs one write", "GPU-min lost at most"], rows_a))
+    print(
+        f"A. synthetic engine, responses shard of {res_a['problems']} problems, instructions shard of "
+        f"{res_a['problems'] // 2} (+30% oversampling); GPU time = its output tokens / {GPU_RATE:,.0f} tokens/s\n"
+    )
+    print(
+        table(
+            [
+                "stage",
+                "chunk_size",
+                "chunks",
+                "CPU-side s (measured)",
+                "GPU s (tokens/rate)",
+                "stage s",
+                "overhead vs one write",
+                "GPU-min lost at most",
+            ],
+            rows_a,
+        )
+    )
     for stage, r in res_a["stages"].items():
         print(f"{stage}: {r['per_chunk_seconds'] * 1000:.1f} ms per extra chunk (least-squares fit)")
     per_chunk_cpu = max(0.0, res_a["stages"]["responses"]["per_chunk_seconds"])
     rows_b, res_b = part_b(quick, reps, per_chunk_cpu)
-    print(f"\nB. one commit of R1-sized rows (2,000-4,000 tokens per response), plus the per-chunk cost fitted in A "
-          f"({per_chunk_cpu * 1000:.0f} ms), vs the chunk's GPU time at {res_b['generation_tokens_per_second']:,.0f} "
-          "tokens/s (throughput model, A100)\n")
-    print(table(["stage", "chunk_size", "rows MB (Arrow)", "commit ms", "chunk GPU-minutes", "overhead",
-                 "max loss on preemption (GPU-min)"], rows_b))
+    print(
+        f"\nB. one commit of R1-sized rows (2,000-4,000 tokens per response), plus the per-chunk cost fitted in A "
+        f"({per_chunk_cpu * 1000:.0f} ms), vs the chunk's GPU time at {res_b['generation_tokens_per_second']:,.0f} "
+        "tokens/s (throughput model, A100)\n"
+    )
+    print(
+        table(
+            [
+                "stage",
+                "chunk_size",
+                "rows MB (Arrow)",
+                "commit ms",
+                "chunk GPU-minutes",
+                "overhead",
+                "max loss on preemption (GPU-min)",
+            ],
+            rows_b,
+        )
+    )
     write_results("checkpoint_overhead", {"quick": quick, "reps": reps, "end_to_end": res_a, "r1_sized_commits": res_b})
 
 

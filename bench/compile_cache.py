@@ -53,14 +53,37 @@ def worker(setup: str, root: Path, go: Path, out: Path) -> None:
     while not go.exists():
         time.sleep(0.01)
     started = time.monotonic()
-    with warm_start(model, model, shared=setup == "shared", heartbeat_seconds=2.0, stale_seconds=30.0,
-                    wait_seconds=1800.0, root=root) as start:
-        engine = VllmGenerator(model, seed=0, dtype="bfloat16", max_model_len=MAX_MODEL_LEN, tensor_parallel_size=1,
-                               gpu_memory_utilization=0.9, enable_prefix_caching=True, enforce_eager=False,
-                               cpu_compile=True)
-    out.write_text(json.dumps({"setup": setup, "mode": start.mode, "waited_s": round(start.waited_seconds, 2),
-                               "load_s": round(engine.load_seconds, 2),
-                               "ready_s": round(time.monotonic() - started, 2)}))
+    with warm_start(
+        model,
+        model,
+        shared=setup == "shared",
+        heartbeat_seconds=2.0,
+        stale_seconds=30.0,
+        wait_seconds=1800.0,
+        root=root,
+    ) as start:
+        engine = VllmGenerator(
+            model,
+            seed=0,
+            dtype="bfloat16",
+            max_model_len=MAX_MODEL_LEN,
+            tensor_parallel_size=1,
+            gpu_memory_utilization=0.9,
+            enable_prefix_caching=True,
+            enforce_eager=False,
+            cpu_compile=True,
+        )
+    out.write_text(
+        json.dumps(
+            {
+                "setup": setup,
+                "mode": start.mode,
+                "waited_s": round(start.waited_seconds, 2),
+                "load_s": round(engine.load_seconds, 2),
+                "ready_s": round(time.monotonic() - started, 2),
+            }
+        )
+    )
     engine.close()
 
 
@@ -73,9 +96,26 @@ def run_setup(setup: str, procs: int, base: Path) -> list[dict]:
     for i in range(procs):
         out, log = base / setup / f"worker-{i}.json", base / setup / f"worker-{i}.log"
         with open(log, "w") as fh:
-            children.append((subprocess.Popen([sys.executable, str(BENCH / "compile_cache.py"), "--worker", setup,
-                                               str(root), str(go), str(out)], stdout=fh, stderr=fh, env=env),
-                             out, log))
+            children.append(
+                (
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            str(BENCH / "compile_cache.py"),
+                            "--worker",
+                            setup,
+                            str(root),
+                            str(go),
+                            str(out),
+                        ],
+                        stdout=fh,
+                        stderr=fh,
+                        env=env,
+                    ),
+                    out,
+                    log,
+                )
+            )
     time.sleep(10)  # every worker imported the package and polls for the signal
     go.touch()
     results = []
@@ -99,9 +139,12 @@ def warmup_seconds(log: str) -> float | None:
 
 
 def summary(results: list[dict]) -> dict:
-    return {"slowest_ready_s": max(r["ready_s"] for r in results),
-            "mean_ready_s": round(sum(r["ready_s"] for r in results) / len(results), 2),
-            "modes": sorted(r["mode"] for r in results), "warmup_s": sorted(r["warmup_s"] for r in results)}
+    return {
+        "slowest_ready_s": max(r["ready_s"] for r in results),
+        "mean_ready_s": round(sum(r["ready_s"] for r in results) / len(results), 2),
+        "modes": sorted(r["mode"] for r in results),
+        "warmup_s": sorted(r["warmup_s"] for r in results),
+    }
 
 
 def main() -> None:
@@ -123,14 +166,26 @@ def main() -> None:
     sums = {setup: [summary(r) for r in reps] for setup, reps in runs.items()}
     slowest = {s: median([x["slowest_ready_s"] for x in v]) for s, v in sums.items()}
     mean = {s: median([x["mean_ready_s"] for x in v]) for s, v in sums.items()}
-    ratio = {"slowest": round(slowest["private"] / slowest["shared"], 2),
-             "mean": round(mean["private"] / mean["shared"], 2)}
+    ratio = {
+        "slowest": round(slowest["private"] / slowest["shared"], 2),
+        "mean": round(mean["private"] / mean["shared"], 2),
+    }
     rows = [[s, procs, slowest[s], mean[s], sums[s][0]["warmup_s"], ", ".join(sums[s][0]["modes"])] for s in runs]
     print(table(["setup", "processes", "slowest ready s", "mean ready s", "compile warm-up s", "modes"], rows))
     print(f"\nprivate / shared: slowest {ratio['slowest']}x, mean {ratio['mean']}x")
-    write_results("compile_cache", {"quick": quick, "procs": procs, "reps": args.reps, "runs": runs,
-                                    "summary": sums, "ratio_private_over_shared": ratio,
-                                    "cpu_build": True, "aot_compile": os.environ.get("VLLM_USE_AOT_COMPILE", "0")})
+    write_results(
+        "compile_cache",
+        {
+            "quick": quick,
+            "procs": procs,
+            "reps": args.reps,
+            "runs": runs,
+            "summary": sums,
+            "ratio_private_over_shared": ratio,
+            "cpu_build": True,
+            "aot_compile": os.environ.get("VLLM_USE_AOT_COMPILE", "0"),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -38,8 +38,7 @@ import shutil
 import time
 from pathlib import Path
 
-from _common import (make_run, median, quick_flag, reset_shard, scratch, set_config, table, tiny_models,
-                     write_results)
+from _common import make_run, median, quick_flag, reset_shard, scratch, set_config, table, tiny_models, write_results
 
 DOMAIN = "algebra"
 
@@ -51,8 +50,12 @@ def parse() -> argparse.Namespace:
     p.add_argument("--model", help="generator model folder (default: tiny deepseek-r1)")
     p.add_argument("--max-tokens", type=int, nargs=2, default=(128, 512), metavar=("INSTRUCTION", "RESPONSE"))
     p.add_argument("--max-model-len", type=int, default=1024)
-    p.add_argument("--response-temperature", type=float, default=0.8,
-                   help="responses stage temperature (domain default 0.05; see BENCHMARKS.md)")
+    p.add_argument(
+        "--response-temperature",
+        type=float,
+        default=0.8,
+        help="responses stage temperature (domain default 0.05; see BENCHMARKS.md)",
+    )
     p.add_argument("--instruction-problems", type=int, help="problems of the measured instruction shard")
     p.add_argument("--problems", type=int, help="problems of the response shard")
     p.add_argument("--multi-problems", type=int, help="problems of the 7-response shard")
@@ -94,14 +97,24 @@ class Bench:
         sections = {f"domain_settings.{d}": dict(domain) for d in DOMAIN_PRESETS}
         sections[f"domain_settings.{DOMAIN}"]["response_temperature"] = self.response_temperature
         self.run_dir = make_run(
-            root, count=self.count,
-            engine={"kind": "vllm", "reward_kind": "transformers", "max_model_len": args.max_model_len,
-                    "enforce_eager": True},
-            sharding={"instructions": self.n_ins, "responses": self.n_resp, "multi_responses": self.n_multi,
-                      "chunk_size": 256},
+            root,
+            count=self.count,
+            engine={
+                "kind": "vllm",
+                "reward_kind": "transformers",
+                "max_model_len": args.max_model_len,
+                "enforce_eager": True,
+            },
+            sharding={
+                "instructions": self.n_ins,
+                "responses": self.n_resp,
+                "multi_responses": self.n_multi,
+                "chunk_size": 256,
+            },
             multi_responses={"max_tokens": self.max_tokens[1]},
             quality={"near_dedup": False},  # selection is not measured here; synthetic text is repetitive
-            **sections)
+            **sections,
+        )
         if args.model:
             manifest = json.loads((self.run_dir / "run.json").read_text())
             manifest["model"]["path"] = manifest["model"]["name"] = str(Path(args.model).resolve())
@@ -109,10 +122,16 @@ class Bench:
         self.ctx = ctx = RunContext(self.run_dir)
         m, eng = ctx.model, ctx.cfg.engine
         started = time.monotonic()
-        self.gen = VllmGenerator(m.path, seed=0, dtype=eng.dtype, max_model_len=m.max_model_len,
-                                 tensor_parallel_size=m.tensor_parallel_size,
-                                 gpu_memory_utilization=eng.gpu_memory_utilization,
-                                 enable_prefix_caching=eng.enable_prefix_caching, enforce_eager=eng.enforce_eager)
+        self.gen = VllmGenerator(
+            m.path,
+            seed=0,
+            dtype=eng.dtype,
+            max_model_len=m.max_model_len,
+            tensor_parallel_size=m.tensor_parallel_size,
+            gpu_memory_utilization=eng.gpu_memory_utilization,
+            enable_prefix_caching=eng.enable_prefix_caching,
+            enforce_eager=eng.enforce_eager,
+        )
         self.load_seconds = time.monotonic() - started
         self.llm = self.gen.llm
         # Time inside the engine during a pipeline run; the rest of the task's time is the
@@ -164,9 +183,16 @@ class Bench:
         started = time.monotonic()
         done = run_shard(RunContext(self.run_dir), stage, DOMAIN, 0, engines=self.cache)
         wall = time.monotonic() - started
-        return {"tokens": done["output_tokens"], "seconds": wall, "tok_s": done["output_tokens"] / wall,
-                "done_seconds": done["seconds"], "chunks": done["chunks"], "rows": done["rows"],
-                "engine_seconds": self.engine_seconds, "overhead_seconds": wall - self.engine_seconds}
+        return {
+            "tokens": done["output_tokens"],
+            "seconds": wall,
+            "tok_s": done["output_tokens"] / wall,
+            "done_seconds": done["seconds"],
+            "chunks": done["chunks"],
+            "rows": done["rows"],
+            "engine_seconds": self.engine_seconds,
+            "overhead_seconds": wall - self.engine_seconds,
+        }
 
     # -- raw vLLM on the same prompts and settings --------------------------------------------
     def stage_requests(self, stage: str, rows: int | None = None):
@@ -181,9 +207,15 @@ class Bench:
         if stage == "instructions":
             work = InstructionsWork(ctx, DOMAIN, shard)
             per = ctx.cfg.instructions.samples_per_prompt
-            sampling = Sampling(temperature=work.settings.instruction_temperature, top_p=ctx.cfg.instructions.top_p,
-                                max_tokens=work.settings.max_tokens_instruction, n=per,
-                                stop=ctx.prompts.stop_strings, stop_token_ids=ctx.prompts.stop_token_ids, seed=0)
+            sampling = Sampling(
+                temperature=work.settings.instruction_temperature,
+                top_p=ctx.cfg.instructions.top_p,
+                max_tokens=work.settings.max_tokens_instruction,
+                n=per,
+                stop=ctx.prompts.stop_strings,
+                stop_token_ids=ctx.prompts.stop_token_ids,
+                seed=0,
+            )
             prompts = [work.prompt_ids] * math.ceil(rows / per)
         else:
             work = (ResponsesWork if stage == "responses" else MultiResponsesWork)(ctx, DOMAIN, shard)
@@ -198,7 +230,7 @@ class Bench:
         for _ in range(passes):
             step = batch or len(prompts)
             for i in range(0, len(prompts), step):
-                outs = self.llm.generate(prompts[i:i + step], params, use_tqdm=False)
+                outs = self.llm.generate(prompts[i : i + step], params, use_tqdm=False)
                 tokens += sum(len(c.token_ids) for o in outs for c in o.outputs)
         wall = time.monotonic() - started
         return {"tokens": tokens, "seconds": wall, "tok_s": tokens / wall}
@@ -226,8 +258,11 @@ def main() -> None:
 
     tiny_models()
     b = Bench(args)
-    print(f"model load (excluded from every figure): {b.load_seconds:.1f}s; vLLM max_num_seqs={b.max_num_seqs}, "
-          f"max_num_batched_tokens={b.max_num_batched_tokens}", flush=True)
+    print(
+        f"model load (excluded from every figure): {b.load_seconds:.1f}s; vLLM max_num_seqs={b.max_num_seqs}, "
+        f"max_num_batched_tokens={b.max_num_batched_tokens}",
+        flush=True,
+    )
     stages: dict[str, dict] = {}
 
     def show(stage, rep, runs):
@@ -268,10 +303,18 @@ def main() -> None:
         for stage, chunk in plan:
             p, c = b.pipeline(stage, chunk_size=chunk), b.ceiling(stage)
             n = 7 if stage == "multi_responses" else 1
-            sweep.append({"stage": stage, "chunk_size": chunk, "sequences_per_chunk": chunk * n,
-                          "chunks": p["chunks"], "pipeline_tok_s": round(p["tok_s"], 1),
-                          "ceiling_tok_s": round(c["tok_s"], 1), "ratio": round(p["tok_s"] / c["tok_s"], 3),
-                          "engine_busy_share": round(p["engine_seconds"] / p["seconds"], 4)})
+            sweep.append(
+                {
+                    "stage": stage,
+                    "chunk_size": chunk,
+                    "sequences_per_chunk": chunk * n,
+                    "chunks": p["chunks"],
+                    "pipeline_tok_s": round(p["tok_s"], 1),
+                    "ceiling_tok_s": round(c["tok_s"], 1),
+                    "ratio": round(p["tok_s"] / c["tok_s"], 3),
+                    "engine_busy_share": round(p["engine_seconds"] / p["seconds"], 4),
+                }
+            )
             print(f"sweep {stage} chunk {chunk}: pipeline/ceiling {sweep[-1]['ratio']}", flush=True)
         set_config(b.run_dir, "sharding", "chunk_size", 256)
 
@@ -285,38 +328,97 @@ def main() -> None:
         orig = runs.get("original", [{}])[0]
         last = runs["pipeline"][-1]
         summary[stage] = {
-            "ratio_median": round(median(ratios), 3), "ratios": [round(r, 3) for r in ratios],
-            "pipeline_tok_s": round(pipe, 1), "ceiling_tok_s": round(ceil, 1),
-            "engine_busy_share": round(busy, 4), "overhead_ms_per_row": round(overhead_ms, 3),
-            "pipeline_chunks": last["chunks"], "rows": last["rows"], "output_tokens": last["tokens"],
+            "ratio_median": round(median(ratios), 3),
+            "ratios": [round(r, 3) for r in ratios],
+            "pipeline_tok_s": round(pipe, 1),
+            "ceiling_tok_s": round(ceil, 1),
+            "engine_busy_share": round(busy, 4),
+            "overhead_ms_per_row": round(overhead_ms, 3),
+            "pipeline_chunks": last["chunks"],
+            "rows": last["rows"],
+            "output_tokens": last["tokens"],
             "pipeline_seconds": [round(r["seconds"], 2) for r in runs["pipeline"]],
             "pipeline_engine_seconds": [round(r["engine_seconds"], 2) for r in runs["pipeline"]],
             "done_json_seconds": [r["done_seconds"] for r in runs["pipeline"]],
             "ceiling_seconds": [round(r["seconds"], 2) for r in runs["ceiling"]],
-            "original": ({"how": orig["how"], "prompts": orig["prompts"], "tok_s": round(orig["tok_s"], 1),
-                          "gain_pipeline_over_original": round(pipe / orig["tok_s"], 2)} if orig else None),
+            "original": (
+                {
+                    "how": orig["how"],
+                    "prompts": orig["prompts"],
+                    "tok_s": round(orig["tok_s"], 1),
+                    "gain_pipeline_over_original": round(pipe / orig["tok_s"], 2),
+                }
+                if orig
+                else None
+            ),
         }
-        rows.append([stage, last["rows"], last["chunks"], f"{pipe:.0f}", f"{ceil:.0f}", f"**{median(ratios):.3f}**",
-                     f"{busy:.3f}", f"{overhead_ms:.2f}",
-                     f"{orig['tok_s']:.0f} ({orig['how']})" if orig else "-",
-                     f"{pipe / orig['tok_s']:.1f}x" if orig else "-"])
+        rows.append(
+            [
+                stage,
+                last["rows"],
+                last["chunks"],
+                f"{pipe:.0f}",
+                f"{ceil:.0f}",
+                f"**{median(ratios):.3f}**",
+                f"{busy:.3f}",
+                f"{overhead_ms:.2f}",
+                f"{orig['tok_s']:.0f} ({orig['how']})" if orig else "-",
+                f"{pipe / orig['tok_s']:.1f}x" if orig else "-",
+            ]
+        )
     print()
-    print(table(["stage", "rows", "chunks", "pipeline tok/s", "ceiling tok/s", "pipeline/ceiling",
-                 "engine busy share", "overhead ms/row", "original tok/s",
-                 "pipeline/original"], rows))
+    print(
+        table(
+            [
+                "stage",
+                "rows",
+                "chunks",
+                "pipeline tok/s",
+                "ceiling tok/s",
+                "pipeline/ceiling",
+                "engine busy share",
+                "overhead ms/row",
+                "original tok/s",
+                "pipeline/original",
+            ],
+            rows,
+        )
+    )
     if sweep:
         print()
-        print(table(["stage", "chunk_size", "sequences/chunk", "chunks", "pipeline/ceiling", "engine busy share"],
-                    [[s["stage"], s["chunk_size"], s["sequences_per_chunk"], s["chunks"], s["ratio"],
-                      s["engine_busy_share"]] for s in sweep]))
-    write_results("generation_efficiency", {
-        "quick": b.quick, "reps": b.reps, "model": str(b.ctx.model.path),
-        "engine": "vllm (CPU build)" if b.gen.on_cpu else "vllm", "model_load_seconds": round(b.load_seconds, 1),
-        "max_num_seqs": b.max_num_seqs, "max_num_batched_tokens": b.max_num_batched_tokens,
-        "max_tokens": list(b.max_tokens), "response_temperature": b.response_temperature,
-        "problems": {"instructions": b.n_ins, "responses": b.n_resp, "multi_responses": b.n_multi},
-        "stages": summary, "chunk_sweep": sweep,
-    })
+        print(
+            table(
+                ["stage", "chunk_size", "sequences/chunk", "chunks", "pipeline/ceiling", "engine busy share"],
+                [
+                    [
+                        s["stage"],
+                        s["chunk_size"],
+                        s["sequences_per_chunk"],
+                        s["chunks"],
+                        s["ratio"],
+                        s["engine_busy_share"],
+                    ]
+                    for s in sweep
+                ],
+            )
+        )
+    write_results(
+        "generation_efficiency",
+        {
+            "quick": b.quick,
+            "reps": b.reps,
+            "model": str(b.ctx.model.path),
+            "engine": "vllm (CPU build)" if b.gen.on_cpu else "vllm",
+            "model_load_seconds": round(b.load_seconds, 1),
+            "max_num_seqs": b.max_num_seqs,
+            "max_num_batched_tokens": b.max_num_batched_tokens,
+            "max_tokens": list(b.max_tokens),
+            "response_temperature": b.response_temperature,
+            "problems": {"instructions": b.n_ins, "responses": b.n_resp, "multi_responses": b.n_multi},
+            "stages": summary,
+            "chunk_sweep": sweep,
+        },
+    )
     b.cache.close()
 
 

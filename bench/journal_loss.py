@@ -44,9 +44,13 @@ def _run(root, count: int, rate: float, **sections):
     from magpie_hpc.stages import run_shard
     from magpie_hpc.context import RunContext
 
-    run_dir = make_run(root, engine={"kind": "synthetic", "reward_kind": "synthetic", "synthetic_tokens_per_second": rate},
-                       count=count, sharding={"instructions": count, "responses": count, "multi_responses": count,
-                                              "chunk_size": count}, **sections)
+    run_dir = make_run(
+        root,
+        engine={"kind": "synthetic", "reward_kind": "synthetic", "synthetic_tokens_per_second": rate},
+        count=count,
+        sharding={"instructions": count, "responses": count, "multi_responses": count, "chunk_size": count},
+        **sections,
+    )
     run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     run_shard(RunContext(run_dir), "select", "algebra", 0)
     return run_dir
@@ -78,9 +82,16 @@ def trial(root, how: str, count: int, rate: float, stop_after: int, grace: float
     done = run_shard(RunContext(run_dir), "responses", "algebra", 0)
     reused = done.get("journal_reused_requests", 0)
     finished_open = 0 if committed else len(finished)  # committed chunks are not journal business
-    return {"stop": how, "requests": count, "finished_before_rerun": len(finished), "chunk_committed": bool(committed),
-            "reused_from_journal": reused, "regenerated_finished": finished_open - reused,
-            "lost_in_flight": 0 if committed else count - len(finished), "rows": done["rows"]}
+    return {
+        "stop": how,
+        "requests": count,
+        "finished_before_rerun": len(finished),
+        "chunk_committed": bool(committed),
+        "reused_from_journal": reused,
+        "regenerated_finished": finished_open - reused,
+        "lost_in_flight": 0 if committed else count - len(finished),
+        "rows": done["rows"],
+    }
 
 
 def usr2_trial(root, count: int, rate: float, stop_after: int, drain: float) -> dict:
@@ -91,13 +102,19 @@ def usr2_trial(root, count: int, rate: float, stop_after: int, drain: float) -> 
     t = usr2_mid_chunk(run_dir, root / "submitit", after=stop_after)
     reused = t.done.get("journal_reused_requests", 0)
     finished_open = 0 if t.committed_in_first else len(t.journaled)
-    return {"stop": f"USR2 ({warning - REQUEUE_MARGIN_SECONDS:g} s drain)", "requests": count,
-            "finished_before_rerun": len(t.journaled), "finished_at_signal": t.signalled_after,
-            "chunk_committed": bool(t.committed_in_first), "reused_from_journal": reused,
-            "regenerated_finished": finished_open - reused,
-            "lost_in_flight": 0 if t.committed_in_first else count - len(t.journaled), "rows": t.done["rows"],
-            "requeued_by_submitit": t.done["attempt"] == 2,
-            "signal_to_stop_seconds": round(t.first_attempt_seconds_after_signal, 1)}
+    return {
+        "stop": f"USR2 ({warning - REQUEUE_MARGIN_SECONDS:g} s drain)",
+        "requests": count,
+        "finished_before_rerun": len(t.journaled),
+        "finished_at_signal": t.signalled_after,
+        "chunk_committed": bool(t.committed_in_first),
+        "reused_from_journal": reused,
+        "regenerated_finished": finished_open - reused,
+        "lost_in_flight": 0 if t.committed_in_first else count - len(t.journaled),
+        "rows": t.done["rows"],
+        "requeued_by_submitit": t.done["attempt"] == 2,
+        "signal_to_stop_seconds": round(t.first_attempt_seconds_after_signal, 1),
+    }
 
 
 def main() -> None:
@@ -108,10 +125,31 @@ def main() -> None:
         root = scratch(f"journal-{how.lower()}")
         rows.append(trial(root, how, count, rate, stop_after=count // 3, grace=2.0))
     rows.append(usr2_trial(scratch("journal-usr2"), count, rate, stop_after=count // 3, drain=2.0))
-    print(table(["stop", "requests", "finished (journal)", "chunk committed", "taken from journal",
-                 "finished regenerated", "not finished at the stop"],
-                [[r["stop"], r["requests"], r["finished_before_rerun"], r["chunk_committed"], r["reused_from_journal"],
-                  f"**{r['regenerated_finished']}**", r["lost_in_flight"]] for r in rows]))
+    print(
+        table(
+            [
+                "stop",
+                "requests",
+                "finished (journal)",
+                "chunk committed",
+                "taken from journal",
+                "finished regenerated",
+                "not finished at the stop",
+            ],
+            [
+                [
+                    r["stop"],
+                    r["requests"],
+                    r["finished_before_rerun"],
+                    r["chunk_committed"],
+                    r["reused_from_journal"],
+                    f"**{r['regenerated_finished']}**",
+                    r["lost_in_flight"],
+                ]
+                for r in rows
+            ],
+        )
+    )
     write_results("journal_loss", {"quick": quick, "trials": rows})
 
 

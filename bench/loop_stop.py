@@ -89,12 +89,19 @@ def main() -> None:
     root = scratch("loop_stop")
     shutil.rmtree(root / "data", ignore_errors=True)
     run_dir = make_run(
-        root, count=problems,
-        engine={"kind": "synthetic", "reward_kind": "synthetic", "max_model_len": args.max_tokens + 512,
-                "enforce_eager": True},
+        root,
+        count=problems,
+        engine={
+            "kind": "synthetic",
+            "reward_kind": "synthetic",
+            "max_model_len": args.max_tokens + 512,
+            "enforce_eager": True,
+        },
         sharding={"instructions": problems, "responses": problems, "multi_responses": problems, "chunk_size": 256},
-        responses={"repetition_penalty": args.repetition_penalty}, quality={"near_dedup": False},
-        max_tokens=(128, args.max_tokens))
+        responses={"repetition_penalty": args.repetition_penalty},
+        quality={"near_dedup": False},
+        max_tokens=(128, args.max_tokens),
+    )
     # The problems come from the synthetic engine (realistic text, at once); only responses are measured.
     for stage in ("instructions", "select"):
         run_shard(RunContext(run_dir), stage, DOMAIN, 0)
@@ -102,14 +109,24 @@ def main() -> None:
     ctx = RunContext(run_dir)
     m, eng = ctx.model, ctx.cfg.engine
     started = time.monotonic()
-    gen = VllmGenerator(m.path, seed=0, dtype=eng.dtype, max_model_len=m.max_model_len,
-                        tensor_parallel_size=m.tensor_parallel_size, gpu_memory_utilization=eng.gpu_memory_utilization,
-                        enable_prefix_caching=eng.enable_prefix_caching, enforce_eager=eng.enforce_eager)
+    gen = VllmGenerator(
+        m.path,
+        seed=0,
+        dtype=eng.dtype,
+        max_model_len=m.max_model_len,
+        tensor_parallel_size=m.tensor_parallel_size,
+        gpu_memory_utilization=eng.gpu_memory_utilization,
+        enable_prefix_caching=eng.enable_prefix_caching,
+        enforce_eager=eng.enforce_eager,
+    )
     load = time.monotonic() - started
     cache = EngineCache()
     cache.generator(lambda: gen)
-    print(f"model load (excluded): {load:.1f}s; {problems} problems, max_tokens {args.max_tokens}, "
-          f"repetition_penalty {args.repetition_penalty}", flush=True)
+    print(
+        f"model load (excluded): {load:.1f}s; {problems} problems, max_tokens {args.max_tokens}, "
+        f"repetition_penalty {args.repetition_penalty}",
+        flush=True,
+    )
 
     def measure(temperature: float, enabled: bool) -> dict:
         set_field(run_dir, ["domain_settings", DOMAIN, "response_temperature"], temperature)
@@ -117,8 +134,11 @@ def main() -> None:
         reset_shard(run_dir, "responses", DOMAIN, 0)
         t0 = time.monotonic()
         done = run_shard(RunContext(run_dir), "responses", DOMAIN, 0, engines=cache)
-        return {"tokens": done["output_tokens"], "seconds": time.monotonic() - t0,
-                "finish_reasons": dict(Counter(done["finish_reasons"]))}
+        return {
+            "tokens": done["output_tokens"],
+            "seconds": time.monotonic() - t0,
+            "finish_reasons": dict(Counter(done["finish_reasons"])),
+        }
 
     measure(TEMPERATURES[0], True)  # warm-up (prefix cache, allocator)
     results = {}
@@ -131,9 +151,14 @@ def main() -> None:
         on_tok, off_tok = runs["on"][-1]["tokens"], runs["off"][-1]["tokens"]
         on_s, off_s = median([r["seconds"] for r in runs["on"]]), median([r["seconds"] for r in runs["off"]])
         results[str(temperature)] = {
-            "tokens_on": on_tok, "tokens_off": off_tok, "token_ratio_on_off": round(on_tok / off_tok, 4),
-            "seconds_on": round(on_s, 2), "seconds_off": round(off_s, 2), "time_ratio_on_off": round(on_s / off_s, 4),
-            "finish_reasons_on": runs["on"][-1]["finish_reasons"], "finish_reasons_off": runs["off"][-1]["finish_reasons"],
+            "tokens_on": on_tok,
+            "tokens_off": off_tok,
+            "token_ratio_on_off": round(on_tok / off_tok, 4),
+            "seconds_on": round(on_s, 2),
+            "seconds_off": round(off_s, 2),
+            "time_ratio_on_off": round(on_s / off_s, 4),
+            "finish_reasons_on": runs["on"][-1]["finish_reasons"],
+            "finish_reasons_off": runs["off"][-1]["finish_reasons"],
             "seconds_on_all": [round(r["seconds"], 2) for r in runs["on"]],
             "seconds_off_all": [round(r["seconds"], 2) for r in runs["off"]],
         }
@@ -143,28 +168,79 @@ def main() -> None:
     cost = check_cost_us(cfg)
     projection = {f"{rate:.0%}": planned_loop_savings(cfg, rate, STOPPED_AT) for rate in LOOP_RATES}
     print()
-    print(table(["temperature", "tokens on", "tokens off", "tokens on/off", "wall on (s)", "wall off (s)",
-                 "wall on/off", "finish reasons on", "finish reasons off"],
-                [[t, r["tokens_on"], r["tokens_off"], f"**{r['token_ratio_on_off']:.3f}**", r["seconds_on"],
-                  r["seconds_off"], f"**{r['time_ratio_on_off']:.3f}**", r["finish_reasons_on"], r["finish_reasons_off"]]
-                 for t, r in results.items()]))
+    print(
+        table(
+            [
+                "temperature",
+                "tokens on",
+                "tokens off",
+                "tokens on/off",
+                "wall on (s)",
+                "wall off (s)",
+                "wall on/off",
+                "finish reasons on",
+                "finish reasons off",
+            ],
+            [
+                [
+                    t,
+                    r["tokens_on"],
+                    r["tokens_off"],
+                    f"**{r['token_ratio_on_off']:.3f}**",
+                    r["seconds_on"],
+                    r["seconds_off"],
+                    f"**{r['time_ratio_on_off']:.3f}**",
+                    r["finish_reasons_on"],
+                    r["finish_reasons_off"],
+                ]
+                for t, r in results.items()
+            ],
+        )
+    )
     print()
-    print(table(["loop rate", "responses: tokens saved", "GPU-hours", "7 responses: tokens saved", "GPU-hours"],
-                [[rate, f"{p['responses']['tokens']:,}", p["responses"]["gpu_hours"],
-                  f"{p['multi_responses']['tokens']:,}", p["multi_responses"]["gpu_hours"]]
-                 for rate, p in projection.items()]))
-    print(f"\nvLLM's check at the defaults: {cost:.1f} us per request and step "
-          f"({cost * 256 / 1000:.1f} ms per step at 256 running requests)")
-    write_results("loop_stop", {
-        "quick": quick, "reps": reps, "problems": problems, "max_tokens_response": args.max_tokens,
-        "repetition_penalty": args.repetition_penalty, "model": str(m.path),
-        "engine": "vllm (CPU build)" if gen.on_cpu else "vllm", "model_load_seconds": round(load, 1),
-        "defaults": cfg.responses.repetition_detection.model_dump(), "temperatures": results,
-        "check_cost_us_per_request_step": round(cost, 2),
-        "projection_44k": {"problems": cfg.total_problems, "planned_tokens_per_second_per_gpu":
-                           {st: tokens_per_second_per_gpu(cfg, st, cfg.domains[0]) for st in ("responses", "multi_responses")}, "stopped_at_share_of_max_tokens": STOPPED_AT,
-                           "by_loop_rate": projection},
-    })
+    print(
+        table(
+            ["loop rate", "responses: tokens saved", "GPU-hours", "7 responses: tokens saved", "GPU-hours"],
+            [
+                [
+                    rate,
+                    f"{p['responses']['tokens']:,}",
+                    p["responses"]["gpu_hours"],
+                    f"{p['multi_responses']['tokens']:,}",
+                    p["multi_responses"]["gpu_hours"],
+                ]
+                for rate, p in projection.items()
+            ],
+        )
+    )
+    print(
+        f"\nvLLM's check at the defaults: {cost:.1f} us per request and step "
+        f"({cost * 256 / 1000:.1f} ms per step at 256 running requests)"
+    )
+    write_results(
+        "loop_stop",
+        {
+            "quick": quick,
+            "reps": reps,
+            "problems": problems,
+            "max_tokens_response": args.max_tokens,
+            "repetition_penalty": args.repetition_penalty,
+            "model": str(m.path),
+            "engine": "vllm (CPU build)" if gen.on_cpu else "vllm",
+            "model_load_seconds": round(load, 1),
+            "defaults": cfg.responses.repetition_detection.model_dump(),
+            "temperatures": results,
+            "check_cost_us_per_request_step": round(cost, 2),
+            "projection_44k": {
+                "problems": cfg.total_problems,
+                "planned_tokens_per_second_per_gpu": {
+                    st: tokens_per_second_per_gpu(cfg, st, cfg.domains[0]) for st in ("responses", "multi_responses")
+                },
+                "stopped_at_share_of_max_tokens": STOPPED_AT,
+                "by_loop_rate": projection,
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -39,8 +39,10 @@ from pathlib import Path
 from _common import BENCH, make_run, quick_flag, scratch, table, write_results
 
 POOL = 256
-WORDS = ("we reduce the claim using lemma hence the group order divides therefore every subgroup of index two is "
-         "normal and the quotient is cyclic so by induction the bound holds for all n").split()
+WORDS = (
+    "we reduce the claim using lemma hence the group order divides therefore every subgroup of index two is "
+    "normal and the quotient is cyclic so by induction the bound holds for all n"
+).split()
 # Some answers are equal in value but not in writing, so the merge's equivalence check (math-verify,
 # quality/equivalence.py) has work to do; the pool is small, so most parses are cached (see the
 # `equivalence_probe` for the cost of answers never seen before).
@@ -74,8 +76,13 @@ def pools(seed: int = 0):
             answers.append(answer)
             complete.append(True)
         tokens.append(n_tokens)
-    return (pa.array(responses), pa.array(reasonings, pa.string()), pa.array(answers, pa.string()),
-            pa.array(tokens, pa.int64()), pa.array(complete))
+    return (
+        pa.array(responses),
+        pa.array(reasonings, pa.string()),
+        pa.array(answers, pa.string()),
+        pa.array(tokens, pa.int64()),
+        pa.array(complete),
+    )
 
 
 def response_table(ids: list[str], n: int, pool, rng) -> "pa.Table":  # noqa: F821 - pyarrow is imported inside
@@ -95,23 +102,45 @@ def response_table(ids: list[str], n: int, pool, rng) -> "pa.Table":  # noqa: F8
 
     ok = complete.take(pick)
     finish = pc.if_else(ok, "stop", "length")
-    return pa.Table.from_arrays([
-        pa.array(ids), pa.array(rng.integers(90, 400, rows), pa.int64()),
-        lists(texts.take(pick)), lists(reasonings.take(pick)), lists(answers.take(pick)),
-        lists(finish), lists(tokens.take(pick)), lists(pc.invert(ok)), lists(ok),
-        pa.array(rng.integers(0, 2**31 - 1, rows), pa.int64()),
-    ], schema=RESPONSE_SCHEMA)
+    return pa.Table.from_arrays(
+        [
+            pa.array(ids),
+            pa.array(rng.integers(90, 400, rows), pa.int64()),
+            lists(texts.take(pick)),
+            lists(reasonings.take(pick)),
+            lists(answers.take(pick)),
+            lists(finish),
+            lists(tokens.take(pick)),
+            lists(pc.invert(ok)),
+            lists(ok),
+            pa.array(rng.integers(0, 2**31 - 1, rows), pa.int64()),
+        ],
+        schema=RESPONSE_SCHEMA,
+    )
 
 
 def done_marker(store, stage: str, domain: str, shard: int, table, extra: dict | None = None) -> None:
-    summary = {"stage": stage, "domain": domain, "shard": shard, "rows": table.num_rows,
-               "chunks": len(store.committed_indices()), "resumed_at_chunk": 0, "attempt": 1,
-               "model_load_seconds": 0.0, "seconds": 1.0, "host": "bench", "finished": time.time(), **(extra or {})}
+    summary = {
+        "stage": stage,
+        "domain": domain,
+        "shard": shard,
+        "rows": table.num_rows,
+        "chunks": len(store.committed_indices()),
+        "resumed_at_chunk": 0,
+        "attempt": 1,
+        "model_load_seconds": 0.0,
+        "seconds": 1.0,
+        "host": "bench",
+        "finished": time.time(),
+        **(extra or {}),
+    }
     if "output_tokens" in table.column_names:
         import pyarrow.compute as pc
 
         col = table["output_tokens"]
-        summary["output_tokens"] = int(pc.sum(pc.list_flatten(col) if hasattr(col.type, "value_type") else col).as_py() or 0)
+        summary["output_tokens"] = int(
+            pc.sum(pc.list_flatten(col) if hasattr(col.type, "value_type") else col).as_py() or 0
+        )
         summary["prompt_tokens"] = int(pc.sum(table["prompt_tokens"]).as_py())
     if "finish_reasons" in table.column_names:
         flat = pc_flat(table["finish_reasons"])
@@ -154,35 +183,58 @@ def write_work(run_dir: Path) -> dict:
         for shard in stage_shards(cfg, "instructions", domain):
             part = slice(min(shard.start, count), min(shard.stop, count))
             n = part.stop - part.start
-            table = pa.table({
-                "sample": list(range(n)), "instruction": instructions[part], "raw": instructions[part],
-                "drop_reason": [None] * n, "answer_cut": [False] * n, "finish_reason": ["stop"] * n,
-                "prompt_tokens": [180] * n, "output_tokens": tokens[part], "seed": [1] * n, "chunk": [0] * n,
-                "created": [1_700_000_000] * n}, schema=INSTRUCTION_SCHEMA)
+            table = pa.table(
+                {
+                    "sample": list(range(n)),
+                    "instruction": instructions[part],
+                    "raw": instructions[part],
+                    "drop_reason": [None] * n,
+                    "answer_cut": [False] * n,
+                    "finish_reason": ["stop"] * n,
+                    "prompt_tokens": [180] * n,
+                    "output_tokens": tokens[part],
+                    "seed": [1] * n,
+                    "chunk": [0] * n,
+                    "created": [1_700_000_000] * n,
+                },
+                schema=INSTRUCTION_SCHEMA,
+            )
             store = ctx.store.shard("instructions", domain, shard.shard)
             commit_chunks(store, table)
             done_marker(store, "instructions", domain, shard.shard, table, {"kept": n, "drop_reasons": {}})
         ids = [instruction_id(domain, i) for i in range(count)]
-        select = pa.table({"id": ids, "index": list(range(count)), "instruction": instructions,
-                           "seed": [1] * count, "created": [1_700_000_000] * count, "instruction_tokens": tokens,
-                           "source_shard": [0] * count, "source_sample": list(range(count))})
+        select = pa.table(
+            {
+                "id": ids,
+                "index": list(range(count)),
+                "instruction": instructions,
+                "seed": [1] * count,
+                "created": [1_700_000_000] * count,
+                "instruction_tokens": tokens,
+                "source_shard": [0] * count,
+                "source_sample": list(range(count)),
+            }
+        )
         store = ctx.store.shard("select", domain, 0)
         commit_chunks(store, select)  # the real select writes its table as one chunk; so do we
         done_marker(store, "select", domain, 0, select)
         for stage, n in (("responses", 1), ("multi_responses", cfg.multi_responses.num_responses)):
             for shard in stage_shards(cfg, stage, domain):
-                table = response_table(ids[shard.start:shard.stop], n, pool, rng)
+                table = response_table(ids[shard.start : shard.stop], n, pool, rng)
                 store = ctx.store.shard(stage, domain, shard.shard)
                 commit_chunks(store, table)
                 done_marker(store, stage, domain, shard.shard, table)
                 if stage == "multi_responses":
                     scores = pa.ListArray.from_arrays(
                         pa.array(np.arange(0, shard.size * n + 1, n, dtype=np.int32)),
-                        pa.array(rng.normal(0.0, 1.0, shard.size * n)))
-                    rewards = pa.table({"id": ids[shard.start:shard.stop], "scores": scores,
-                                        "scored_part": ["answer"] * shard.size},
-                                       schema=pa.schema([("id", pa.string()), ("scores", pa.list_(pa.float64())),
-                                                         ("scored_part", pa.string())]))
+                        pa.array(rng.normal(0.0, 1.0, shard.size * n)),
+                    )
+                    rewards = pa.table(
+                        {"id": ids[shard.start : shard.stop], "scores": scores, "scored_part": ["answer"] * shard.size},
+                        schema=pa.schema(
+                            [("id", pa.string()), ("scores", pa.list_(pa.float64())), ("scored_part", pa.string())]
+                        ),
+                    )
                     rstore = ctx.store.shard("rewards", domain, shard.shard)
                     commit_chunks(rstore, rewards)
                     done_marker(rstore, "rewards", domain, shard.shard, rewards)
@@ -196,15 +248,20 @@ def folder_bytes(path: Path) -> int:
 def measured(args: list[str]) -> dict:
     """Run `python bench/merge_scale.py --child ...` under a fresh wrapper: wall time and the
     child's peak RSS (RUSAGE_CHILDREN of a wrapper that has no other child)."""
-    wrapper = ("import json, resource, subprocess, sys, time\n"
-               "t = time.monotonic()\n"
-               "rc = subprocess.run(sys.argv[1:]).returncode\n"
-               "wall = time.monotonic() - t\n"
-               "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
-               "print(json.dumps({'rc': rc, 'seconds': wall, 'cpu_seconds': ru.ru_utime + ru.ru_stime, "
-               "'peak_rss_mb': ru.ru_maxrss / 1024}))\n")
-    out = subprocess.run([sys.executable, "-c", wrapper, sys.executable, str(BENCH / "merge_scale.py"), "--child",
-                          *args], capture_output=True, text=True)
+    wrapper = (
+        "import json, resource, subprocess, sys, time\n"
+        "t = time.monotonic()\n"
+        "rc = subprocess.run(sys.argv[1:]).returncode\n"
+        "wall = time.monotonic() - t\n"
+        "ru = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+        "print(json.dumps({'rc': rc, 'seconds': wall, 'cpu_seconds': ru.ru_utime + ru.ru_stime, "
+        "'peak_rss_mb': ru.ru_maxrss / 1024}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", wrapper, sys.executable, str(BENCH / "merge_scale.py"), "--child", *args],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-3000:])
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -229,8 +286,14 @@ def equivalence_probe(problems: int = 300, seed: int = 0) -> dict:
     from magpie_hpc.quality.equivalence import EquivalenceChecker, EquivalenceStats, vote_stream
 
     rng = random.Random(seed)
-    forms = (lambda a, b: f"{a}.{b}", lambda a, b: f"{a}\\sqrt{{{b}}}", lambda a, b: f"\\{{{a},{b}\\}}",
-             lambda a, b: f"{a}\\pi", lambda a, b: f"x^{{{b}}}+{a}", lambda a, b: f"\\frac{{{a}}}{{{b}}}")
+    forms = (
+        lambda a, b: f"{a}.{b}",
+        lambda a, b: f"{a}\\sqrt{{{b}}}",
+        lambda a, b: f"\\{{{a},{b}\\}}",
+        lambda a, b: f"{a}\\pi",
+        lambda a, b: f"x^{{{b}}}+{a}",
+        lambda a, b: f"\\frac{{{a}}}{{{b}}}",
+    )
     items = []
     for _ in range(problems):
         a, b = rng.randint(10, 10**6), rng.randint(2, 97)
@@ -243,8 +306,12 @@ def equivalence_probe(problems: int = 300, seed: int = 0) -> dict:
         list(vote_stream(items, lambda r: (r, [normalize_answer(x) for x in r]), checker, stats))
         seconds = time.perf_counter() - started
         workers = checker.workers
-    return {"problems": problems, "workers": workers, "ms_per_problem": round(seconds / problems * 1000, 3),
-            "stats": stats.to_json()}
+    return {
+        "problems": problems,
+        "workers": workers,
+        "ms_per_problem": round(seconds / problems * 1000, 3),
+        "stats": stats.to_json(),
+    }
 
 
 def child_floor(run_dir: Path) -> None:
@@ -309,10 +376,14 @@ def encoding_probe(run_dir: Path, domain: str, records: int = 300) -> dict:
             majority_answer(raw)
         timing["answers"].append((time.perf_counter() - t) / len(data))
     best = {k: min(v) for k, v in timing.items()}
-    return {"records": len(data), "byte_identical": same, "json_ms_per_record": round(best["current"] * 1000, 3),
-            "msgspec_ms_per_record": round(best["msgspec"] * 1000, 3),
-            "answers_ms_per_record": round(best["answers"] * 1000, 3),
-            "json_speedup": round(best["current"] / best["msgspec"], 2)}
+    return {
+        "records": len(data),
+        "byte_identical": same,
+        "json_ms_per_record": round(best["current"] * 1000, 3),
+        "msgspec_ms_per_record": round(best["msgspec"] * 1000, 3),
+        "answers_ms_per_record": round(best["answers"] * 1000, 3),
+        "json_speedup": round(best["current"] / best["msgspec"], 2),
+    }
 
 
 def output_bytes(run_dir: Path, domains) -> dict:
@@ -332,38 +403,65 @@ def one_size(total: int, keep: bool) -> dict:
     root = scratch("merge_scale")
     shutil.rmtree(root / "data", ignore_errors=True)
     counts = scaled_counts(total)
-    run_dir = make_run(root, counts=counts, domains="all",
-                       engine={"kind": "synthetic", "reward_kind": "synthetic"}, sharding={"chunk_size": 256})
+    run_dir = make_run(
+        root,
+        counts=counts,
+        domains="all",
+        engine={"kind": "synthetic", "reward_kind": "synthetic"},
+        sharding={"chunk_size": 256},
+    )
     try:
         work = write_work(run_dir)
-        print(f"  {total:,} problems: work/ written in {work['seconds']:.0f}s ({work['bytes'] / 1e9:.2f} GB)",
-              flush=True)
+        print(
+            f"  {total:,} problems: work/ written in {work['seconds']:.0f}s ({work['bytes'] / 1e9:.2f} GB)", flush=True
+        )
         strings = measured(["merge-strings", str(run_dir)])
-        print(f"  merge without answer equivalence {strings['seconds']:.0f}s (CPU {strings['cpu_seconds']:.0f}s)",
-              flush=True)
+        print(
+            f"  merge without answer equivalence {strings['seconds']:.0f}s (CPU {strings['cpu_seconds']:.0f}s)",
+            flush=True,
+        )
         merge = measured(["merge", str(run_dir)])
         with open(run_dir / next(iter(counts)) / "dataset_info.json") as fh:
             eq_stats = json.load(fh)["quality"]["answer_equivalence"]
         out = output_bytes(run_dir, counts)
-        print(f"  merge {merge['seconds']:.0f}s (CPU {merge['cpu_seconds']:.0f}s), peak RSS {merge['peak_rss_mb']:.0f} MB, output "
-              f"{(out['json'] + out['parquet']) / 1e9:.2f} GB", flush=True)
+        print(
+            f"  merge {merge['seconds']:.0f}s (CPU {merge['cpu_seconds']:.0f}s), peak RSS {merge['peak_rss_mb']:.0f} MB, output "
+            f"{(out['json'] + out['parquet']) / 1e9:.2f} GB",
+            flush=True,
+        )
         floor = measured(["floor", str(run_dir)])
         print(f"  pyarrow floor {floor['seconds']:.0f}s (CPU {floor['cpu_seconds']:.0f}s)", flush=True)
-        print(f"  answer equivalence: merge x{merge['seconds'] / strings['seconds']:.3f} of the merge without it; "
-              f"first domain {eq_stats}", flush=True)
+        print(
+            f"  answer equivalence: merge x{merge['seconds'] / strings['seconds']:.3f} of the merge without it; "
+            f"first domain {eq_stats}",
+            flush=True,
+        )
         probe = encoding_probe(run_dir, next(iter(counts)))
-        print(f"  preference record: JSON {probe['json_ms_per_record']} ms (msgspec {probe['msgspec_ms_per_record']} ms,"
-              f" {probe['byte_identical']}/{probe['records']} byte-identical), answers "
-              f"{probe['answers_ms_per_record']} ms", flush=True)
+        print(
+            f"  preference record: JSON {probe['json_ms_per_record']} ms (msgspec {probe['msgspec_ms_per_record']} ms,"
+            f" {probe['byte_identical']}/{probe['records']} byte-identical), answers "
+            f"{probe['answers_ms_per_record']} ms",
+            flush=True,
+        )
         from magpie_hpc.context import RunContext
         from magpie_hpc.plan import stage_shards
 
         cfg = RunContext(run_dir).cfg
         shards = {s: sum(len(stage_shards(cfg, s, d)) for d in cfg.domains) for s in ("responses", "multi_responses")}
-        return {"problems": sum(counts.values()), "counts": counts, "shards": shards, "work": work, "merge": merge,
-                "floor": floor, "output_bytes": out, "merge_over_floor": merge["seconds"] / floor["seconds"],
-                "probe": probe, "merge_without_equivalence": strings,
-                "equivalence_overhead": merge["seconds"] / strings["seconds"] - 1, "equivalence_stats": eq_stats}
+        return {
+            "problems": sum(counts.values()),
+            "counts": counts,
+            "shards": shards,
+            "work": work,
+            "merge": merge,
+            "floor": floor,
+            "output_bytes": out,
+            "merge_over_floor": merge["seconds"] / floor["seconds"],
+            "probe": probe,
+            "merge_without_equivalence": strings,
+            "equivalence_overhead": merge["seconds"] / strings["seconds"] - 1,
+            "equivalence_stats": eq_stats,
+        }
     finally:
         if not keep:
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -392,8 +490,10 @@ def main() -> None:
         budget = free - 8e9  # leave room for everyone else on this disk
         if total * bytes_per_problem > budget:
             fits = int(budget / bytes_per_problem) // 1000 * 1000
-            notes.append(f"{total:,} problems need ~{total * bytes_per_problem / 1e9:.0f} GB, "
-                         f"{free / 1e9:.0f} GB free: scaled down to {fits:,}")
+            notes.append(
+                f"{total:,} problems need ~{total * bytes_per_problem / 1e9:.0f} GB, "
+                f"{free / 1e9:.0f} GB free: scaled down to {fits:,}"
+            )
             print("disk: " + notes[-1], flush=True)
             total = fits
             if total <= 0:
@@ -406,32 +506,61 @@ def main() -> None:
     rows = []
     for r in results:
         out = r["output_bytes"]
-        rows.append([f"{r['problems']:,}", f"{r['shards']['responses']} / {r['shards']['multi_responses']}",
-                     f"{(out['json'] + out['parquet']) / 1e9:.1f}", f"{r['merge']['seconds']:.0f}",
-                     f"{r['merge']['seconds'] / r['problems'] * 1000:.2f}", f"**{r['merge']['peak_rss_mb']:.0f}**",
-                     f"{r['floor']['seconds']:.0f}", f"**{r['merge_over_floor']:.2f}**"])
+        rows.append(
+            [
+                f"{r['problems']:,}",
+                f"{r['shards']['responses']} / {r['shards']['multi_responses']}",
+                f"{(out['json'] + out['parquet']) / 1e9:.1f}",
+                f"{r['merge']['seconds']:.0f}",
+                f"{r['merge']['seconds'] / r['problems'] * 1000:.2f}",
+                f"**{r['merge']['peak_rss_mb']:.0f}**",
+                f"{r['floor']['seconds']:.0f}",
+                f"**{r['merge_over_floor']:.2f}**",
+            ]
+        )
     print()
-    print(table(["problems", "shards (responses / 7-responses)", "output GB (JSON + Parquet)", "merge s",
-                 "merge ms/problem", "merge peak RSS MB", "pyarrow floor s", "merge / floor"], rows))
+    print(
+        table(
+            [
+                "problems",
+                "shards (responses / 7-responses)",
+                "output GB (JSON + Parquet)",
+                "merge s",
+                "merge ms/problem",
+                "merge peak RSS MB",
+                "pyarrow floor s",
+                "merge / floor",
+            ],
+            rows,
+        )
+    )
     if len(results) >= 2:
         a, b = results[0], results[-1]
         scale = b["problems"] / a["problems"]
-        print(f"\n{scale:.1f}x the problems: merge time x{b['merge']['seconds'] / a['merge']['seconds']:.2f}, "
-              f"peak RSS x{b['merge']['peak_rss_mb'] / a['merge']['peak_rss_mb']:.2f}")
+        print(
+            f"\n{scale:.1f}x the problems: merge time x{b['merge']['seconds'] / a['merge']['seconds']:.2f}, "
+            f"peak RSS x{b['merge']['peak_rss_mb'] / a['merge']['peak_rss_mb']:.2f}"
+        )
     for n in notes:
         print("note: " + n)
     if results:
         probe = equivalence_probe()
         per_44k = probe["ms_per_problem"] * 44_000 / 1000
-        print(f"equivalence on never-seen answers: {probe['ms_per_problem']} ms/problem on {probe['workers']} "
-              f"worker(s), ~{per_44k:.0f} s at 44K if every problem needed it ({probe['stats']})")
+        print(
+            f"equivalence on never-seen answers: {probe['ms_per_problem']} ms/problem on {probe['workers']} "
+            f"worker(s), ~{per_44k:.0f} s at 44K if every problem needed it ({probe['stats']})"
+        )
         for r in results:
-            print(f"{r['problems']:,} problems: merge {r['merge']['seconds']:.1f}s with equivalence, "
-                  f"{r['merge_without_equivalence']['seconds']:.1f}s without ({r['equivalence_overhead']:+.1%})")
+            print(
+                f"{r['problems']:,} problems: merge {r['merge']['seconds']:.1f}s with equivalence, "
+                f"{r['merge_without_equivalence']['seconds']:.1f}s without ({r['equivalence_overhead']:+.1%})"
+            )
     else:
         probe = None
-    write_results("merge_scale", {"quick": quick, "sizes_requested": sizes, "notes": notes, "runs": results,
-                                  "equivalence_probe": probe})
+    write_results(
+        "merge_scale",
+        {"quick": quick, "sizes_requested": sizes, "notes": notes, "runs": results, "equivalence_probe": probe},
+    )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ def main(name: str, tests: list[str]) -> int:
     blocks = re.split(r"(?m)^--- ([0-9a-f]{32}) ", text)[1:]
     survived = 0
     with tempfile.TemporaryDirectory(prefix="magpie-recheck.") as copy:
-        files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                               capture_output=True).stdout
+        files = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True, capture_output=True
+        ).stdout
         subprocess.run(f"tar --null -T - -cf - | tar -xf - -C {copy}", shell=True, cwd=REPO, input=files, check=True)
         env = {**os.environ, "PYTHONPATH": copy, "PYTHONDONTWRITEBYTECODE": "1"}
         for head, body in zip(blocks[::2], blocks[1::2]):
@@ -32,9 +33,24 @@ def main(name: str, tests: list[str]) -> int:
             diff = body.split("--- mutation diff ---\n", 1)[1]
             subprocess.run(["patch", "-p1", "-s"], input=diff, text=True, cwd=copy, check=True)
             try:
-                result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
-                                         "--hypothesis-seed=0", f"--basetemp={copy}/pt", *tests],
-                                        cwd=copy, env=env, capture_output=True, text=True)
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pytest",
+                        "-x",
+                        "-q",
+                        "-p",
+                        "no:cacheprovider",
+                        "--hypothesis-seed=0",
+                        f"--basetemp={copy}/pt",
+                        *tests,
+                    ],
+                    cwd=copy,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
             finally:
                 subprocess.run(["patch", "-p1", "-R", "-s"], input=diff, text=True, cwd=copy, check=True)
             survived += result.returncode == 0

@@ -1,11 +1,11 @@
 """bench/mutation.sh's helper on a cosmic-ray session database.
 
-    mutation_sample.py DB N DEFINITIONS SEED   keep a seeded sample of N pending mutants (N=all: all)
-                                               within DEFINITIONS (comma-separated enclosing function
-                                               or class names; empty: the whole module), mark the
-                                               others skipped
-    mutation_sample.py --report DB NAME MODULE BASELINE
-                                               one table row on stdout, survivors' diffs on stderr
+mutation_sample.py DB N DEFINITIONS SEED   keep a seeded sample of N pending mutants (N=all: all)
+                                           within DEFINITIONS (comma-separated enclosing function
+                                           or class names; empty: the whole module), mark the
+                                           others skipped
+mutation_sample.py --report DB NAME MODULE BASELINE
+                                           one table row on stdout, survivors' diffs on stderr
 """
 
 from __future__ import annotations
@@ -49,8 +49,12 @@ def sample(db_path: str, n: str, definitions: str, seed: str) -> None:
     wanted = {d for d in definitions.split(",") if d}
     with use_db(db_path, WorkDB.Mode.open) as db:
         # Ordered by what the mutant is (job ids are random): the same seed draws the same mutants.
-        items = sorted(db.pending_work_items, key=lambda i: [
-            (str(m.module_path), tuple(m.start_pos), m.operator_name, m.occurrence) for m in i.mutations])
+        items = sorted(
+            db.pending_work_items,
+            key=lambda i: [
+                (str(m.module_path), tuple(m.start_pos), m.operator_name, m.occurrence) for m in i.mutations
+            ],
+        )
         spans = _annotation_spans(Path(items[0].mutations[0].module_path)) if items else []
         for item in [i for i in items if all(_in_annotation(m, spans) for m in i.mutations)]:
             db.set_result(item.job_id, WorkResult(output=ANNOTATION, worker_outcome=WorkerOutcome.SKIPPED))
@@ -90,13 +94,17 @@ def report(db_path: str, name: str, module: str, baseline: str) -> None:
             else:
                 counts["survived"] += 1
                 m = items[job_id].mutations[0]
-                print(f"--- {job_id} {m.operator_name} line {m.start_pos[0]} in {m.definition_name}\n{result.diff}\n",
-                      file=sys.stderr)
+                print(
+                    f"--- {job_id} {m.operator_name} line {m.start_pos[0]} in {m.definition_name}\n{result.diff}\n",
+                    file=sys.stderr,
+                )
     caught = counts["killed"] + counts["timeout"]
     valid = counts["run"] - counts["incompetent"]
     score = f"{100 * caught / valid:.0f}%" if valid else "-"
-    print(f"| {name} | `{module}` | {counts['scope']} | {counts['annotation']} | {counts['run']} | {counts['killed']} "
-          f"| {counts['survived']} | {counts['timeout']} | {counts['incompetent']} | {score} | {baseline} |")
+    print(
+        f"| {name} | `{module}` | {counts['scope']} | {counts['annotation']} | {counts['run']} | {counts['killed']} "
+        f"| {counts['survived']} | {counts['timeout']} | {counts['incompetent']} | {score} | {baseline} |"
+    )
 
 
 if __name__ == "__main__":

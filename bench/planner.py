@@ -27,12 +27,17 @@ def stage_rows(cfg) -> tuple[list[dict], float]:
     rows = []
     for stage in ("instructions", "responses", "multi_responses", "rewards"):
         entries = [s for s in plan["stages"] if s["stage"] == stage]
-        rows.append({
-            "stage": stage, "tensor_parallel_size": entries[0]["tensor_parallel_size"],
-            "kv_cache_tokens": entries[0]["kv_cache_tokens"], "max_num_seqs": entries[0]["max_num_seqs"],
-            "tokens_per_second_per_gpu": entries[0]["tokens_per_second_per_gpu"],
-            "tasks": sum(s["tasks"] for s in entries), "gpu_hours": round(sum(s["gpu_hours"] for s in entries), 1),
-        })
+        rows.append(
+            {
+                "stage": stage,
+                "tensor_parallel_size": entries[0]["tensor_parallel_size"],
+                "kv_cache_tokens": entries[0]["kv_cache_tokens"],
+                "max_num_seqs": entries[0]["max_num_seqs"],
+                "tokens_per_second_per_gpu": entries[0]["tokens_per_second_per_gpu"],
+                "tasks": sum(s["tasks"] for s in entries),
+                "gpu_hours": round(sum(s["gpu_hours"] for s in entries), 1),
+            }
+        )
     return rows, plan["total_gpu_hours"]
 
 
@@ -47,20 +52,50 @@ def main() -> None:
     chosen_rows, chosen_total = stage_rows(chosen_cfg)
     tp = choose_tensor_parallel(chosen_cfg).tensor_parallel_size
     print(f"\n### 44K run, R1-Distill-Qwen-32B on A100-80GB: seed's layout (TP 1) vs the planner's (TP {tp})\n")
-    print(table(["stage", "TP", "KV-cache tokens", "seqs", "tokens/s/GPU", "tasks", "GPU-hours",
-                 f"TP {tp}: KV-cache tokens", "seqs", "tokens/s/GPU", "tasks", "GPU-hours"],
-                [[a["stage"], a["tensor_parallel_size"], _n(a["kv_cache_tokens"]), a["max_num_seqs"] or "-",
-                  f"{a['tokens_per_second_per_gpu']:,.0f}", a["tasks"], f"{a['gpu_hours']:,.1f}",
-                  _n(b["kv_cache_tokens"]), b["max_num_seqs"] or "-", f"{b['tokens_per_second_per_gpu']:,.0f}",
-                  b["tasks"], f"{b['gpu_hours']:,.1f}"] for a, b in zip(seed_rows, chosen_rows)]
-                + [["total", "", "", "", "", "", f"**{seed_total:,.1f}**", "", "", "", "", f"**{chosen_total:,.1f}**"]]))
+    print(
+        table(
+            [
+                "stage",
+                "TP",
+                "KV-cache tokens",
+                "seqs",
+                "tokens/s/GPU",
+                "tasks",
+                "GPU-hours",
+                f"TP {tp}: KV-cache tokens",
+                "seqs",
+                "tokens/s/GPU",
+                "tasks",
+                "GPU-hours",
+            ],
+            [
+                [
+                    a["stage"],
+                    a["tensor_parallel_size"],
+                    _n(a["kv_cache_tokens"]),
+                    a["max_num_seqs"] or "-",
+                    f"{a['tokens_per_second_per_gpu']:,.0f}",
+                    a["tasks"],
+                    f"{a['gpu_hours']:,.1f}",
+                    _n(b["kv_cache_tokens"]),
+                    b["max_num_seqs"] or "-",
+                    f"{b['tokens_per_second_per_gpu']:,.0f}",
+                    b["tasks"],
+                    f"{b['gpu_hours']:,.1f}",
+                ]
+                for a, b in zip(seed_rows, chosen_rows)
+            ]
+            + [["total", "", "", "", "", "", f"**{seed_total:,.1f}**", "", "", "", "", f"**{chosen_total:,.1f}**"]],
+        )
+    )
 
     roofline = {}
     rows = []
     for key in ("1", "2", "3"):
         for gpu in GPUS:
-            cfg = load_config(overrides={"model": key, "domains": "algebra",
-                                         "hardware": {"gpu": gpu, "gpus_per_node": 8}})
+            cfg = load_config(
+                overrides={"model": key, "domains": "algebra", "hardware": {"gpu": gpu, "gpus_per_node": 8}}
+            )
             try:
                 best = choose_tensor_parallel(cfg).tensor_parallel_size
             except Exception as exc:  # noqa: BLE001 - a model that fits nowhere on this GPU
@@ -71,10 +106,14 @@ def main() -> None:
             rows.append([cfg.models[key].hub_id.split("/")[1], gpu, best, *(f"{figures[s]:,}" for s in GENERATION)])
     print("\n### Roofline tokens/s per GPU at the planner's layout (8-GPU nodes, utilization 0.95)\n")
     print(table(["model", "GPU", "TP", "instructions", "responses", "multi_responses"], rows))
-    write_results("planner", {"seed_layout": {"rows": seed_rows, "total_gpu_hours": seed_total},
-                              "chosen_layout": {"tensor_parallel_size": tp, "rows": chosen_rows,
-                                                "total_gpu_hours": chosen_total},
-                              "roofline_tokens_per_second_per_gpu": roofline})
+    write_results(
+        "planner",
+        {
+            "seed_layout": {"rows": seed_rows, "total_gpu_hours": seed_total},
+            "chosen_layout": {"tensor_parallel_size": tp, "rows": chosen_rows, "total_gpu_hours": chosen_total},
+            "roofline_tokens_per_second_per_gpu": roofline,
+        },
+    )
 
 
 if __name__ == "__main__":

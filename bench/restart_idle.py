@@ -41,14 +41,37 @@ def launch(root: Path, count: int) -> Path:
     from magpie_hpc.cli import main
 
     models = tiny_models()
-    cfg = small_config(root / "c.toml", engine={"synthetic_tokens_per_second": 60.0},
-                       sharding={"instructions": 8, "responses": 4, "multi_responses": 2, "chunk_size": 1},
-                       fault_tolerance=FAST_FT)
+    cfg = small_config(
+        root / "c.toml",
+        engine={"synthetic_tokens_per_second": 60.0},
+        sharding={"instructions": 8, "responses": 4, "multi_responses": 2, "chunk_size": 1},
+        fault_tolerance=FAST_FT,
+    )
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        code = main(["launch", "--executor", "slurm", "--engine", "synthetic", "--model", str(models.deepseek),
-                     "--reward-model", str(models.reward), "--output-root", str(root / "data"),
-                     "--profile", str(PROFILE), "--domains", "algebra", "--count", str(count), "--config", str(cfg)])
+        code = main(
+            [
+                "launch",
+                "--executor",
+                "slurm",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(models.deepseek),
+                "--reward-model",
+                str(models.reward),
+                "--output-root",
+                str(root / "data"),
+                "--profile",
+                str(PROFILE),
+                "--domains",
+                "algebra",
+                "--count",
+                str(count),
+                "--config",
+                str(cfg),
+            ]
+        )
     assert code == 0, buf.getvalue()
     return Path(buf.getvalue().strip().splitlines()[-1])
 
@@ -127,12 +150,21 @@ def restarts(run_dir: Path, task_ids: dict[int, str]) -> list[dict]:
         first = epoch(runs[0]["start"])
         first_commit = (sfolder / "part-00000.parquet").stat().st_mtime
         first_idle = first_commit - first - (chunk_seconds(run_dir, shard, 0) or 0.0)
-        out.append({"shard": shard, "task": task_id, "resumed_at_chunk": chunk,
-                    "to_lock_s": round(start["time"] - requeued, 2), "to_commit_s": round(to_commit, 2),
-                    "model_load_s": done["model_load_seconds"], "chunk_generation_s": generation,
-                    "idle_s": round(idle, 2), "first_run_idle_s": round(first_idle, 2),
-                    "restart_extra_s": round(idle - first_idle, 2),
-                    "journal_reused_requests": done.get("journal_reused_requests")})
+        out.append(
+            {
+                "shard": shard,
+                "task": task_id,
+                "resumed_at_chunk": chunk,
+                "to_lock_s": round(start["time"] - requeued, 2),
+                "to_commit_s": round(to_commit, 2),
+                "model_load_s": done["model_load_seconds"],
+                "chunk_generation_s": generation,
+                "idle_s": round(idle, 2),
+                "first_run_idle_s": round(first_idle, 2),
+                "restart_extra_s": round(idle - first_idle, 2),
+                "journal_reused_requests": done.get("journal_reused_requests"),
+            }
+        )
     return out
 
 
@@ -163,16 +195,50 @@ def main() -> None:
         print(f"run {i}: preempted {task_id} on {node}: {found}")
         results += found
     assert results, "no task was preempted and resumed"
-    rows = [[r["task"], r["resumed_at_chunk"], r["to_lock_s"], r["to_commit_s"], r["model_load_s"],
-             r["chunk_generation_s"], r["idle_s"], r["first_run_idle_s"], r["restart_extra_s"]] for r in results]
-    print(table(["task", "resumed at chunk", "start→lock s", "start→commit s", "model load s", "chunk s", "idle s",
-                 "first run idle s", "restart extra s"], rows))
+    rows = [
+        [
+            r["task"],
+            r["resumed_at_chunk"],
+            r["to_lock_s"],
+            r["to_commit_s"],
+            r["model_load_s"],
+            r["chunk_generation_s"],
+            r["idle_s"],
+            r["first_run_idle_s"],
+            r["restart_extra_s"],
+        ]
+        for r in results
+    ]
+    print(
+        table(
+            [
+                "task",
+                "resumed at chunk",
+                "start→lock s",
+                "start→commit s",
+                "model load s",
+                "chunk s",
+                "idle s",
+                "first run idle s",
+                "restart extra s",
+            ],
+            rows,
+        )
+    )
     idle = median([r["idle_s"] for r in results])
     print(f"\nmedian idle seconds per restart: {idle}")
-    write_results("restart_idle", {"quick": quick, "restarts": results, "median_idle_s": idle,
-                                   "median_to_lock_s": median([r["to_lock_s"] for r in results]),
-                                   "median_restart_extra_s": median([r["restart_extra_s"] for r in results]),
-                                   "engine": "synthetic", "fault_tolerance": FAST_FT})
+    write_results(
+        "restart_idle",
+        {
+            "quick": quick,
+            "restarts": results,
+            "median_idle_s": idle,
+            "median_to_lock_s": median([r["to_lock_s"] for r in results]),
+            "median_restart_extra_s": median([r["restart_extra_s"] for r in results]),
+            "engine": "synthetic",
+            "fault_tolerance": FAST_FT,
+        },
+    )
 
 
 if __name__ == "__main__":

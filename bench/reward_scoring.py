@@ -34,8 +34,12 @@ def conversations(problems: int, part: str) -> list[list[dict]]:
         for r in range(7):
             text = _response(_rng("response", p, r))
             _, answer = split_reasoning(text)
-            convs.append([{"role": "user", "content": instruction},
-                          {"role": "assistant", "content": text if part == "full" else answer}])
+            convs.append(
+                [
+                    {"role": "user", "content": instruction},
+                    {"role": "assistant", "content": text if part == "full" else answer},
+                ]
+            )
     return convs
 
 
@@ -61,8 +65,9 @@ def main() -> None:
 
     models = tiny_models()
     defaults = RewardStageConfig()
-    scorer = TransformersScorer(str(models.reward), max_length=defaults.max_length,
-                                batch_tokens=defaults.batch_tokens, dtype="bfloat16")
+    scorer = TransformersScorer(
+        str(models.reward), max_length=defaults.max_length, batch_tokens=defaults.batch_tokens, dtype="bfloat16"
+    )
     results, rows = {}, []
     for part in ("answer", "full"):
         convs = conversations(problems, part)
@@ -80,19 +85,51 @@ def main() -> None:
         assert diff <= 1e-3, f"{part}: batched and single scores differ by {diff}"
         ratio = median([s / b for s, b in zip(times["single"], times["batched"])])
         results[part] = {
-            "conversations": len(convs), "tokens_min_median_max": [min(lengths), int(median(lengths)), max(lengths)],
-            "tokens_total": sum(lengths), "batched_seconds": [round(x, 3) for x in times["batched"]],
-            "single_seconds": [round(x, 3) for x in times["single"]], "speedup_median": round(ratio, 2),
+            "conversations": len(convs),
+            "tokens_min_median_max": [min(lengths), int(median(lengths)), max(lengths)],
+            "tokens_total": sum(lengths),
+            "batched_seconds": [round(x, 3) for x in times["batched"]],
+            "single_seconds": [round(x, 3) for x in times["single"]],
+            "speedup_median": round(ratio, 2),
             "max_abs_diff": diff,
         }
-        rows.append([part, len(convs), f"{min(lengths)}/{int(median(lengths))}/{max(lengths)}",
-                     f"{median(times['batched']):.2f}", f"{median(times['single']):.2f}", f"**{ratio:.1f}x**",
-                     f"{diff:.1e}"])
-    print(table(["scored part", "conversations", "tokens min/median/max", "batched s", "one-per-pass s",
-                 "speed ratio", "max abs diff"], rows))
-    write_results("reward_scoring", {"quick": quick, "reps": reps, "problems": problems,
-                                     "batch_tokens": defaults.batch_tokens, "torch_threads": torch.get_num_threads(),
-                                     "device": scorer.device, "workloads": results})
+        rows.append(
+            [
+                part,
+                len(convs),
+                f"{min(lengths)}/{int(median(lengths))}/{max(lengths)}",
+                f"{median(times['batched']):.2f}",
+                f"{median(times['single']):.2f}",
+                f"**{ratio:.1f}x**",
+                f"{diff:.1e}",
+            ]
+        )
+    print(
+        table(
+            [
+                "scored part",
+                "conversations",
+                "tokens min/median/max",
+                "batched s",
+                "one-per-pass s",
+                "speed ratio",
+                "max abs diff",
+            ],
+            rows,
+        )
+    )
+    write_results(
+        "reward_scoring",
+        {
+            "quick": quick,
+            "reps": reps,
+            "problems": problems,
+            "batch_tokens": defaults.batch_tokens,
+            "torch_threads": torch.get_num_threads(),
+            "device": scorer.device,
+            "workloads": results,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -50,15 +50,40 @@ def launch(count: int, domains: str, rate: float, root: Path) -> Path:
     from helpers import small_config
 
     models = tiny_models()
-    cfg = small_config(root / "small.toml",
-                       sharding={"instructions": count, "responses": max(1, count // 2),
-                                 "multi_responses": max(1, count // 4), "chunk_size": 2},
-                       engine={"synthetic_tokens_per_second": rate},
-                       fault_tolerance={"start_jitter_seconds": 1.0},
-                       quality={"near_dedup": False})
-    cmd = [sys.executable, "-m", "magpie_hpc", "launch", "--profile", str(ROOT / "magpie_hpc/profiles/devcluster.toml"),
-           "--engine", "synthetic", "--model", str(models.deepseek), "--reward-model", str(models.reward),
-           "--count", str(count), "--domains", domains, "--config", str(cfg), "--output-root", str(root / "data")]
+    cfg = small_config(
+        root / "small.toml",
+        sharding={
+            "instructions": count,
+            "responses": max(1, count // 2),
+            "multi_responses": max(1, count // 4),
+            "chunk_size": 2,
+        },
+        engine={"synthetic_tokens_per_second": rate},
+        fault_tolerance={"start_jitter_seconds": 1.0},
+        quality={"near_dedup": False},
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "magpie_hpc",
+        "launch",
+        "--profile",
+        str(ROOT / "magpie_hpc/profiles/devcluster.toml"),
+        "--engine",
+        "synthetic",
+        "--model",
+        str(models.deepseek),
+        "--reward-model",
+        str(models.reward),
+        "--count",
+        str(count),
+        "--domains",
+        domains,
+        "--config",
+        str(cfg),
+        "--output-root",
+        str(root / "data"),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"launch failed ({out.returncode}): {out.stderr[-2000:]}")
@@ -88,8 +113,11 @@ def task_times(run_dir: Path) -> dict:
 
     for _ in range(20):  # slurmdbd lags a little behind the end of the last task
         records = task_records(RunStore(run_dir))
-        done = {r.key: r for r in records if r.state == "COMPLETED" and r.start and r.end
-                and r.end not in ("Unknown", "None")}
+        done = {
+            r.key: r
+            for r in records
+            if r.state == "COMPLETED" and r.start and r.end and r.end not in ("Unknown", "None")
+        }
         if any(k[0] == "merge" for k in done):
             break
         time.sleep(3)
@@ -116,8 +144,11 @@ def dependencies(tasks, mode: str) -> dict:
         elif stage in ("responses", "multi_responses"):
             deps[key] = by_stage.get(("select", domain), [])
         elif stage == "rewards":
-            deps[key] = ([("multi_responses", domain, shard)] if mode == "aftercorr"
-                         else by_stage.get(("multi_responses", domain), []))
+            deps[key] = (
+                [("multi_responses", domain, shard)]
+                if mode == "aftercorr"
+                else by_stage.get(("multi_responses", domain), [])
+            )
         else:  # merge
             deps[key] = [k for k in tasks if k[0] != "merge"]
     return deps
@@ -169,8 +200,12 @@ def lower_bound(durations: dict) -> dict:
     critical = max(cp(k) for k in durations)
     gpu_work = sum(v for k, v in durations.items() if k[0] not in CPU_STAGES)
     merge = sum(v for k, v in durations.items() if k[0] == "merge")
-    return {"critical_path": critical, "gpu_work": gpu_work, "work_bound": gpu_work / GPUS + merge,
-            "ideal": max(critical, gpu_work / GPUS + merge)}
+    return {
+        "critical_path": critical,
+        "gpu_work": gpu_work,
+        "work_bound": gpu_work / GPUS + merge,
+        "ideal": max(critical, gpu_work / GPUS + merge),
+    }
 
 
 def main() -> None:
@@ -203,33 +238,54 @@ def main() -> None:
     bound = lower_bound(durations)
     sims = {mode: simulate(durations, mode) for mode in ("aftercorr", "afterok barrier", "stage barriers")}
     deps = dependencies(list(times), "aftercorr")
-    latency = sorted(times[k][0] - max((times[d][1] for d in deps[k] if d in times), default=first)
-                     for k in times if deps[k])
+    latency = sorted(
+        times[k][0] - max((times[d][1] for d in deps[k] if d in times), default=first) for k in times if deps[k]
+    )
     per_stage = {}
     for (stage, _, _), (s, e) in times.items():
         per_stage.setdefault(stage, []).append(e - s)
-    rows = [["measured on the dev cluster", f"{makespan:.0f}", f"**{makespan / bound['ideal']:.2f}**"],
-            ["ideal (lower bound: max(critical path, GPU work/4 + merge))", f"{bound['ideal']:.0f}", "1.00"]]
+    rows = [
+        ["measured on the dev cluster", f"{makespan:.0f}", f"**{makespan / bound['ideal']:.2f}**"],
+        ["ideal (lower bound: max(critical path, GPU work/4 + merge))", f"{bound['ideal']:.0f}", "1.00"],
+    ]
     for mode, value in sims.items():
         rows.append([f"list schedule, no latency: {mode}", f"{value:.0f}", f"{value / bound['ideal']:.2f}"])
-    print(f"{len(times)} tasks ({', '.join(f'{s}: {len(v)}' for s, v in per_stage.items())}), "
-          f"{len(domains.split(','))} domains x {count} problems, synthetic {args.rate:g} tokens/s\n")
+    print(
+        f"{len(times)} tasks ({', '.join(f'{s}: {len(v)}' for s, v in per_stage.items())}), "
+        f"{len(domains.split(','))} domains x {count} problems, synthetic {args.rate:g} tokens/s\n"
+    )
     print(table(["schedule", "makespan s", "/ ideal"], rows))
-    print(f"\ncritical path {bound['critical_path']:.0f}s, GPU work {bound['gpu_work']:.0f} GPU-s; "
-          f"dependency -> start latency median {latency[len(latency) // 2]:.0f}s, max {latency[-1]:.0f}s; "
-          f"foreign jobs in the queue: {foreign_before} at launch, max {max(samples, default=0)} during the run")
-    print(f"pipelining gain (afterok barrier / aftercorr, simulated): {sims['afterok barrier'] / sims['aftercorr']:.2f}x; "
-          f"stage barriers / aftercorr: {sims['stage barriers'] / sims['aftercorr']:.2f}x")
-    write_results("scheduling", {
-        "quick": quick, "count_per_domain": count, "domains": domains.split(","), "rate": args.rate,
-        "run_dir": str(run_dir), "wall_seconds_launch_to_merge": round(wall, 1), "makespan_seconds": makespan,
-        "bound": bound, "ratio_to_ideal": makespan / bound["ideal"], "simulated": sims,
-        "latency_seconds": {"median": latency[len(latency) // 2], "max": latency[-1], "all": latency},
-        "task_seconds_by_stage": {s: sorted(v) for s, v in per_stage.items()},
-        "foreign_jobs": {"at_launch": foreign_before, "samples": samples},
-        "tasks": {"/".join(map(str, k)): [round(s - first, 1), round(e - first, 1)] for k, (s, e) in sorted(times.items())},
-        "sacct_records": len(records),
-    })
+    print(
+        f"\ncritical path {bound['critical_path']:.0f}s, GPU work {bound['gpu_work']:.0f} GPU-s; "
+        f"dependency -> start latency median {latency[len(latency) // 2]:.0f}s, max {latency[-1]:.0f}s; "
+        f"foreign jobs in the queue: {foreign_before} at launch, max {max(samples, default=0)} during the run"
+    )
+    print(
+        f"pipelining gain (afterok barrier / aftercorr, simulated): {sims['afterok barrier'] / sims['aftercorr']:.2f}x; "
+        f"stage barriers / aftercorr: {sims['stage barriers'] / sims['aftercorr']:.2f}x"
+    )
+    write_results(
+        "scheduling",
+        {
+            "quick": quick,
+            "count_per_domain": count,
+            "domains": domains.split(","),
+            "rate": args.rate,
+            "run_dir": str(run_dir),
+            "wall_seconds_launch_to_merge": round(wall, 1),
+            "makespan_seconds": makespan,
+            "bound": bound,
+            "ratio_to_ideal": makespan / bound["ideal"],
+            "simulated": sims,
+            "latency_seconds": {"median": latency[len(latency) // 2], "max": latency[-1], "all": latency},
+            "task_seconds_by_stage": {s: sorted(v) for s, v in per_stage.items()},
+            "foreign_jobs": {"at_launch": foreign_before, "samples": samples},
+            "tasks": {
+                "/".join(map(str, k)): [round(s - first, 1), round(e - first, 1)] for k, (s, e) in sorted(times.items())
+            },
+            "sacct_records": len(records),
+        },
+    )
     shutil.rmtree(run_dir, ignore_errors=True)
 
 

@@ -56,17 +56,22 @@ def plan_for(total: int | None):
         gpus = task_gpus(cfg, stage)  # GPUs per task: hours per task are wall hours, GPU-hours / gpus
         load_h = tasks * t.model_load_seconds * gpus / 3600 if stage not in ("select",) else 0.0
         tokens = sum(estimated_tokens(cfg, stage, d) for d in cfg.domains)
-        rows.append({
-            "stage": stage, "tasks": tasks,
-            "arrays": sum(len(a["arrays"]) for a in arrays),
-            "array_sizes": [n for a in arrays for n in a["arrays"]],
-            "problems_per_task": max(a["problems_per_task"] for a in arrays),
-            "gpus_per_task": gpus if stage != "select" else 0,
-            "hours_per_task": round(gpu_h / tasks / gpus, 2) if gpu_h else 0.0,
-            "chunk_files": chunks, "files": chunks + FILES_PER_SHARD * tasks,
-            "estimated_tokens": round(tokens), "estimated_gpu_hours": round(gpu_h, 1),
-            "model_load_share": round(load_h / gpu_h, 3) if gpu_h else None,
-        })
+        rows.append(
+            {
+                "stage": stage,
+                "tasks": tasks,
+                "arrays": sum(len(a["arrays"]) for a in arrays),
+                "array_sizes": [n for a in arrays for n in a["arrays"]],
+                "problems_per_task": max(a["problems_per_task"] for a in arrays),
+                "gpus_per_task": gpus if stage != "select" else 0,
+                "hours_per_task": round(gpu_h / tasks / gpus, 2) if gpu_h else 0.0,
+                "chunk_files": chunks,
+                "files": chunks + FILES_PER_SHARD * tasks,
+                "estimated_tokens": round(tokens),
+                "estimated_gpu_hours": round(gpu_h, 1),
+                "model_load_share": round(load_h / gpu_h, 3) if gpu_h else None,
+            }
+        )
     return cfg, plan, rows
 
 
@@ -74,16 +79,45 @@ def main() -> None:
     results = {}
     for label, total in (("44K default (A100 profile)", None), ("1M, domains scaled", 1_000_000)):
         cfg, plan, rows = plan_for(total)
-        results[label] = {"total_problems": cfg.total_problems,
-                          "counts": {d: cfg.domain(d).count for d in cfg.domains},
-                          "estimated_gpu_hours": plan["estimated_gpu_hours"], "stages": rows}
-        print(f"\n### {label}: {cfg.total_problems:,} problems, "
-              f"{plan['estimated_gpu_hours']['total']:,} GPU-hours estimated\n")
-        print(table(["stage", "tasks", "arrays (split at 1001)", "problems/task", "hours/task", "chunk files",
-                     "files", "GPU-hours", "model-load share"],
-                    [[r["stage"], r["tasks"], r["arrays"], f"{r['problems_per_task']:,}", r["hours_per_task"],
-                      f"{r['chunk_files']:,}", f"{r['files']:,}", f"{r['estimated_gpu_hours']:,}",
-                      "-" if r["model_load_share"] is None else f"{r['model_load_share']:.1%}"] for r in rows]))
+        results[label] = {
+            "total_problems": cfg.total_problems,
+            "counts": {d: cfg.domain(d).count for d in cfg.domains},
+            "estimated_gpu_hours": plan["estimated_gpu_hours"],
+            "stages": rows,
+        }
+        print(
+            f"\n### {label}: {cfg.total_problems:,} problems, "
+            f"{plan['estimated_gpu_hours']['total']:,} GPU-hours estimated\n"
+        )
+        print(
+            table(
+                [
+                    "stage",
+                    "tasks",
+                    "arrays (split at 1001)",
+                    "problems/task",
+                    "hours/task",
+                    "chunk files",
+                    "files",
+                    "GPU-hours",
+                    "model-load share",
+                ],
+                [
+                    [
+                        r["stage"],
+                        r["tasks"],
+                        r["arrays"],
+                        f"{r['problems_per_task']:,}",
+                        r["hours_per_task"],
+                        f"{r['chunk_files']:,}",
+                        f"{r['files']:,}",
+                        f"{r['estimated_gpu_hours']:,}",
+                        "-" if r["model_load_share"] is None else f"{r['model_load_share']:.1%}",
+                    ]
+                    for r in rows
+                ],
+            )
+        )
     from magpie_hpc.config import ThroughputConfig, load_config
     from magpie_hpc.models import resolve_model
     from magpie_hpc.slurm.submit import stage_resources
@@ -93,12 +127,28 @@ def main() -> None:
     for key in ("1", "2", "3", "4", "5"):
         cfg_m = load_config(profile="a100", overrides={"model": key})
         model = resolve_model(key, cfg_m, need_weights=False)
-        gpus_check[key] = {"model": model.name, "tensor_parallel_size": model.tensor_parallel_size,
-                           "gpus_per_task": stage_resources(cfg_m, "multi_responses", model.tensor_parallel_size).gpus}
-    print("\n" + table(["--model", "hub id", "vLLM tensor_parallel_size", "GPUs a generation task requests"],
-                       [[k, v["model"], v["tensor_parallel_size"],
-                         f"**{v['gpus_per_task']}**" if v["gpus_per_task"] < v["tensor_parallel_size"]
-                         else v["gpus_per_task"]] for k, v in gpus_check.items()]))
+        gpus_check[key] = {
+            "model": model.name,
+            "tensor_parallel_size": model.tensor_parallel_size,
+            "gpus_per_task": stage_resources(cfg_m, "multi_responses", model.tensor_parallel_size).gpus,
+        }
+    print(
+        "\n"
+        + table(
+            ["--model", "hub id", "vLLM tensor_parallel_size", "GPUs a generation task requests"],
+            [
+                [
+                    k,
+                    v["model"],
+                    v["tensor_parallel_size"],
+                    f"**{v['gpus_per_task']}**"
+                    if v["gpus_per_task"] < v["tensor_parallel_size"]
+                    else v["gpus_per_task"],
+                ]
+                for k, v in gpus_check.items()
+            ],
+        )
+    )
     results["gpus_per_task_vs_tensor_parallel"] = gpus_check
 
     cfg = load_config(profile="a100")

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def package_of(path: str) -> str:
     parts = Path(path).parts
-    inner = parts[len(parts) - 1 - parts[::-1].index("magpie_hpc"):-1]  # folders from magpie_hpc down
+    inner = parts[len(parts) - 1 - parts[::-1].index("magpie_hpc") : -1]  # folders from magpie_hpc down
     return ".".join(inner)
 
 
@@ -43,8 +43,10 @@ def main(argv: list[str]) -> int:
     for pkg, pct in totals.items():
         print(f"coverage {pkg:<22} {pct:5.1f}%{'  BELOW FLOOR' if pkg in low else ''}")
     if low:
-        print(f"coverage: {', '.join(low)} below the floor of {floor}% (pyproject.toml fail_under); "
-              "add tests for them", file=sys.stderr)
+        print(
+            f"coverage: {', '.join(low)} below the floor of {floor}% (pyproject.toml fail_under); add tests for them",
+            file=sys.stderr,
+        )
         return 1
     print(f"coverage: every package at or above {floor}%")
     return 0

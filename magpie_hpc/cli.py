@@ -25,15 +25,27 @@ def _launch(args: argparse.Namespace) -> int:
 
     _refuse_conflicts(args)
     overrides = {
-        "domains": args.domains, "model": args.model, "reward_model": args.reward_model,
-        "output_root": args.output_root, "executor": args.executor, "seed": args.seed,
+        "domains": args.domains,
+        "model": args.model,
+        "reward_model": args.reward_model,
+        "output_root": args.output_root,
+        "executor": args.executor,
+        "seed": args.seed,
     }
     if args.engine:
-        overrides["engine"] = {"kind": args.engine, "reward_kind": "synthetic" if args.engine == "synthetic" else "transformers"}
+        overrides["engine"] = {
+            "kind": args.engine,
+            "reward_kind": "synthetic" if args.engine == "synthetic" else "transformers",
+        }
     if args.allow_untested_engine:
         overrides["engine"] = {**overrides.get("engine", {}), "allow_untested_engine": True}
-    cfg = load_config(args.config, overrides, counts=parse_counts(args.counts) if args.counts else None,
-                      count=args.count, profile=args.profile)
+    cfg = load_config(
+        args.config,
+        overrides,
+        counts=parse_counts(args.counts) if args.counts else None,
+        count=args.count,
+        profile=args.profile,
+    )
     if args.dry_run:
         plan = dry_run(cfg, notify=_note)
         print(plan.to_json() if args.json else plan.text())
@@ -175,12 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--executor", choices=["slurm", "local"])
     launch.add_argument("--engine", choices=["vllm", "synthetic"], help="synthetic: test engine, no model weights")
     launch.add_argument("--seed", type=int)
-    launch.add_argument("--allow-untested-engine", action="store_true",
-                        help="run on a vLLM outside the tested release line (recorded in run.json)")
+    launch.add_argument(
+        "--allow-untested-engine",
+        action="store_true",
+        help="run on a vLLM outside the tested release line (recorded in run.json)",
+    )
     launch.add_argument("--dry-run", action="store_true", help="print the plan; submit and write nothing")
     launch.add_argument("--json", action="store_true", help="with --dry-run: the plan as one JSON document")
-    launch.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue an existing run: resubmit only what is not done")
+    launch.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue an existing run: resubmit only what is not done"
+    )
     launch.add_argument("--force", action="store_true", help="with --resume: accept a changed config")
     launch.set_defaults(func=_launch)
 
@@ -204,12 +220,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--json", action="store_true", help="print the figures as JSON")
     report.set_defaults(func=_report)
 
-    status = sub.add_parser("status", help="where a run stands: shards, records, throughput, ETA, failures "
-                                           "(exit 0 complete or progressing, 1 a shard failed, 2 not a run)")
+    status = sub.add_parser(
+        "status",
+        help="where a run stands: shards, records, throughput, ETA, failures "
+        "(exit 0 complete or progressing, 1 a shard failed, 2 not a run)",
+    )
     status.add_argument("run_dir", type=Path)
     shown = status.add_mutually_exclusive_group()
-    shown.add_argument("--watch", nargs="?", type=float, const=30.0, metavar="SECONDS",
-                       help="redraw every SECONDS (default 30) until nothing is queued or running")
+    shown.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=30.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (default 30) until nothing is queued or running",
+    )
     shown.add_argument("--json", action="store_true", help="one JSON document (schema: magpie_hpc/status_schema.json)")
     status.set_defaults(func=_status)
 
@@ -236,16 +261,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     menu = sub.add_parser("menu-fixtures", help="write tokenizer-only doubles of the five menu models (no weights)")
     menu.add_argument("dir")
-    menu.add_argument("--hub-cache", action="store_true",
-                      help="lay them out as a Hugging Face hub cache (DIR/models--org--name/snapshots/REV)")
+    menu.add_argument(
+        "--hub-cache",
+        action="store_true",
+        help="lay them out as a Hugging Face hub cache (DIR/models--org--name/snapshots/REV)",
+    )
     menu.set_defaults(func=_menu_fixtures)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return args.func(args)
     except MagpieError as exc:

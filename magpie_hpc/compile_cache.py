@@ -58,8 +58,9 @@ class CacheKey:
     device: str
 
     def folder_name(self) -> str:
-        readable = "-".join(re.sub(r"[^A-Za-z0-9.-]+", "_", part)[:40] for part in (self.model, self.vllm or "none",
-                                                                                    self.device))
+        readable = "-".join(
+            re.sub(r"[^A-Za-z0-9.-]+", "_", part)[:40] for part in (self.model, self.vllm or "none", self.device)
+        )
         digest = hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
         return f"{readable}-{digest}"
 
@@ -84,8 +85,12 @@ def cache_key(model_name: str, model_path: str, *, device: str | None = None) ->
     from .provenance import model_revision
 
     found = installed_vllm()
-    return CacheKey(model=model_label(model_name), revision=model_revision(model_path)["revision"],
-                    vllm=f"{found[0]}=={found[1]}" if found else None, device=device or device_name())
+    return CacheKey(
+        model=model_label(model_name),
+        revision=model_revision(model_path)["revision"],
+        vllm=f"{found[0]}=={found[1]}" if found else None,
+        device=device or device_name(),
+    )
 
 
 def point_caches(folder: Path) -> None:
@@ -138,16 +143,29 @@ class WarmStart:
             return
         try:
             if loaded and self.lock.still_held():
-                write_json_atomic(self.folder / COMPLETE, {
-                    "built": time.time(), "host": socket.gethostname(), "pid": os.getpid(),
-                    "job_id": os.environ.get("SLURM_JOB_ID"), **record})
+                write_json_atomic(
+                    self.folder / COMPLETE,
+                    {
+                        "built": time.time(),
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "job_id": os.environ.get("SLURM_JOB_ID"),
+                        **record,
+                    },
+                )
         finally:
             self.lock.release()
             self.lock = None
 
 
-def acquire(folder: Path, *, heartbeat_seconds: float, stale_seconds: float, wait_seconds: float,
-            poll_seconds: float | None = None) -> WarmStart:
+def acquire(
+    folder: Path,
+    *,
+    heartbeat_seconds: float,
+    stale_seconds: float,
+    wait_seconds: float,
+    poll_seconds: float | None = None,
+) -> WarmStart:
     """Use the complete cache in `folder`, or build it, or wait for its builder up to `wait_seconds`."""
     started = time.monotonic()
     lock = BuildLock(folder / "builder", heartbeat_seconds=heartbeat_seconds, stale_seconds=stale_seconds)
@@ -165,9 +183,15 @@ def acquire(folder: Path, *, heartbeat_seconds: float, stale_seconds: float, wai
             return WarmStart("build", folder, waited, lock)
         if waited >= wait_seconds:
             owner = lock.read_owner() or {}
-            log.warning("compile cache %s: still being built by %s (pid %s, job %s) after %.0fs; loading "
-                        "eager instead (no compile; slower decoding)", folder, owner.get("host"),
-                        owner.get("pid"), owner.get("job_id"), waited)
+            log.warning(
+                "compile cache %s: still being built by %s (pid %s, job %s) after %.0fs; loading "
+                "eager instead (no compile; slower decoding)",
+                folder,
+                owner.get("host"),
+                owner.get("pid"),
+                owner.get("job_id"),
+                waited,
+            )
             return WarmStart("eager", None, waited)
         time.sleep(poll)
 
@@ -182,9 +206,17 @@ def task_id() -> str:
 
 
 @contextmanager
-def warm_start(model_name: str, model_path: str, *, shared: bool, heartbeat_seconds: float,
-               stale_seconds: float, wait_seconds: float, root: Path | None = None,
-               device: str | None = None) -> Iterator[WarmStart | None]:
+def warm_start(
+    model_name: str,
+    model_path: str,
+    *,
+    shared: bool,
+    heartbeat_seconds: float,
+    stale_seconds: float,
+    wait_seconds: float,
+    root: Path | None = None,
+    device: str | None = None,
+) -> Iterator[WarmStart | None]:
     """Around one engine load. None where no cache root is set (the local executor: one process
     loads each model once, nothing to share); the caller loads as before. `shared=False` (the run's
     setting, or a load that compiles nothing): this task's own folder, no lock."""
@@ -195,8 +227,12 @@ def warm_start(model_name: str, model_path: str, *, shared: bool, heartbeat_seco
     key = cache_key(model_name, model_path, device=device)
     own = root / "private" / task_id() / key.folder_name()
     if shared:
-        start = acquire(root / key.folder_name(), heartbeat_seconds=heartbeat_seconds,
-                        stale_seconds=stale_seconds, wait_seconds=wait_seconds)
+        start = acquire(
+            root / key.folder_name(),
+            heartbeat_seconds=heartbeat_seconds,
+            stale_seconds=stale_seconds,
+            wait_seconds=wait_seconds,
+        )
         if start.eager:
             point_caches(own)  # compiles nothing, but vLLM still keeps a few files in its cache root
     else:

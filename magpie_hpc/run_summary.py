@@ -27,11 +27,29 @@ def _truncation(done: dict) -> tuple[int, int]:
 
 
 def _empty() -> dict:
-    return {"gpu_seconds": 0.0, "gpu_hours": 0.0, "shards": 0, "records": 0, "output_tokens": 0, "prompt_tokens": 0,
-            "truncated": 0, "completions": 0, "truncation_rate": None, "attempts": 0, "retries": 0,
-            "preemptions": 0, "slurm_task_runs": 0, "stopped_as_loops": 0, "loop_tokens_saved": 0,
-            "loop_gpu_hours_saved": None, "gpu_seconds_cut_short": 0.0, "discarded_tokens": 0,
-            "gpu_hours_planned": 0.0, "gpu_hours_cut_short": 0.0, "gpu_hours_discarded": 0.0}
+    return {
+        "gpu_seconds": 0.0,
+        "gpu_hours": 0.0,
+        "shards": 0,
+        "records": 0,
+        "output_tokens": 0,
+        "prompt_tokens": 0,
+        "truncated": 0,
+        "completions": 0,
+        "truncation_rate": None,
+        "attempts": 0,
+        "retries": 0,
+        "preemptions": 0,
+        "slurm_task_runs": 0,
+        "stopped_as_loops": 0,
+        "loop_tokens_saved": 0,
+        "loop_gpu_hours_saved": None,
+        "gpu_seconds_cut_short": 0.0,
+        "discarded_tokens": 0,
+        "gpu_hours_planned": 0.0,
+        "gpu_hours_cut_short": 0.0,
+        "gpu_hours_discarded": 0.0,
+    }
 
 
 # Figures _finish derives from the summed ones: never summed themselves.
@@ -48,7 +66,9 @@ def _add(into: dict, other: dict) -> None:
 def _finish(metrics: dict) -> dict:
     metrics["gpu_seconds"] = round(metrics["gpu_seconds"], 1)
     metrics["gpu_hours"] = round(metrics["gpu_seconds"] / 3600, 4)
-    metrics["truncation_rate"] = round(metrics["truncated"] / metrics["completions"], 4) if metrics["completions"] else None
+    metrics["truncation_rate"] = (
+        round(metrics["truncated"] / metrics["completions"], 4) if metrics["completions"] else None
+    )
     # At the rate this stage generated (its tokens over its GPU-seconds, model loads included): what
     # the tokens the loop stop did not spend would have cost.
     if metrics["gpu_seconds"] > 0 and metrics["output_tokens"] > 0:
@@ -102,11 +122,13 @@ def build_run_summary(ctx, accounting: Accounting | None = None, *, throughput: 
                 if spec.generates:  # the engine's loop stop can end any generated request early
                     loops = int((done.get("finish_reasons") or {}).get("repetition", 0))
                     m["stopped_as_loops"] += loops
-                    m["loop_tokens_saved"] += loop_tokens_saved(stage_max_tokens(cfg, stage, domain), loops,
-                                                                int(done.get("repetition_output_tokens", 0)))
+                    m["loop_tokens_saved"] += loop_tokens_saved(
+                        stage_max_tokens(cfg, stage, domain), loops, int(done.get("repetition_output_tokens", 0))
+                    )
                 if spec.responds:  # a cut-off response ran to max_tokens; a loop, as far as it got
-                    m["discarded_tokens"] += (truncated * stage_max_tokens(cfg, stage, domain)
-                                              + int(done.get("repetition_output_tokens", 0)))
+                    m["discarded_tokens"] += truncated * stage_max_tokens(cfg, stage, domain) + int(
+                        done.get("repetition_output_tokens", 0)
+                    )
                 m["attempts"] += len(disk.starts)
                 m["retries"] += disk.retries
                 if acct is None:
@@ -127,12 +149,16 @@ def build_run_summary(ctx, accounting: Accounting | None = None, *, throughput: 
             if rec.get("state") in states.PREEMPTED:
                 m["preemptions"] += 1
         source = acct.get("source", "sacct")
-        note = ("SLURM accounting: elapsed seconds x allocated GPUs of every run of every task "
-                "(failed, preempted and requeued runs included)")
+        note = (
+            "SLURM accounting: elapsed seconds x allocated GPUs of every run of every task "
+            "(failed, preempted and requeued runs included)"
+        )
     else:
         source = "wall_clock"
-        note = (note or "") + ("no SLURM accounting: wall-clock seconds of each shard's final attempt "
-                               "(DONE.json `seconds`), one GPU assumed per GPU stage; earlier attempts not counted")
+        note = (note or "") + (
+            "no SLURM accounting: wall-clock seconds of each shard's final attempt "
+            "(DONE.json `seconds`), one GPU assumed per GPU stage; earlier attempts not counted"
+        )
     stages: dict[str, dict] = {}
     total = _empty()
     for stage in STAGE_NAMES:
@@ -140,14 +166,18 @@ def build_run_summary(ctx, accounting: Accounting | None = None, *, throughput: 
         for domain in cfg.domains:
             _add(stage_total, per[(stage, domain)])
         _add(total, stage_total)
-        stages[stage] = {"total": _finish(stage_total),
-                         "domains": {d: _finish(per[(stage, d)]) for d in cfg.domains}}
+        stages[stage] = {"total": _finish(stage_total), "domains": {d: _finish(per[(stage, d)]) for d in cfg.domains}}
     if throughput is None:
         from .calibration import measured_throughput_or_none
 
         throughput = measured_throughput_or_none(ctx)[0]
-    return {"gpu_hours_source": source, "gpu_hours_note": note, "total": _finish(total), "stages": stages,
-            "throughput": throughput}
+    return {
+        "gpu_hours_source": source,
+        "gpu_hours_note": note,
+        "total": _finish(total),
+        "stages": stages,
+        "throughput": throughput,
+    }
 
 
 def _hours(hours: float) -> str:
@@ -162,10 +192,13 @@ def render_run_summary(summary: dict) -> str:
     """The dataset README's "Run summary" section (Markdown)."""
     label = "GPU-hours" if summary["gpu_hours_source"] != "wall_clock" else "wall-clock hours"
     lines = [
-        "", "## Run summary", "",
+        "",
+        "## Run summary",
+        "",
         f"{label} per stage and domain ({summary['gpu_hours_note']}). Tokens are generated tokens; "
         "truncation is the share of completions that hit `max_tokens`; attempts are task starts "
-        "recorded in each shard's `attempts.jsonl`, retries those beyond the first.", "",
+        "recorded in each shard's `attempts.jsonl`, retries those beyond the first.",
+        "",
         f"| stage | domain | {label} | tokens | truncated | attempts | retries | preemptions |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -174,25 +207,38 @@ def render_run_summary(summary: dict) -> str:
         if len(rows) > 1:
             rows.append(("all", block["total"]))
         for domain, m in rows:
-            lines.append(f"| {stage} | {domain} | {_hours(m['gpu_hours'])} | {m['output_tokens']:,} | "
-                         f"{_pct(m['truncation_rate'])} | {m['attempts']} | {m['retries']} | {m['preemptions']} |")
+            lines.append(
+                f"| {stage} | {domain} | {_hours(m['gpu_hours'])} | {m['output_tokens']:,} | "
+                f"{_pct(m['truncation_rate'])} | {m['attempts']} | {m['retries']} | {m['preemptions']} |"
+            )
     t = summary["total"]
     loop_lines = loop_savings_lines(summary)
-    lines.append(f"| **total** | | **{_hours(t['gpu_hours'])}** | **{t['output_tokens']:,}** | {_pct(t['truncation_rate'])} | "
-                 f"{t['attempts']} | {t['retries']} | {t['preemptions']} |")
+    lines.append(
+        f"| **total** | | **{_hours(t['gpu_hours'])}** | **{t['output_tokens']:,}** | {_pct(t['truncation_rate'])} | "
+        f"{t['attempts']} | {t['retries']} | {t['preemptions']} |"
+    )
     if summary.get("throughput"):
         from .calibration import per_stage
 
-        lines += ["", "Generation tokens/s per GPU, measured (done shards run from their start, model load "
-                  "excluded) vs planned:", "", "| stage | measured | planned |", "| --- | ---: | ---: |"]
+        lines += [
+            "",
+            "Generation tokens/s per GPU, measured (done shards run from their start, model load excluded) vs planned:",
+            "",
+            "| stage | measured | planned |",
+            "| --- | ---: | ---: |",
+        ]
         for stage, (measured, planned) in per_stage(summary["throughput"]).items():
             lines.append(f"| {stage} | {'-' if measured is None else f'{measured:,.0f}'} | {planned:,.0f} |")
     lines += ["", *cost_lines(summary, markdown=True)]
     lines.append("")
     if loop_lines:
-        lines += ["Requests vLLM stopped as loops (finish reason `repetition`), and the tokens they did not spend "
-                  "(`max_tokens` minus what they generated) at each stage's own tokens per second:", "",
-                  *[f"- {line}" for line in loop_lines], ""]
+        lines += [
+            "Requests vLLM stopped as loops (finish reason `repetition`), and the tokens they did not spend "
+            "(`max_tokens` minus what they generated) at each stage's own tokens per second:",
+            "",
+            *[f"- {line}" for line in loop_lines],
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -205,8 +251,10 @@ def loop_savings_lines(summary: dict) -> list[str]:
             continue
         hours = m.get("loop_gpu_hours_saved")
         unit = "GPU-hours" if summary.get("gpu_hours_source") != "wall_clock" else "wall-clock hours"
-        lines.append(f"{stage}: {m['stopped_as_loops']} stopped as loops, {m['loop_tokens_saved']:,} tokens not "
-                     "generated" + (f" (~{_hours(hours)} {unit})" if hours is not None else ""))
+        lines.append(
+            f"{stage}: {m['stopped_as_loops']} stopped as loops, {m['loop_tokens_saved']:,} tokens not "
+            "generated" + (f" (~{_hours(hours)} {unit})" if hours is not None else "")
+        )
     return lines
 
 
@@ -223,14 +271,18 @@ def cost_lines(summary: dict, *, markdown: bool = False) -> list[str]:
         spent = m["gpu_hours"]
         planned = m.get("gpu_hours_planned")
         parts = [f"{_hours(spent)} {unit} spent" + (f" of {_hours(planned)} planned" if planned is not None else "")]
-        for key, what in (("gpu_hours_cut_short", "on runs cut short (preempted, killed, failed)"),
-                          ("gpu_hours_discarded", "on responses thrown away (cut off or stopped as loops)")):
+        for key, what in (
+            ("gpu_hours_cut_short", "on runs cut short (preempted, killed, failed)"),
+            ("gpu_hours_discarded", "on responses thrown away (cut off or stopped as loops)"),
+        ):
             value = m.get(key) or 0.0
             if key == "gpu_hours_discarded" and not stage_spec(stage).responds:
                 continue
             parts.append(f"{_hours(value)} ({_pct(value / spent if spent else None)}) {what}")
         lines.append(("- " if markdown else "") + f"{stage}: " + "; ".join(parts))
     if summary.get("gpu_hours_source") == "wall_clock" and lines:
-        lines.append(("- " if markdown else "") + "(no SLURM accounting: runs cut short are not timed, "
-                     "so their share shows as 0)")
+        lines.append(
+            ("- " if markdown else "") + "(no SLURM accounting: runs cut short are not timed, "
+            "so their share shows as 0)"
+        )
     return lines

@@ -78,12 +78,20 @@ class ShardLock:
 
     def _write_owner(self, started: float) -> None:
         me = slurm_task_identity()
-        write_json_atomic(self.owner_path, {
-            "token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
-            "job_id": me.job_id, "array_task": me.array_task,
-            "restart_count": me.restart_count, "started": started, "heartbeat": time.time(),
-            **({"released": True} if self.released else {}),
-        })
+        write_json_atomic(
+            self.owner_path,
+            {
+                "token": self.token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "job_id": me.job_id,
+                "array_task": me.array_task,
+                "restart_count": me.restart_count,
+                "started": started,
+                "heartbeat": time.time(),
+                **({"released": True} if self.released else {}),
+            },
+        )
 
     def mark_released(self) -> None:
         """Stopping (a signal came): the record says so at once, so the next task need not wait out

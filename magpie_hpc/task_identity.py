@@ -31,6 +31,9 @@ def slurm_task_identity() -> TaskIdentity:
     """Read at each call: a process may be handed another task's environment (tests do so)."""
     env = os.environ
     job = env.get("SLURM_JOB_ID")
-    return TaskIdentity(job_id=job, array_job_id=env.get("SLURM_ARRAY_JOB_ID"),
-                        array_task=env.get("SLURM_ARRAY_TASK_ID"),
-                        restart_count=None if job is None else int(env.get("SLURM_RESTART_COUNT") or 0))
+    return TaskIdentity(
+        job_id=job,
+        array_job_id=env.get("SLURM_ARRAY_JOB_ID"),
+        array_task=env.get("SLURM_ARRAY_TASK_ID"),
+        restart_count=None if job is None else int(env.get("SLURM_RESTART_COUNT") or 0),
+    )

@@ -39,7 +39,7 @@ class TextFormats:
             raise ValueError(f"response prompt {template!r} must hold {PLACEHOLDER} exactly once")
         bos = registry.TEMPLATE_FAMILIES[family]["bos"]
         if bos and template.startswith(bos):
-            template = template[len(bos):]
+            template = template[len(bos) :]
         self.before, self.after = template.split(PLACEHOLDER)
         self.eos = eos_token if eos_token is not None else texts.eos_token
         if not self.eos:
@@ -62,8 +62,11 @@ class TextFormats:
         """One row of TRL DPOTrainer's standard preference format (explicit prompt), with the same
         scores, margin and indices as the conversational row it pairs with."""
         record = dict(conversational)
-        record.update(prompt=self.prompt(instruction), chosen=self.completion(responses[pair.chosen]),
-                      rejected=self.completion(responses[pair.rejected]))
+        record.update(
+            prompt=self.prompt(instruction),
+            chosen=self.completion(responses[pair.chosen]),
+            rejected=self.completion(responses[pair.rejected]),
+        )
         return record
 
 
@@ -71,4 +74,3 @@ def empty_tables(names: dict[str, str], counts: dict, count_keys: dict[str, str]
     """File names of the tables without records: their JSON file is `[]` and they have no Parquet
     file, because `datasets` refuses every Parquet file without rows."""
     return [names[key] for key, count in count_keys.items() if counts.get(count, 0) == 0]
-

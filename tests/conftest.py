@@ -21,7 +21,15 @@ def tiny_models(tmp_path_factory):
 def synthetic_args(tiny_models, tmp_path):
     """CLI args for a fast local run on the synthetic engine (real tokenizer, no weights used)."""
     return [
-        "launch", "--executor", "local", "--engine", "synthetic",
-        "--model", str(tiny_models.deepseek), "--reward-model", str(tiny_models.reward),
-        "--output-root", str(tmp_path / "data"),
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(tiny_models.deepseek),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(tmp_path / "data"),
     ]

@@ -8,11 +8,26 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-INS_KEYS = {"id", "pre_query_template", "instruction", "response", "created", "gen_input_configs",
-            "gen_response_configs"}
+INS_KEYS = {
+    "id",
+    "pre_query_template",
+    "instruction",
+    "response",
+    "created",
+    "gen_input_configs",
+    "gen_response_configs",
+}
 INPUT_CONFIG_KEYS = {"temperature", "top_p", "input_generator", "seed", "domain"}
-RESPONSE_CONFIG_KEYS = {"prompt", "temperature", "top_p", "repetition_penalty", "max_tokens", "stop_tokens",
-                        "output_generator", "engine"}
+RESPONSE_CONFIG_KEYS = {
+    "prompt",
+    "temperature",
+    "top_p",
+    "repetition_penalty",
+    "max_tokens",
+    "stop_tokens",
+    "output_generator",
+    "engine",
+}
 
 
 def stage_rows(run_dir: Path, stage: str, domain: str) -> dict[str, dict]:
@@ -24,8 +39,9 @@ def stage_rows(run_dir: Path, stage: str, domain: str) -> dict[str, dict]:
     return rows
 
 
-def check_run(run_dir: Path, counts: dict[str, int], num_responses: int | None = None,
-              sft_nonempty: bool = False) -> dict:
+def check_run(
+    run_dir: Path, counts: dict[str, int], num_responses: int | None = None, sft_nonempty: bool = False
+) -> dict:
     """Assert the layout, keys, counts and id uniqueness; return the loaded combined metadata.
     `num_responses`: the run's multi-response count, read from run.json when not given (a caller
     that passes it checks that the run used it). `sft_nonempty`: every domain has SFT records."""
@@ -39,9 +55,13 @@ def check_run(run_dir: Path, counts: dict[str, int], num_responses: int | None =
     assert set(combined["domains"]) == set(counts)
     files = combined["files_per_domain"]
     assert files == {
-        "instructions": "<domain>_ins.json", "sft_data": "<domain>_ins_res.json",
-        "preference_data": f"<domain>_ins_{num_responses}res_armorm.json", "dpo_data": "<domain>_dpo.json",
-        "sft_text": "<domain>_sft_text.json", "dpo_text": "<domain>_dpo_text.json", "info": "dataset_info.json",
+        "instructions": "<domain>_ins.json",
+        "sft_data": "<domain>_ins_res.json",
+        "preference_data": f"<domain>_ins_{num_responses}res_armorm.json",
+        "dpo_data": "<domain>_dpo.json",
+        "sft_text": "<domain>_sft_text.json",
+        "dpo_text": "<domain>_dpo_text.json",
+        "info": "dataset_info.json",
     }
     all_ids: set[str] = set()
     for domain, count in counts.items():

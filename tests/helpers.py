@@ -24,13 +24,13 @@ def small_config(path: Path, max_tokens: tuple[int, int] | None = None, **sectio
     from magpie_hpc.registry import DOMAIN_PRESETS
 
     lines = []
-    defaults: dict[str, dict] = {
-        "sharding": {"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 2},
-    }
+    defaults: dict[str, dict] = {"sharding": {"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 2}}
     if max_tokens is not None:
         for domain in DOMAIN_PRESETS:
             defaults[f"domain_settings.{domain}"] = {
-                "max_tokens_instruction": max_tokens[0], "max_tokens_response": max_tokens[1]}
+                "max_tokens_instruction": max_tokens[0],
+                "max_tokens_response": max_tokens[1],
+            }
         defaults["multi_responses"] = {"max_tokens": max_tokens[1]}
     for name, values in {**defaults, **sections}.items():
         lines.append(f"[{name}]")
@@ -52,9 +52,17 @@ def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
     ft = {"heartbeat_seconds": 0.5, "stale_seconds": 3.0, "start_jitter_seconds": 0.0}
     sections["fault_tolerance"] = {**ft, **sections.get("fault_tolerance", {})}
     sections["engine"] = {"kind": "synthetic", "reward_kind": "synthetic", **sections.get("engine", {})}
-    cfg = load_config(small_config(root / "cfg.toml", **sections),
-                      {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward),
-                       "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=count)
+    cfg = load_config(
+        small_config(root / "cfg.toml", **sections),
+        {
+            "model": str(tiny_models.deepseek),
+            "reward_model": str(tiny_models.reward),
+            "output_root": str(root / "data"),
+            "domains": "algebra",
+            "executor": "local",
+        },
+        count=count,
+    )
     model, reward, prompts = validate(cfg)
     run_dir = create_run(cfg, model, reward, prompts)
     run_shard(RunContext(run_dir), "instructions", "algebra", 0)

@@ -39,8 +39,16 @@ class TimeLimitTrial:
     attempts: list[dict] = field(default_factory=list)
 
 
-def usr2_mid_chunk(run_dir: Path, folder: Path, *, after: int, stage: str = "responses", domain: str = "algebra",
-                   shard: int = 0, timeout: float = 600.0) -> TimeLimitTrial:
+def usr2_mid_chunk(
+    run_dir: Path,
+    folder: Path,
+    *,
+    after: int,
+    stage: str = "responses",
+    domain: str = "algebra",
+    shard: int = 0,
+    timeout: float = 600.0,
+) -> TimeLimitTrial:
     """Submit the shard through submitit's local executor, send its task USR2 once `after` requests
     are in the journal, and wait for the requeued task to finish the shard."""
     import submitit

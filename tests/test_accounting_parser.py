@@ -20,9 +20,10 @@ def _sacct(*lines: str) -> list[dict]:
     return [dict(zip(SACCT_FIELDS, line.split("|"))) for line in lines]
 
 
-@pytest.mark.parametrize(("spec", "expected"), [
-    ("0-1%2", [0, 1]), ("0-3%1", [0, 1, 2, 3]), ("1,4-5", [1, 4, 5]), ("7", [7]), ("2-2", [2]), ("", []),
-])
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [("0-1%2", [0, 1]), ("0-3%1", [0, 1, 2, 3]), ("1,4-5", [1, 4, 5]), ("7", [7]), ("2-2", [2]), ("", [])],
+)
 def test_indices_of_array_specs(spec, expected):
     assert _indices(spec) == expected
 
@@ -38,17 +39,26 @@ def test_resolve_maps_slurm_ids_to_the_runs_shards():
     assert _resolve("999_0", PIECES) == [] and _resolve("999", PIECES) == []  # another run's job
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("CANCELLED by 0", "CANCELLED"), ("CANCELLED by 1000", "CANCELLED"), ("COMPLETED", "COMPLETED"),
-    ("RUNNING+", "RUNNING"), ("", states.UNKNOWN), ("  ", states.UNKNOWN),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("CANCELLED by 0", "CANCELLED"),
+        ("CANCELLED by 1000", "CANCELLED"),
+        ("COMPLETED", "COMPLETED"),
+        ("RUNNING+", "RUNNING"),
+        ("", states.UNKNOWN),
+        ("  ", states.UNKNOWN),
+    ],
+)
 def test_state_of_raw_sacct_states(raw, expected):
     assert _state(raw) == expected
 
 
 def test_records_read_every_field_of_a_sacct_row():
-    rows = _sacct(f"667_0|COMPLETED|0:0|{T0}|2026-01-01T10:05:00|00:05:00|300|node1|None|billing=1,cpu=1,gres/gpu=2,node=1",
-                  "668|PENDING|0:0|Unknown|Unknown|00:00:00|0|None assigned|Dependency|")
+    rows = _sacct(
+        f"667_0|COMPLETED|0:0|{T0}|2026-01-01T10:05:00|00:05:00|300|node1|None|billing=1,cpu=1,gres/gpu=2,node=1",
+        "668|PENDING|0:0|Unknown|Unknown|00:00:00|0|None assigned|Dependency|",
+    )
     done, merge = _records(rows, PIECES)
     assert (done.key, done.job_id, done.state, done.exit_code) == (RESP[0], "667_0", "COMPLETED", "0:0")
     assert (done.elapsed_seconds, done.gpus, done.node, done.reason) == (300, 2, "node1", "")
@@ -57,8 +67,10 @@ def test_records_read_every_field_of_a_sacct_row():
 
 
 def test_an_array_record_stands_only_for_tasks_without_their_own():
-    rows = _sacct(f"667_0|COMPLETED|0:0|{T0}|{T0}|00:00:20|20|node1|None|cpu=1,gres/gpu=1,node=1",
-                  "667_[0-2%2]|CANCELLED by 0|0:0|Unknown|Unknown|00:00:00|0|None assigned|Dependency|")
+    rows = _sacct(
+        f"667_0|COMPLETED|0:0|{T0}|{T0}|00:00:20|20|node1|None|cpu=1,gres/gpu=1,node=1",
+        "667_[0-2%2]|CANCELLED by 0|0:0|Unknown|Unknown|00:00:00|0|None assigned|Dependency|",
+    )
     got = {(r.job_id, r.state) for r in _records(rows, PIECES)}
     assert got == {("667_0", "COMPLETED"), ("667_1", "CANCELLED"), ("667_2", "CANCELLED")}
 
@@ -71,8 +83,10 @@ def test_squeue_rows_map_like_sacct_rows():
 
 
 def test_latest_keeps_a_requeued_tasks_history():
-    rows = _sacct(f"667_1|PREEMPTED|0:0|{T0}|{T0}|00:00:10|10|node2|None|cpu=1,gres/gpu=1,node=1",
-                  "667_1|PENDING|0:0|Unknown|Unknown|00:00:00|0|None assigned|BeginTime|")
+    rows = _sacct(
+        f"667_1|PREEMPTED|0:0|{T0}|{T0}|00:00:10|10|node2|None|cpu=1,gres/gpu=1,node=1",
+        "667_1|PENDING|0:0|Unknown|Unknown|00:00:00|0|None assigned|BeginTime|",
+    )
     st = _latest(_records(rows, PIECES))[RESP[1]]
     assert (st.state, st.history, st.job_history) == ("PENDING", ["PREEMPTED", "PENDING"], ["PREEMPTED", "PENDING"])
     assert st.active and st.requeued and not st.running and st.preemptions == 1

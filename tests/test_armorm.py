@@ -81,7 +81,7 @@ def _llama_hidden(sd: dict[str, torch.Tensor], cfg: dict, ids: list[int]) -> tor
     cos, sin = torch.cat([freqs, freqs], -1).cos(), torch.cat([freqs, freqs], -1).sin()
 
     def rope(v):  # (heads, t, hd)
-        half = torch.cat([-v[..., hd // 2:], v[..., : hd // 2]], -1)
+        half = torch.cat([-v[..., hd // 2 :], v[..., : hd // 2]], -1)
         return v * cos + half * sin
 
     causal = torch.full((t, t), float("-inf")).triu(1)
@@ -101,13 +101,14 @@ def _llama_hidden(sd: dict[str, torch.Tensor], cfg: dict, ids: list[int]) -> tor
 
 
 def _last_occurrence(ids: list[int], pattern: list[int]) -> int:
-    starts = [i for i in range(len(ids) - len(pattern) + 1) if ids[i:i + len(pattern)] == pattern]
+    starts = [i for i in range(len(ids) - len(pattern) + 1) if ids[i : i + len(pattern)] == pattern]
     assert starts, "conversation without the assistant header"
     return starts[-1]
 
 
-def reference_score(folder: Path, tokenizer, conversation, *, gating_at: str = "header",
-                    transform: bool = True) -> float:
+def reference_score(
+    folder: Path, tokenizer, conversation, *, gating_at: str = "header", transform: bool = True
+) -> float:
     """ArmoRM's score by its published formula: sum(gating(prompt) * (rewards(last token) @ T))."""
     sd = {k: v.double() for k, v in load_file(str(folder / "model.safetensors")).items()}
     cfg = json.loads((folder / "config.json").read_text())
@@ -193,12 +194,15 @@ def _copy_with_weights(src: Path, dst: Path, edit) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("edit, key", [
-    (lambda t: t.pop("gating.layers.3.bias"), "gating.layers.3.bias"),
-    (lambda t: t.pop("reward_transform_matrix"), "reward_transform_matrix"),
-    (lambda t: t.update({"score.weight": torch.zeros(1, 128)}), "score.weight"),
-    (lambda t: t.update({"regression_layer.weight": torch.zeros(1, 128)}), "regression_layer.weight"),
-])
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda t: t.pop("gating.layers.3.bias"), "gating.layers.3.bias"),
+        (lambda t: t.pop("reward_transform_matrix"), "reward_transform_matrix"),
+        (lambda t: t.update({"score.weight": torch.zeros(1, 128)}), "score.weight"),
+        (lambda t: t.update({"regression_layer.weight": torch.zeros(1, 128)}), "regression_layer.weight"),
+    ],
+)
 def test_armorm_weights_load_strictly(offline, reward_copy, tmp_path, edit, key):
     folder = _copy_with_weights(reward_copy, tmp_path / "bad", edit)
     with pytest.raises(WeightsMismatch, match=key.replace(".", r"\.")):
@@ -207,11 +211,13 @@ def test_armorm_weights_load_strictly(offline, reward_copy, tmp_path, edit, key)
 
 def _classifier(reward_copy: Path, dst: Path, *, drop_score: bool = False) -> Path:
     """A plain LlamaForSequenceClassification on the tiny backbone."""
+
     def edit(t):
         for key in [k for k in t if not k.startswith("model.")]:
             del t[key]
         if not drop_score:
             t["score.weight"] = torch.randn(1, 128, generator=torch.Generator().manual_seed(5)) / 11.0
+
     folder = _copy_with_weights(reward_copy, dst, edit)
     cfg = json.loads((folder / "config.json").read_text())
     for key in ("auto_map", "num_objectives", "gating_hidden_dim", "gating_n_hidden", "gating_temperature"):
@@ -223,8 +229,9 @@ def _classifier(reward_copy: Path, dst: Path, *, drop_score: bool = False) -> Pa
 
 
 def test_plain_sequence_classifier_keeps_working(offline, reward_copy, tmp_path):
-    scorer = TransformersScorer(str(_classifier(reward_copy, tmp_path / "cls")), max_length=4096,
-                                batch_tokens=100_000, dtype="bfloat16")
+    scorer = TransformersScorer(
+        str(_classifier(reward_copy, tmp_path / "cls")), max_length=4096, batch_tokens=100_000, dtype="bfloat16"
+    )
     assert scorer.kind == "classifier" and type(scorer.model).__name__ == "LlamaForSequenceClassification"
     convs = [_conv(a) for a in ANSWERS]
     batched = scorer.score(convs)

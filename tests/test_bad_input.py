@@ -83,12 +83,33 @@ def test_dry_run_writes_nothing(synthetic_args, tmp_path, capsys):
 def test_a_tensor_parallel_model_gets_its_gpus_per_task(tmp_path, capsys):
     # Menu entry 2 (70B) runs vLLM over 4 GPUs; the a100 profile asks 1 GPU per task. The
     # generation arrays must ask 4 (or vLLM fails on the node hours later), rewards still 1.
-    assert main(["launch", "--model", "2", "--domains", "algebra", "--profile", "a100", "--dry-run", "--json",
-                 "--output-root", str(tmp_path / "data")]) == 0
+    assert (
+        main(
+            [
+                "launch",
+                "--model",
+                "2",
+                "--domains",
+                "algebra",
+                "--profile",
+                "a100",
+                "--dry-run",
+                "--json",
+                "--output-root",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
     plan = json.loads(capsys.readouterr().out)
     gpus = {a["stage"]: a["resources"].split()[0] for a in plan["arrays"]}
-    assert gpus == {"instructions": "gpus=4", "select": "gpus=0", "responses": "gpus=4",
-                    "multi_responses": "gpus=4", "rewards": "gpus=1"}
+    assert gpus == {
+        "instructions": "gpus=4",
+        "select": "gpus=0",
+        "responses": "gpus=4",
+        "multi_responses": "gpus=4",
+        "rewards": "gpus=1",
+    }
 
 
 def test_gpus_per_node_from_sinfo_gres_forms(monkeypatch):

@@ -26,9 +26,25 @@ def pilot(tiny_models, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("calibrate")
     # a slow synthetic engine, so that each shard's generating seconds are well above zero
     cfg = small_config(root / "small.toml", engine={"synthetic_tokens_per_second": 4000.0})
-    args = ["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-            "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-            "--domains", "algebra", "--count", "4", "--config", str(cfg)]
+    args = [
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(tiny_models.deepseek),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(root / "data"),
+        "--domains",
+        "algebra",
+        "--count",
+        "4",
+        "--config",
+        str(cfg),
+    ]
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(args) == 0
@@ -50,7 +66,8 @@ def test_status_shows_measured_beside_planned(pilot):
     for stage in GENERATION:
         assert rows[stage].measured_tokens_per_second_per_gpu == pytest.approx(by_hand(pilot, stage), rel=1e-3)
         assert rows[stage].planned_tokens_per_second_per_gpu == pytest.approx(
-            tokens_per_second_per_gpu(ctx.cfg, stage, "algebra"), rel=1e-3)
+            tokens_per_second_per_gpu(ctx.cfg, stage, "algebra"), rel=1e-3
+        )
         assert rows[stage].measured_on_gpu is False  # the synthetic engine has no GPU
     line = next(x for x in render_table(status).splitlines() if x.startswith("tokens/s per GPU, measured vs planned"))
     m, p = rows["responses"].measured_tokens_per_second_per_gpu, rows["responses"].planned_tokens_per_second_per_gpu

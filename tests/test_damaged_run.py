@@ -29,9 +29,25 @@ def launch_args(tiny_models, tmp_path_factory) -> list[str]:
     """The flags the run was launched with (what `launch --resume` is given again)."""
     root = tmp_path_factory.mktemp("finished")
     cfg = small_config(root / "small.toml", sharding=SHARDING)
-    return ["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-            "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-            "--domains", "algebra", "--count", str(COUNT), "--config", str(cfg)]
+    return [
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(tiny_models.deepseek),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(root / "data"),
+        "--domains",
+        "algebra",
+        "--count",
+        str(COUNT),
+        "--config",
+        str(cfg),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +137,8 @@ def test_a_damaged_chunk_is_never_complete_and_resubmit_redoes_it(stage, how, ru
     assert main(["status", "--json", str(run)]) == 1
     status = json.loads(capsys.readouterr().out)
     assert not status["complete"] and [(f["stage"], f["shard"], f["damaged"]) for f in status["failed"]] == [
-        (stage, 1, True)]
+        (stage, 1, True)
+    ]
     assert snapshot(run) == before  # status reads, never repairs
 
     assert main(["merge", str(run)]) == 3
@@ -239,7 +256,8 @@ def test_records_state_the_settings_that_generated_them(run, launch_args, capsys
     # shard 0 holds problems 0-1 (generated at the default 0.8), shard 1 problems 2-3 (at 0.35)
     assert {i: by_id[i] for i in sorted(by_id)} == {
         **{f"algebra-{i}": 0.8 for i in (0, 1) if f"algebra-{i}" in by_id},
-        **{f"algebra-{i}": 0.35 for i in (2, 3) if f"algebra-{i}" in by_id}}
+        **{f"algebra-{i}": 0.35 for i in (2, 3) if f"algebra-{i}" in by_id},
+    }
     assert {0.8, 0.35} <= set(by_id.values())
     combined = json.loads((run / "combined_dataset_info.json").read_text())
     temps = [c["temperature"] for c in combined["generation_configs"]["multi_responses"]["algebra"]]
@@ -299,8 +317,13 @@ def test_plots_of_two_merges_at_once_never_share_a_temp_file(tmp_path):
 
     def draw():
         try:
-            results.append(write_plots(tmp_path, samples, {"algebra": {"truncation_rate": 0.1, "sft_excluded_rate": 0,
-                                                                       "agreement_rate": 0.5}}))
+            results.append(
+                write_plots(
+                    tmp_path,
+                    samples,
+                    {"algebra": {"truncation_rate": 0.1, "sft_excluded_rate": 0, "agreement_rate": 0.5}},
+                )
+            )
         except Exception as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -329,8 +352,9 @@ FUZZ_CASES = 6  # per file kind: half truncations, half byte flips
 
 
 @pytest.mark.parametrize("kind", FUZZ_KINDS)
-def test_fuzzed_run_files_never_crash_never_count_as_done_never_delete(kind, finished_run, tmp_path, monkeypatch,
-                                                                       capsys):
+def test_fuzzed_run_files_never_crash_never_count_as_done_never_delete(
+    kind, finished_run, tmp_path, monkeypatch, capsys
+):
     rng = random.Random(f"issue18-{kind}")
     monkeypatch.chdir(tmp_path)
     for case in range(FUZZ_CASES):

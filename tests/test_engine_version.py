@@ -70,8 +70,21 @@ def test_launch_refuses_and_the_flag_is_recorded(monkeypatch, tiny_models, tmp_p
 
     monkeypatch.setattr(LocalExecutor, "launch", launched)
     _fake_vllm(monkeypatch, "0.33.0")
-    args = ["launch", "--executor", "local", "--model", str(tiny_models.deepseek), "--domains", "algebra",
-            "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"), "--count", "2"]
+    args = [
+        "launch",
+        "--executor",
+        "local",
+        "--model",
+        str(tiny_models.deepseek),
+        "--domains",
+        "algebra",
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(tmp_path / "data"),
+        "--count",
+        "2",
+    ]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "0.33.0" in err and "--allow-untested-engine" in err and len(err.strip().splitlines()) == 1

@@ -86,8 +86,9 @@ def test_same_shard_twice_one_writes_the_other_waits(tiny_models, tmp_path):
 
 
 def test_two_writers_without_lock_still_leave_each_record_once(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=6, fault_tolerance={"lock": False},
-                       engine={"synthetic_tokens_per_second": 300.0})
+    run_dir = make_run(
+        tiny_models, tmp_path, count=6, fault_tolerance={"lock": False}, engine={"synthetic_tokens_per_second": 300.0}
+    )
     procs = [subprocess.Popen(shard_cmd(run_dir), stderr=subprocess.DEVNULL) for _ in range(2)]
     assert [p.wait(120) for p in procs] == [0, 0]
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
@@ -100,8 +101,14 @@ def test_stale_lock_taken_over_after_heartbeat_timeout_not_before(tiny_models, t
     run_dir = make_run(tiny_models, tmp_path, count=4, fault_tolerance={"wait_for_holder": False})
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     shard.path.mkdir(parents=True, exist_ok=True)
-    owner = {"token": "dead-task", "host": "node-elsewhere", "pid": 1, "job_id": "99", "started": time.time(),
-             "heartbeat": time.time()}
+    owner = {
+        "token": "dead-task",
+        "host": "node-elsewhere",
+        "pid": 1,
+        "job_id": "99",
+        "started": time.time(),
+        "heartbeat": time.time(),
+    }
     (shard.path / "owner.json").write_text(json.dumps(owner))
     with pytest.raises(MagpieError, match="being worked on"):
         run_shard(RunContext(run_dir), "responses", "algebra", 0)  # a live heartbeat on another host: hands off
@@ -113,8 +120,13 @@ def test_stale_lock_taken_over_after_heartbeat_timeout_not_before(tiny_models, t
 
 
 def test_hung_engine_is_caught_by_the_watchdog(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=4, engine={"synthetic_hang": ["responses:algebra:0"]},
-                       fault_tolerance={"stall_seconds": 2.0})
+    run_dir = make_run(
+        tiny_models,
+        tmp_path,
+        count=4,
+        engine={"synthetic_hang": ["responses:algebra:0"]},
+        fault_tolerance={"stall_seconds": 2.0},
+    )
     started = time.monotonic()
     proc = subprocess.run(shard_cmd(run_dir), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 75 and time.monotonic() - started < 60
@@ -123,8 +135,13 @@ def test_hung_engine_is_caught_by_the_watchdog(tiny_models, tmp_path):
 
 
 def test_attempt_cap_stops_retries_and_reports_last_error(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=4, engine={"synthetic_fail": ["responses:algebra:0"]},
-                       fault_tolerance={"max_attempts": 3})
+    run_dir = make_run(
+        tiny_models,
+        tmp_path,
+        count=4,
+        engine={"synthetic_fail": ["responses:algebra:0"]},
+        fault_tolerance={"max_attempts": 3},
+    )
     for _ in range(3):
         with pytest.raises(EngineFault):
             run_shard(RunContext(run_dir), "responses", "algebra", 0)
@@ -136,6 +153,7 @@ def test_attempt_cap_stops_retries_and_reports_last_error(tiny_models, tmp_path)
 
 def _sigterm_once_started(shard, attempt: int) -> threading.Thread:
     """SIGTERM this process as soon as `attempt` has logged its start, as a preemption would."""
+
     def watch():
         deadline = time.monotonic() + 60
         while not any(a.get("event") == "start" and a.get("attempt") == attempt for a in shard.attempts()):
@@ -150,9 +168,13 @@ def _sigterm_once_started(shard, attempt: int) -> threading.Thread:
 
 
 def test_preemptions_and_time_limits_do_not_count_toward_the_attempt_cap(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=8, engine={"synthetic_fail": ["responses:algebra:0:2"],
-                                                                "synthetic_tokens_per_second": 400.0},
-                       fault_tolerance={"max_attempts": 3})
+    run_dir = make_run(
+        tiny_models,
+        tmp_path,
+        count=8,
+        engine={"synthetic_fail": ["responses:algebra:0:2"], "synthetic_tokens_per_second": 400.0},
+        fault_tolerance={"max_attempts": 3},
+    )
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     for _ in range(2):  # two real failures
         with pytest.raises(EngineFault):
@@ -241,8 +263,12 @@ def test_select_short_of_instructions_reopens_and_completes(tiny_models, tmp_pat
     assert table.num_rows >= 3 and len(clean) >= 2
     keep = [clean[0], clean[1], clean[0]] + [None] * (table.num_rows - 3)
     # (committed through the store, so its record matches: a hand-written chunk would be damaged)
-    ins.commit(0, table.set_column(table.column_names.index("instruction"), "instruction",
-                                   __import__("pyarrow").array(keep, "string")))
+    ins.commit(
+        0,
+        table.set_column(
+            table.column_names.index("instruction"), "instruction", __import__("pyarrow").array(keep, "string")
+        ),
+    )
     for later in chunks_before[1:]:
         ins.chunk_path(later).unlink()
     sel = store.shard("select", "algebra", 0)

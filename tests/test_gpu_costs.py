@@ -20,23 +20,57 @@ from magpie_hpc.store import RunStore
 
 
 def _cfg() -> RunConfig:
-    return RunConfig.model_validate({"domains": ["algebra"], "domain_settings": {
-        "algebra": {**RunConfig().domain("algebra").model_dump(), "count": 4, "max_tokens_response": 1000}},
-        "sharding": {"instructions": 8, "responses": 2, "multi_responses": 4}})
+    return RunConfig.model_validate(
+        {
+            "domains": ["algebra"],
+            "domain_settings": {
+                "algebra": {**RunConfig().domain("algebra").model_dump(), "count": 4, "max_tokens_response": 1000}
+            },
+            "sharding": {"instructions": 8, "responses": 2, "multi_responses": 4},
+        }
+    )
 
 
 def test_cut_short_runs_and_thrown_away_responses_are_costed(tmp_path):
     cfg, store = _cfg(), RunStore(tmp_path)
     # shard 0: one response cut at max_tokens (1,000 tokens) of 2,000; shard 1: one loop of 500 tokens of 2,000
     store.shard("responses", "algebra", 0).mark_done(
-        {"rows": 2, "output_tokens": 2000, "seconds": 100.0, "finish_reasons": {"stop": 1, "length": 1}})
+        {"rows": 2, "output_tokens": 2000, "seconds": 100.0, "finish_reasons": {"stop": 1, "length": 1}}
+    )
     store.shard("responses", "algebra", 1).mark_done(
-        {"rows": 2, "output_tokens": 2000, "seconds": 100.0, "finish_reasons": {"stop": 1, "repetition": 1},
-         "repetition_output_tokens": 500})
+        {
+            "rows": 2,
+            "output_tokens": 2000,
+            "seconds": 100.0,
+            "finish_reasons": {"stop": 1, "repetition": 1},
+            "repetition_output_tokens": 500,
+        }
+    )
     records = [  # shard 0 preempted once after 1,800 s, then finished in 3,600 s; shard 1 in 3,600 s; 1 GPU each
-        {"stage": "responses", "domain": "algebra", "shard": 0, "state": "PREEMPTED", "elapsed_seconds": 1800, "gpus": 1},
-        {"stage": "responses", "domain": "algebra", "shard": 0, "state": "COMPLETED", "elapsed_seconds": 3600, "gpus": 1},
-        {"stage": "responses", "domain": "algebra", "shard": 1, "state": "COMPLETED", "elapsed_seconds": 3600, "gpus": 1},
+        {
+            "stage": "responses",
+            "domain": "algebra",
+            "shard": 0,
+            "state": "PREEMPTED",
+            "elapsed_seconds": 1800,
+            "gpus": 1,
+        },
+        {
+            "stage": "responses",
+            "domain": "algebra",
+            "shard": 0,
+            "state": "COMPLETED",
+            "elapsed_seconds": 3600,
+            "gpus": 1,
+        },
+        {
+            "stage": "responses",
+            "domain": "algebra",
+            "shard": 1,
+            "state": "COMPLETED",
+            "elapsed_seconds": 3600,
+            "gpus": 1,
+        },
     ]
     ctx = SimpleNamespace(cfg=cfg, store=store, model=SimpleNamespace(tensor_parallel_size=1))
     summary = build_run_summary(ctx, lambda s: {"source": "sacct", "records": records})
@@ -56,9 +90,30 @@ def test_cut_short_runs_and_thrown_away_responses_are_costed(tmp_path):
 def run_dir(tiny_models, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("costs")
     cfg = small_config(root / "c.toml", max_tokens=(64, 60), engine={"synthetic_length_rate": 0.3})
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-                 "--domains", "algebra", "--count", "4", "--config", str(cfg)]) == 0
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(root / "data"),
+                "--domains",
+                "algebra",
+                "--count",
+                "4",
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (root / "data").iterdir()
     return run
 
@@ -70,8 +125,10 @@ def test_report_and_status_show_the_costs(run_dir, capsys):
     main(["report", str(run_dir)])
     out = capsys.readouterr().out
     assert "GPU time per stage:" in out
-    assert any(line.strip().startswith("responses:") and "planned" in line and "thrown away" in line
-               for line in out.splitlines())
+    assert any(
+        line.strip().startswith("responses:") and "planned" in line and "thrown away" in line
+        for line in out.splitlines()
+    )
 
     status = collect_status(run_dir)
     costs = {c.stage: c for c in status.gpu_hours}

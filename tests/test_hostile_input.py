@@ -49,8 +49,10 @@ def test_a_domain_name_that_is_not_a_plain_name_is_refused(name, synthetic_args,
     escape = tmp_path / "escaped"
     name = name.format(escape=escape)
     cfg = tmp_path / "evil.toml"
-    cfg.write_text(f"domains = [{json.dumps(name)}]\n[domain_settings.{json.dumps(name)}]\ncount = 2\n"
-                   "instruction_temperature = 1.0\nresponse_temperature = 0.1\ndescription = 'd'\nfocus = 'f'\n")
+    cfg.write_text(
+        f"domains = [{json.dumps(name)}]\n[domain_settings.{json.dumps(name)}]\ncount = 2\n"
+        "instruction_temperature = 1.0\nresponse_temperature = 0.1\ndescription = 'd'\nfocus = 'f'\n"
+    )
     err = _refused([*synthetic_args, "--config", str(cfg), "--count", "2"], capsys, "domain")
     assert "[a-z][a-z0-9_]" in err or "reserved" in err
     _nothing_written(tmp_path, sandbox, escape, tmp_path.parent / "x")
@@ -70,8 +72,12 @@ def test_a_hand_edited_run_json_cannot_lead_a_write_outside_the_run(synthetic_ar
     manifest["config"]["domain_settings"]["../../x"] = manifest["config"]["domain_settings"]["algebra"]
     (run_dir / "run.json").write_text(json.dumps(manifest))
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    for command in (["status", str(run_dir)], ["merge", str(run_dir)], ["resubmit", str(run_dir)],
-                    ["launch", "--resume", str(run_dir)]):
+    for command in (
+        ["status", str(run_dir)],
+        ["merge", str(run_dir)],
+        ["resubmit", str(run_dir)],
+        ["launch", "--resume", str(run_dir)],
+    ):
         err = _refused(command, capsys, "run.json", "domains")
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
     with pytest.raises(ConfigError, match="outside the run directory"):
@@ -82,11 +88,21 @@ def test_a_hand_edited_run_json_cannot_lead_a_write_outside_the_run(synthetic_ar
 # ------------------------------------------------------- item 3: a value reaches the sbatch script
 
 
-@pytest.mark.parametrize("field, value", [
-    ("qos", "normal\n#SBATCH --time=1"), ("qos", "normal\nrm -rf ~"), ("partition", "gpu\tx"),
-    ("partition", "gpu;id"), ("account", "lab$(id)"), ("account", "a b"), ("constraint", "a100\n"),
-    ("constraint", "a100 `id`"), ("python", "/usr/bin/python3; id"), ("python", "/usr/bin/py\nthon"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("qos", "normal\n#SBATCH --time=1"),
+        ("qos", "normal\nrm -rf ~"),
+        ("partition", "gpu\tx"),
+        ("partition", "gpu;id"),
+        ("account", "lab$(id)"),
+        ("account", "a b"),
+        ("constraint", "a100\n"),
+        ("constraint", "a100 `id`"),
+        ("python", "/usr/bin/python3; id"),
+        ("python", "/usr/bin/py\nthon"),
+    ],
+)
 def test_a_value_bound_for_sbatch_is_refused_naming_the_field(field, value, synthetic_args, tmp_path, sandbox, capsys):
     cfg = tmp_path / "slurm.toml"
     cfg.write_text(f"[slurm]\n{field} = {json.dumps(value)}\n")
@@ -101,9 +117,11 @@ def test_slurm_syntax_that_is_valid_is_accepted(tmp_path):
     from magpie_hpc.slurm.submit import check_submission, submission_values
 
     cfg_file = tmp_path / "ok.toml"
-    cfg_file.write_text('[slurm]\npartition = "gpu,gpu-long"\naccount = "lab.ai-1"\nqos = "high"\n'
-                        'constraint = "a100&[rack1|rack2]"\npython = "/opt/env-3.11/bin/python"\n'
-                        'setup = ["module load cuda/12.1 && echo $HOME"]\n')
+    cfg_file.write_text(
+        '[slurm]\npartition = "gpu,gpu-long"\naccount = "lab.ai-1"\nqos = "high"\n'
+        'constraint = "a100&[rack1|rack2]"\npython = "/opt/env-3.11/bin/python"\n'
+        'setup = ["module load cuda/12.1 && echo $HOME"]\n'
+    )
     cfg = load_config(cfg_file)
     check_submission(submission_values(cfg, "/scratch/run_1", "model_Algebra_20260101_000000"))
 
@@ -117,9 +135,25 @@ def test_a_model_folder_name_with_a_newline_never_reaches_a_job_name(tiny_models
 
     evil = tmp_path / "models" / "evil\n#SBATCH --time=1;id"
     shutil.copytree(tiny_models.deepseek, evil)
-    args = ["launch", "--executor", "local", "--engine", "synthetic", "--model", str(evil),
-            "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"),
-            "--domains", "algebra", "--count", "2", "--config", str(small_config(tmp_path / "s.toml"))]
+    args = [
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(evil),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(tmp_path / "data"),
+        "--domains",
+        "algebra",
+        "--count",
+        "2",
+        "--config",
+        str(small_config(tmp_path / "s.toml")),
+    ]
     assert main(args) == 0
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert run_dir.parent == tmp_path / "data" and "\n" not in run_dir.name and ";" not in run_dir.name
@@ -145,15 +179,24 @@ def test_a_count_too_large_is_refused_before_any_plan_is_built(synthetic_args, t
 def test_a_plan_of_too_many_shards_is_refused_with_the_reason(synthetic_args, tmp_path, sandbox, capsys):
     cfg = small_config(tmp_path / "tiny_shards.toml", sharding={"responses": 1})
     for extra in ([], ["--dry-run"]):
-        _refused([*synthetic_args, "--domains", "algebra", "--count", "100000001", "--config", str(cfg), *extra],
-                 capsys, "count")
-        _refused([*synthetic_args, "--domains", "algebra", "--count", "200000", "--config", str(cfg), *extra],
-                 capsys, "sharding.max_shards", "200,000 shards", "sharding.responses")
+        _refused(
+            [*synthetic_args, "--domains", "algebra", "--count", "100000001", "--config", str(cfg), *extra],
+            capsys,
+            "count",
+        )
+        _refused(
+            [*synthetic_args, "--domains", "algebra", "--count", "200000", "--config", str(cfg), *extra],
+            capsys,
+            "sharding.max_shards",
+            "200,000 shards",
+            "sharding.responses",
+        )
     _nothing_written(tmp_path, sandbox)
 
 
-def test_a_launch_that_fails_before_any_work_leaves_no_run_folder(synthetic_args, tmp_path, sandbox, capsys,
-                                                                  monkeypatch):
+def test_a_launch_that_fails_before_any_work_leaves_no_run_folder(
+    synthetic_args, tmp_path, sandbox, capsys, monkeypatch
+):
     from magpie_hpc.errors import MagpieError
     from magpie_hpc.executors.local import LocalExecutor
 
@@ -172,15 +215,19 @@ def test_a_launch_that_fails_before_any_work_leaves_no_run_folder(synthetic_args
 # ---------------------------------------------- item 6: what would only fail inside a running task
 
 
-@pytest.mark.parametrize("toml, field", [
-    ('[engine]\ndtype = "float128"\n', "engine.dtype"),
-    ("[domain_settings.algebra]\ninstruction_temperature = inf\n", "instruction_temperature"),
-    ("[domain_settings.algebra]\nresponse_temperature = nan\n", "response_temperature"),
-    ("[multi_responses]\ntemperature = inf\n", "multi_responses.temperature"),
-    ("[multi_responses]\ntop_p = nan\n", "multi_responses.top_p"),
-])
-def test_values_that_would_fail_on_the_compute_node_are_refused_at_launch(toml, field, synthetic_args, tmp_path,
-                                                                        sandbox, capsys):
+@pytest.mark.parametrize(
+    "toml, field",
+    [
+        ('[engine]\ndtype = "float128"\n', "engine.dtype"),
+        ("[domain_settings.algebra]\ninstruction_temperature = inf\n", "instruction_temperature"),
+        ("[domain_settings.algebra]\nresponse_temperature = nan\n", "response_temperature"),
+        ("[multi_responses]\ntemperature = inf\n", "multi_responses.temperature"),
+        ("[multi_responses]\ntop_p = nan\n", "multi_responses.top_p"),
+    ],
+)
+def test_values_that_would_fail_on_the_compute_node_are_refused_at_launch(
+    toml, field, synthetic_args, tmp_path, sandbox, capsys
+):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(toml)
     _refused([*synthetic_args, "--domains", "algebra", "--count", "2", "--config", str(cfg)], capsys, field)
@@ -190,16 +237,22 @@ def test_values_that_would_fail_on_the_compute_node_are_refused_at_launch(toml, 
 # ---------------------------------------------------------------- item 7: contradictory flags
 
 
-@pytest.mark.parametrize("extra, names", [
-    (["--count", "3", "--counts", "algebra=2"], ("--count", "--counts")),
-    (["--domains", "algebra,geometry", "--counts", "algebra=2,algebra=5"], ("--counts", "algebra", "twice")),
-    (["--dry-run", "--resume", "{run}"], ("--dry-run", "--resume")),
-    (["--force"], ("--force", "--resume")),
-    (["--domains", "all,algebra"], ("domains", "all")),
-])
+@pytest.mark.parametrize(
+    "extra, names",
+    [
+        (["--count", "3", "--counts", "algebra=2"], ("--count", "--counts")),
+        (["--domains", "algebra,geometry", "--counts", "algebra=2,algebra=5"], ("--counts", "algebra", "twice")),
+        (["--dry-run", "--resume", "{run}"], ("--dry-run", "--resume")),
+        (["--force"], ("--force", "--resume")),
+        (["--domains", "all,algebra"], ("domains", "all")),
+    ],
+)
 def test_contradictory_flags_are_refused(extra, names, synthetic_args, tmp_path, sandbox, capsys):
     extra = [e.format(run=tmp_path / "some_run") for e in extra]
-    err = _refused([*synthetic_args, *extra] + ([] if "--count" in extra or "--counts" in extra else ["--count", "2"]),
-                   capsys, *names)
+    err = _refused(
+        [*synthetic_args, *extra] + ([] if "--count" in extra or "--counts" in extra else ["--count", "2"]),
+        capsys,
+        *names,
+    )
     assert "unknown domain" not in err
     _nothing_written(tmp_path, sandbox, tmp_path / "some_run")

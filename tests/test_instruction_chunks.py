@@ -47,12 +47,27 @@ def test_chunks_stay_within_the_cap_and_leave_no_sliver(chunk_size, per_prompt):
 
 def _run(tiny_models, root: Path, problems: int, chunk_size: int) -> Path:
     cfg = load_config(
-        small_config(root / "cfg.toml", sharding={"instructions": problems, "responses": problems,
-                                                  "multi_responses": problems, "chunk_size": chunk_size},
-                     instructions={"samples_per_prompt": 4, "oversample": 0.0},
-                     throughput={"keep_rate": 1.0}, engine={"kind": "synthetic", "reward_kind": "synthetic"}),
-        {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward),
-         "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=problems)
+        small_config(
+            root / "cfg.toml",
+            sharding={
+                "instructions": problems,
+                "responses": problems,
+                "multi_responses": problems,
+                "chunk_size": chunk_size,
+            },
+            instructions={"samples_per_prompt": 4, "oversample": 0.0},
+            throughput={"keep_rate": 1.0},
+            engine={"kind": "synthetic", "reward_kind": "synthetic"},
+        ),
+        {
+            "model": str(tiny_models.deepseek),
+            "reward_model": str(tiny_models.reward),
+            "output_root": str(root / "data"),
+            "domains": "algebra",
+            "executor": "local",
+        },
+        count=problems,
+    )
     return create_run(cfg, *validate(cfg))
 
 

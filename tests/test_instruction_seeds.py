@@ -43,8 +43,10 @@ def test_synthetic_engine_follows_vllm_gpu_seeds():
     assert shared[:4] == shared[4:] and len(set(shared[:4])) == 4
     # Sample k is the sample of seed + k, whatever batch it came in and whatever the engine seed.
     other = SyntheticGenerator(seed=99, user_marker_ids=MARKER, misbehaviour=NO_REPEATS)
-    singles = [other.generate([MAGPIE], dataclasses.replace(sampling, n=1, seed=1000 + k))[0].completions[0].text
-               for k in range(4)]
+    singles = [
+        other.generate([MAGPIE], dataclasses.replace(sampling, n=1, seed=1000 + k))[0].completions[0].text
+        for k in range(4)
+    ]
     assert singles == shared[:4]
     # Per-prompt seeds in ranges of n: eight different texts, the first four the same as before.
     ranged = _texts(engine.generate([MAGPIE, MAGPIE], sampling, seeds=[1000, 1004]))
@@ -71,7 +73,9 @@ def test_synthetic_engine_without_request_seeds_follows_the_engine_seed():
 def test_synthetic_engine_greedy_is_the_prompt_alone():
     engine = SyntheticGenerator(seed=0, user_marker_ids=MARKER)
     greedy = Sampling(temperature=0.0, top_p=1.0, max_tokens=200, n=1, seed=3)
-    assert _texts(engine.generate([MAGPIE], greedy)) == _texts(engine.generate([MAGPIE], dataclasses.replace(greedy, seed=4)))
+    assert _texts(engine.generate([MAGPIE], greedy)) == _texts(
+        engine.generate([MAGPIE], dataclasses.replace(greedy, seed=4))
+    )
     with pytest.raises(ValueError, match="n must be 1 when using greedy sampling"):
         engine.generate([MAGPIE], dataclasses.replace(greedy, n=2))
 
@@ -80,11 +84,27 @@ def _run(tiny_models, root: Path, problems: int, chunk_size: int, per_prompt: in
     engine = {"kind": "synthetic", "reward_kind": "synthetic", **sections.pop("engine", {})}
     instructions = {"samples_per_prompt": per_prompt, "oversample": 0.0, **sections.pop("instructions", {})}
     cfg = load_config(
-        small_config(root / "cfg.toml", sharding={"instructions": problems, "responses": problems,
-                                                  "multi_responses": problems, "chunk_size": chunk_size},
-                     instructions=instructions, engine=engine, **sections),
-        {"model": str(tiny_models.deepseek), "reward_model": str(tiny_models.reward),
-         "output_root": str(root / "data"), "domains": "algebra", "executor": "local"}, count=problems)
+        small_config(
+            root / "cfg.toml",
+            sharding={
+                "instructions": problems,
+                "responses": problems,
+                "multi_responses": problems,
+                "chunk_size": chunk_size,
+            },
+            instructions=instructions,
+            engine=engine,
+            **sections,
+        ),
+        {
+            "model": str(tiny_models.deepseek),
+            "reward_model": str(tiny_models.reward),
+            "output_root": str(root / "data"),
+            "domains": "algebra",
+            "executor": "local",
+        },
+        count=problems,
+    )
     return create_run(cfg, *validate(cfg))
 
 
@@ -115,17 +135,29 @@ def test_identical_prompts_get_their_own_seeds_on_gpu(tiny_models, tmp_path):
     engine = build_generator(ctx.cfg, ctx.model, ctx.prompts, seed=12345)
     d = ctx.cfg.domain("algebra")
     for row in rows[:: max(1, len(rows) // 20)]:
-        sampling = Sampling(temperature=d.instruction_temperature, top_p=ctx.cfg.instructions.top_p,
-                            max_tokens=d.max_tokens_instruction, n=1, seed=row["seed"],
-                            stop=ctx.prompts.stop_strings, stop_token_ids=ctx.prompts.stop_token_ids)
+        sampling = Sampling(
+            temperature=d.instruction_temperature,
+            top_p=ctx.cfg.instructions.top_p,
+            max_tokens=d.max_tokens_instruction,
+            n=1,
+            seed=row["seed"],
+            stop=ctx.prompts.stop_strings,
+            stop_token_ids=ctx.prompts.stop_token_ids,
+        )
         assert engine.generate([work.prompt_ids], sampling)[0].completions[0].text == row["raw"]
 
 
 def test_resumed_chunk_does_not_replay_chunk_zero_on_cpu(tiny_models, tmp_path):
     # The CPU build drops per-request seeds: then only the engine seed, which includes the resume
     # point, keeps a resumed task from sampling exactly what chunk 0 sampled.
-    run_dir = _run(tiny_models, tmp_path, problems=24, chunk_size=8, per_prompt=4,
-                   engine={"synthetic_duplicate_rate": 0.0, "synthetic_request_seeds": False})
+    run_dir = _run(
+        tiny_models,
+        tmp_path,
+        problems=24,
+        chunk_size=8,
+        per_prompt=4,
+        engine={"synthetic_duplicate_rate": 0.0, "synthetic_request_seeds": False},
+    )
     run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     store = RunStore(run_dir).shard("instructions", "algebra", 0)
     first = _chunks(run_dir)[0]["raw"].to_pylist()
@@ -142,8 +174,15 @@ def test_resumed_chunk_does_not_replay_chunk_zero_on_cpu(tiny_models, tmp_path):
 
 def test_max_rounds_fails_with_the_keep_rate_and_drop_reasons(tiny_models, tmp_path):
     # 85% of samples run past max_tokens: at the planned keep rate of 70% two rounds are far too few.
-    run_dir = _run(tiny_models, tmp_path, problems=20, chunk_size=16, per_prompt=4,
-                   engine={"synthetic_length_rate": 0.85}, instructions={"max_rounds": 2})
+    run_dir = _run(
+        tiny_models,
+        tmp_path,
+        problems=20,
+        chunk_size=16,
+        per_prompt=4,
+        engine={"synthetic_length_rate": 0.85},
+        instructions={"max_rounds": 2},
+    )
     with pytest.raises(MagpieError, match=r"instructions\.max_rounds") as failed:
         run_shard(RunContext(run_dir), "instructions", "algebra", 0)
     rows = [row for table in _chunks(run_dir) for row in table.to_pylist()]
@@ -164,12 +203,22 @@ def test_max_rounds_fails_with_the_keep_rate_and_drop_reasons(tiny_models, tmp_p
 
 def _table(kept: int, dropped: int) -> pa.Table:
     n = kept + dropped
-    return pa.table({
-        "sample": list(range(n)), "instruction": [f"Problem {i}: prove it." for i in range(kept)] + [None] * dropped,
-        "raw": ["x"] * n, "drop_reason": [None] * kept + ["dangling"] * dropped, "answer_cut": [False] * n,
-        "finish_reason": ["stop"] * n, "prompt_tokens": [10] * n, "output_tokens": [5] * n,
-        "seed": list(range(n)), "chunk": [0] * n, "created": [0] * n,
-    }, schema=INSTRUCTION_SCHEMA)
+    return pa.table(
+        {
+            "sample": list(range(n)),
+            "instruction": [f"Problem {i}: prove it." for i in range(kept)] + [None] * dropped,
+            "raw": ["x"] * n,
+            "drop_reason": [None] * kept + ["dangling"] * dropped,
+            "answer_cut": [False] * n,
+            "finish_reason": ["stop"] * n,
+            "prompt_tokens": [10] * n,
+            "output_tokens": [5] * n,
+            "seed": list(range(n)),
+            "chunk": [0] * n,
+            "created": [0] * n,
+        },
+        schema=INSTRUCTION_SCHEMA,
+    )
 
 
 def test_a_shard_one_short_of_its_target_is_not_complete(tiny_models, tmp_path):

@@ -30,8 +30,13 @@ def _lines(folder) -> list[dict]:
 
 
 def test_sigkill_mid_chunk_loses_only_the_requests_in_flight(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=6, engine={"synthetic_tokens_per_second": 60.0},
-                       sharding={"instructions": 8, "responses": 6, "multi_responses": 6, "chunk_size": 6})
+    run_dir = make_run(
+        tiny_models,
+        tmp_path,
+        count=6,
+        engine={"synthetic_tokens_per_second": 60.0},
+        sharding={"instructions": 8, "responses": 6, "multi_responses": 6, "chunk_size": 6},
+    )
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     proc = subprocess.Popen(shard_cmd(run_dir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len(_lines(shard.path)) >= 2 or proc.poll() is not None, timeout=120)
@@ -58,7 +63,9 @@ def test_journal_ignores_a_torn_tail_and_committed_chunks(tmp_path):
     journal.close()
     with open(tmp_path / "journal-001.jsonl", "a") as fh:
         fh.write('{"chunk": 1, "index": 1, "prompt_tok')  # killed mid-write
-    (tmp_path / "journal-002.jsonl").write_text('{"chunk": 1, "index": 2, "prompt_tokens": 4, "completions": [["c", 1, "stop"]]}\n')
+    (tmp_path / "journal-002.jsonl").write_text(
+        '{"chunk": 1, "index": 2, "prompt_tokens": 4, "completions": [["c", 1, "stop"]]}\n'
+    )
     found = read_journals(tmp_path)
     assert found == {(0, 3): result, (1, 0): result, (1, 2): PromptResult(4, [Completion("c", 1, "stop")])}
     assert set(read_journals(tmp_path, from_chunk=1)) == {(1, 0), (1, 2)}
@@ -72,9 +79,14 @@ def test_usr2_mid_chunk_drains_then_requeues_without_regenerating(tiny_models, t
     from magpie_hpc.slurm.task import REQUEUE_MARGIN_SECONDS
     from local_task import usr2_mid_chunk
 
-    run_dir = make_run(tiny_models, tmp_path, count=8, engine={"synthetic_tokens_per_second": 40.0},
-                       sharding={"instructions": 8, "responses": 8, "multi_responses": 8, "chunk_size": 8},
-                       slurm={"gpu_stage": {"signal_delay_s": 25}})
+    run_dir = make_run(
+        tiny_models,
+        tmp_path,
+        count=8,
+        engine={"synthetic_tokens_per_second": 40.0},
+        sharding={"instructions": 8, "responses": 8, "multi_responses": 8, "chunk_size": 8},
+        slurm={"gpu_stage": {"signal_delay_s": 25}},
+    )
     drain = 25 - REQUEUE_MARGIN_SECONDS
     trial = usr2_mid_chunk(run_dir, tmp_path / "submitit", after=2)
     shard = RunStore(run_dir).shard("responses", "algebra", 0)

@@ -39,8 +39,10 @@ def test_all_domains_local_synthetic(synthetic_args, tmp_path, capsys):
 
 def test_counts_flag_and_subset_naming(synthetic_args, tmp_path, capsys):
     cfg = small_config(tmp_path / "small.toml")
-    run_dir = _launch([*synthetic_args, "--domains", "algebra,geometry", "--counts", "algebra=3,geometry=6",
-                       "--config", str(cfg)], capsys)
+    run_dir = _launch(
+        [*synthetic_args, "--domains", "algebra,geometry", "--counts", "algebra=3,geometry=6", "--config", str(cfg)],
+        capsys,
+    )
     assert "_Algebra-Geometry_" in run_dir.name
     combined = check_run(run_dir, {"algebra": 3, "geometry": 6})
     assert combined["dataset_name"] == "Magpie-Math-Subset-HLE-9"
@@ -60,8 +62,9 @@ def test_counts_flag_and_subset_naming(synthetic_args, tmp_path, capsys):
 
 
 def test_stage_functions_are_idempotent_and_resume(synthetic_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "small.toml", sharding={"instructions": 4, "responses": 3,
-                                                          "multi_responses": 2, "chunk_size": 2})
+    cfg = small_config(
+        tmp_path / "small.toml", sharding={"instructions": 4, "responses": 3, "multi_responses": 2, "chunk_size": 2}
+    )
     run_dir = _launch([*synthetic_args, "--domains", "calculus", "--count", "5", "--config", str(cfg)], capsys)
     shard_dir = run_dir / "work" / "multi_responses" / "calculus" / "shard-00000"
     before = {p: p.stat().st_mtime_ns for p in shard_dir.iterdir()}
@@ -139,13 +142,18 @@ def test_merge_refuses_a_shard_whose_ids_are_wrong_and_leaves_no_partial_files(s
 def test_table_writer_writes_json_dumps_layout_and_parquet(tmp_path):
     from magpie_hpc.merge import TableWriter
 
-    records = [{"id": "a-0", "text": "é \u2028 \"q\" \\", "scores": [0.5, -1.25], "nested": {"k": None}, "empty": []},
-               {"id": "a-1", "text": "", "scores": [], "nested": {"k": "v"}, "empty": []}]
+    records = [
+        {"id": "a-0", "text": 'é \u2028 "q" \\', "scores": [0.5, -1.25], "nested": {"k": None}, "empty": []},
+        {"id": "a-1", "text": "", "scores": [], "nested": {"k": "v"}, "empty": []},
+    ]
     with TableWriter(tmp_path / "t.json") as writer:
         for r in records:
             writer.write(r)
-    expected = "[" + ",".join("\n  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-                              for r in records) + "\n]\n"
+    expected = (
+        "["
+        + ",".join("\n  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ") for r in records)
+        + "\n]\n"
+    )
     assert (tmp_path / "t.json").read_text(encoding="utf-8") == expected
     assert pq.read_table(tmp_path / "t.parquet").to_pylist() == records
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.parquet"]
@@ -158,7 +166,9 @@ def test_three_responses_and_cut_off_answers_stay_out_of_sft(synthetic_args, tmp
     run_dir = _launch([*synthetic_args, "--domains", "algebra", "--count", "6", "--config", str(cfg)], capsys)
     check_run(run_dir, {"algebra": 6}, num_responses=3)
     folder = run_dir / "algebra"
-    assert (folder / "algebra_ins_3res_armorm.json").is_file() and not (folder / "algebra_ins_7res_armorm.json").exists()
+    assert (folder / "algebra_ins_3res_armorm.json").is_file() and not (
+        folder / "algebra_ins_7res_armorm.json"
+    ).exists()
     pref = json.loads((folder / "algebra_ins_3res_armorm.json").read_text())
     assert all(len(r["responses"]) == len(r["complete"]) == 3 for r in pref)
     counts = json.loads((folder / "dataset_info.json").read_text())["counts"]

@@ -23,13 +23,39 @@ RATES = {"synthetic_loop_rate": 0.3, "synthetic_duplicate_rate": 0.0}
 
 def _run(tiny_models, root: Path, detection: bool) -> Path:
     off = {"repetition_detection": {"enabled": detection}}
-    cfg = small_config(root / "cfg.toml", max_tokens=MAX_TOKENS,
-                       sharding={"instructions": 12, "responses": 6, "multi_responses": 6, "chunk_size": 6},
-                       engine=RATES, instructions=off, responses=off,
-                       multi_responses={"max_tokens": MAX_TOKENS[1], **off})
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-                 "--domains", DOMAIN, "--count", str(COUNT), "--config", str(cfg)]) == 0
+    cfg = small_config(
+        root / "cfg.toml",
+        max_tokens=MAX_TOKENS,
+        sharding={"instructions": 12, "responses": 6, "multi_responses": 6, "chunk_size": 6},
+        engine=RATES,
+        instructions=off,
+        responses=off,
+        multi_responses={"max_tokens": MAX_TOKENS[1], **off},
+    )
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(root / "data"),
+                "--domains",
+                DOMAIN,
+                "--count",
+                str(COUNT),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (root / "data").iterdir()
     return run
 
@@ -60,8 +86,9 @@ def test_looping_instructions_are_dropped_with_their_own_reason(detected):
     loops = [r for r in rows if r["finish_reason"] == "repetition"]
     assert loops, "the rate set gives looping instructions"
     assert all(r["instruction"] is None and r["drop_reason"] == "repetition" for r in loops)
-    drops = sum(int((s.done() or {}).get("drop_reasons", {}).get("repetition", 0))
-                for s in _shards(detected, "instructions"))
+    drops = sum(
+        int((s.done() or {}).get("drop_reasons", {}).get("repetition", 0)) for s in _shards(detected, "instructions")
+    )
     assert drops == len(loops)
 
 
@@ -89,7 +116,9 @@ def test_loop_stop_is_counted_from_the_chunks_to_the_card(detected, capsys):
     assert len(sft) <= COUNT - stopped["responses"]
     summary = json.loads((detected / "combined_dataset_info.json").read_text())["run_summary"]
     for stage in ("responses", "multi_responses"):
-        assert summary["stages"][stage]["domains"][DOMAIN]["loop_tokens_saved"] == saved[stage], summary["stages"][stage]
+        assert summary["stages"][stage]["domains"][DOMAIN]["loop_tokens_saved"] == saved[stage], summary["stages"][
+            stage
+        ]
     card = (detected / "README.md").read_text()
     assert "stopped as loops" in card and "repetition_detection.enabled = false" in card
     assert main(["report", str(detected), "--json"]) in (0, 1)
@@ -103,8 +132,12 @@ def test_without_detection_loops_run_to_max_tokens_and_are_counted_after_the_fac
             done = shard.done()
             assert "repetition" not in done["finish_reasons"], (stage, done["finish_reasons"])
     rows = [r for s in _shards(undetected, "responses") for r in s.read_all().to_pylist()]
-    cut = [(text, tokens) for r in rows for text, f, tokens in zip(r["responses"], r["finish_reasons"], r["output_tokens"])
-           if f == "length"]
+    cut = [
+        (text, tokens)
+        for r in rows
+        for text, f, tokens in zip(r["responses"], r["finish_reasons"], r["output_tokens"])
+        if f == "length"
+    ]
     looping = [tokens for text, tokens in cut if ends_in_loop(text)]
     assert looping, "the loops ran on to max_tokens"
     assert all(tokens == MAX_TOKENS[1] for tokens in looping)

@@ -84,7 +84,7 @@ def test_derived_pre_query_equals_the_registry(key, menu):
     else:  # ChatML: no BOS at all, the prompt opens the system turn
         assert ids[0] == builder.tokenizer.convert_tokens_to_ids("<|im_start|>")
     assert text.endswith(family["user_marker"])
-    assert ids[-len(builder._ids(family["user_marker"])):] == builder._ids(family["user_marker"])
+    assert ids[-len(builder._ids(family["user_marker"])) :] == builder._ids(family["user_marker"])
 
 
 @pytest.mark.parametrize("key", KEYS)
@@ -143,8 +143,10 @@ def test_key2_snapshot_path_tokenizes_like_the_hub_id(hub_cache, menu):
     # What the fix is for: the class mapping of a path (the same files) loses the spaces.
     lossy = by_path.decode(by_path(TEXTS[1], add_special_tokens=False)["input_ids"])
     if lossy == TEXTS[1]:
-        pytest.fail("transformers now loads the DeepSeek Llama distill from a path without loss; "
-                    "load_tokenizer's fallback may be dropped")
+        pytest.fail(
+            "transformers now loads the DeepSeek Llama distill from a path without loss; "
+            "load_tokenizer's fallback may be dropped"
+        )
 
 
 def test_key5_pre_query_has_the_templates_dated_system_lines(menu):
@@ -178,9 +180,12 @@ def test_launch_refuses_key3_defaults_with_the_fix(menu):
 
 
 def test_launch_accepts_key3_when_the_lengths_fit(menu):
-    overrides = {"model": "3", "engine": {"kind": "synthetic", "reward_kind": "synthetic"},
-                 "multi_responses": {"max_tokens": 2048},
-                 "domain_settings": {d: {"max_tokens_response": 2048} for d in registry.DOMAIN_PRESETS}}
+    overrides = {
+        "model": "3",
+        "engine": {"kind": "synthetic", "reward_kind": "synthetic"},
+        "multi_responses": {"max_tokens": 2048},
+        "domain_settings": {d: {"max_tokens_response": 2048} for d in registry.DOMAIN_PRESETS},
+    }
     model, _, _ = validate(load_config(overrides=overrides))
     assert model.max_model_len == 4096 == model.context_length
 
@@ -194,8 +199,13 @@ def test_launch_gives_vllm_a_tokenizer_that_keeps_spaces(key, menu, tmp_path):
     from magpie_hpc.context import RunContext
     from magpie_hpc.launch import create_run
 
-    cfg = load_config(overrides={"model": key, "output_root": str(tmp_path / "data"),
-                                 "engine": {"kind": "synthetic", "reward_kind": "synthetic"}})
+    cfg = load_config(
+        overrides={
+            "model": key,
+            "output_root": str(tmp_path / "data"),
+            "engine": {"kind": "synthetic", "reward_kind": "synthetic"},
+        }
+    )
     model, reward, prompts = validate(cfg)
     run_dir = create_run(cfg, model, reward, prompts)
     frozen = RunContext(run_dir).model
@@ -203,8 +213,10 @@ def test_launch_gives_vllm_a_tokenizer_that_keeps_spaces(key, menu, tmp_path):
         assert frozen.tokenizer_path is None and not (run_dir / "tokenizer").exists()
         return
     assert frozen.tokenizer_path == str(run_dir / "tokenizer")
-    assert json.loads((run_dir / "tokenizer" / "tokenizer_config.json").read_text())["tokenizer_class"] \
+    assert (
+        json.loads((run_dir / "tokenizer" / "tokenizer_config.json").read_text())["tokenizer_class"]
         == "PreTrainedTokenizerFast"
+    )
     engine_tok = get_tokenizer(frozen.tokenizer_path)  # what LLM(tokenizer=...) loads
     snapshot_tok = get_tokenizer(model.path)  # what LLM(model=path) alone would load
     text = TEXTS[1]
@@ -231,11 +243,14 @@ def test_a_tokenizer_that_loses_text_is_refused(hub_cache, tmp_path):
         resolve_model(str(broken), load_config(overrides={"model": str(broken)}))
 
 
-@pytest.mark.parametrize("rope, expected", [
-    (None, 32768),
-    ({"rope_type": "linear", "factor": 2.0}, 65536),  # vLLM applies a linear factor
-    ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 32768),  # not yarn's
-])
+@pytest.mark.parametrize(
+    "rope, expected",
+    [
+        (None, 32768),
+        ({"rope_type": "linear", "factor": 2.0}, 65536),  # vLLM applies a linear factor
+        ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}, 32768),  # not yarn's
+    ],
+)
 def test_context_length_as_vllm_derives_it(rope, expected, hub_cache, tmp_path):
     import shutil
 

@@ -26,20 +26,50 @@ from magpie_hpc.store import RunStore
 
 DOMAIN = "algebra"
 COUNT = 40
-RATES = {"synthetic_length_rate": 0.2, "synthetic_loop_rate": 0.1, "synthetic_no_think_rate": 0.15,
-         "synthetic_duplicate_rate": 0.3, "synthetic_answer_agreement": 0.5}
+RATES = {
+    "synthetic_length_rate": 0.2,
+    "synthetic_loop_rate": 0.1,
+    "synthetic_no_think_rate": 0.15,
+    "synthetic_duplicate_rate": 0.3,
+    "synthetic_answer_agreement": 0.5,
+}
 MIN_MARGIN = 0.3
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_models, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("misbehaving")
-    cfg = small_config(root / "cfg.toml", max_tokens=(64, 400),
-                       sharding={"instructions": 20, "responses": 16, "multi_responses": 16, "chunk_size": 8},
-                       engine=RATES, quality={"dpo_min_margin": MIN_MARGIN})
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-                 "--domains", DOMAIN, "--count", str(COUNT), "--config", str(cfg)]) == 0
+    cfg = small_config(
+        root / "cfg.toml",
+        max_tokens=(64, 400),
+        sharding={"instructions": 20, "responses": 16, "multi_responses": 16, "chunk_size": 8},
+        engine=RATES,
+        quality={"dpo_min_margin": MIN_MARGIN},
+    )
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(root / "data"),
+                "--domains",
+                DOMAIN,
+                "--count",
+                str(COUNT),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (root / "data").iterdir()
     return run
 
@@ -81,8 +111,10 @@ def test_instruction_cleaning_drops_cut_and_repeated_samples(run_dir):
     assert quality["instruction_drop_reasons"] == dict(drops)
     assert quality["instruction_stage_duplicates"] == drops["duplicate"]
     store = RunStore(run_dir)
-    summaries = [json.loads((p / "DONE.json").read_text())
-                 for p in sorted(store.shard("instructions", DOMAIN, 0).path.parent.glob("shard-*"))]
+    summaries = [
+        json.loads((p / "DONE.json").read_text())
+        for p in sorted(store.shard("instructions", DOMAIN, 0).path.parent.glob("shard-*"))
+    ]
     assert sum(s["kept"] for s in summaries) == sum(r["instruction"] is not None for r in rows)
     assert sum(s["rows"] for s in summaries) == len(rows)
 
@@ -123,8 +155,10 @@ def _expected_dpo(run: Path) -> tuple[list[tuple[str, int, int]], Counter]:
     scores = {r["id"]: r["scores"] for r in _rows(run, "rewards")}
     pairs, skipped = [], Counter()
     for row in _rows(run, "multi_responses"):
-        usable = [f == "stop" and _closes_think(t) and bool(split_reasoning(t)[1])
-                  for t, f in zip(row["responses"], row["finish_reasons"])]
+        usable = [
+            f == "stop" and _closes_think(t) and bool(split_reasoning(t)[1])
+            for t, f in zip(row["responses"], row["finish_reasons"])
+        ]
         pair, reason = choose_pair(row["responses"], scores[row["id"]], usable, MIN_MARGIN)
         if pair is None:
             skipped[reason] += 1

@@ -61,8 +61,11 @@ def test_redone_shards_invalidate_what_was_built_on_them():
     rebuilt = {name: {(s.name, same) for s, same in rebuilt_with(name)} for name in STAGE_NAMES}
     # select keeps its own copy of the instructions it chose: a redone instruction shard changes nothing after it
     assert rebuilt[pipeline.INSTRUCTIONS] == set()
-    assert rebuilt[pipeline.SELECT] == {(pipeline.RESPONSES, False), (pipeline.MULTI_RESPONSES, False),
-                                        (pipeline.REWARDS, False)}
+    assert rebuilt[pipeline.SELECT] == {
+        (pipeline.RESPONSES, False),
+        (pipeline.MULTI_RESPONSES, False),
+        (pipeline.REWARDS, False),
+    }
     assert rebuilt[pipeline.MULTI_RESPONSES] == {(pipeline.REWARDS, True)}  # reward shard i scored shard i
     assert rebuilt[pipeline.REWARDS] == set()
 
@@ -72,13 +75,17 @@ def test_estimated_tokens_follow_the_specs():
     d, t, m = cfg.domain("algebra"), cfg.throughput, cfg.multi_responses
     instruction = d.max_tokens_instruction * t.instruction_fill
     assert estimated_tokens(cfg, pipeline.RESPONSES, "algebra") == pytest.approx(
-        10 * d.max_tokens_response * t.response_fill)
+        10 * d.max_tokens_response * t.response_fill
+    )
     assert estimated_tokens(cfg, pipeline.MULTI_RESPONSES, "algebra") == pytest.approx(
-        10 * m.num_responses * m.max_tokens * t.response_fill)
+        10 * m.num_responses * m.max_tokens * t.response_fill
+    )
     assert estimated_tokens(cfg, pipeline.REWARDS, "algebra") == pytest.approx(
-        10 * m.num_responses * (instruction + m.max_tokens * t.response_fill))
+        10 * m.num_responses * (instruction + m.max_tokens * t.response_fill)
+    )
     assert estimated_tokens(cfg, pipeline.INSTRUCTIONS, "algebra") == pytest.approx(
-        10 * (1 + cfg.instructions.oversample) / t.keep_rate * instruction)
+        10 * (1 + cfg.instructions.oversample) / t.keep_rate * instruction
+    )
     assert estimated_tokens(cfg, pipeline.SELECT, "algebra") == 0
 
 
@@ -103,6 +110,5 @@ def test_stage_names_are_literals_only_in_the_pipeline_and_their_own_modules():
 
 
 def test_no_module_is_longer_than_400_lines():
-    long = {p.relative_to(PACKAGE).as_posix(): n for p in _modules()
-            if (n := len(p.read_text().splitlines())) > 400}
+    long = {p.relative_to(PACKAGE).as_posix(): n for p in _modules() if (n := len(p.read_text().splitlines())) > 400}
     assert long == {}

@@ -9,8 +9,15 @@ import pytest
 
 from magpie_hpc.config import load_config
 from magpie_hpc.plan import (
-    ShardRange, derive_seed, estimated_gpu_hours, estimated_tokens, instruction_id, instruction_target,
-    plan_summary, shard_size, stage_shards,
+    ShardRange,
+    derive_seed,
+    estimated_gpu_hours,
+    estimated_tokens,
+    instruction_id,
+    instruction_target,
+    plan_summary,
+    shard_size,
+    stage_shards,
 )
 
 
@@ -18,9 +25,14 @@ from magpie_hpc.plan import (
 def cfg():
     # A configured rate and one GPU per task: the throughput model's arithmetic on its own (what the
     # roofline planner puts in their place when they are unset is tests/test_roofline.py's).
-    return load_config(overrides={"domains": "algebra,geometry", "throughput": {"generation_tokens_per_second": 2500.0},
-                                  "engine": {"tensor_parallel_size": 1}},
-                       counts={"algebra": 1000, "geometry": 30})
+    return load_config(
+        overrides={
+            "domains": "algebra,geometry",
+            "throughput": {"generation_tokens_per_second": 2500.0},
+            "engine": {"tensor_parallel_size": 1},
+        },
+        counts={"algebra": 1000, "geometry": 30},
+    )
 
 
 def test_explicit_shard_sizes_win(cfg):
@@ -34,8 +46,9 @@ def test_throughput_model_fills_the_target_task_hours(cfg):
     # With no explicit size: problems per task = (task hours - model load) * tokens/s / tokens per problem.
     t, d = cfg.throughput, cfg.domain("algebra")
     per_problem = d.max_tokens_response * t.response_fill
-    expected = int((cfg.sharding.target_task_hours * 3600 - t.model_load_seconds) * t.generation_tokens_per_second
-                   / per_problem)
+    expected = int(
+        (cfg.sharding.target_task_hours * 3600 - t.model_load_seconds) * t.generation_tokens_per_second / per_problem
+    )
     assert cfg.sharding.responses is None
     assert shard_size(cfg, "responses", "algebra") == expected
     # Bigger tasks for stages that generate less per problem.
@@ -43,8 +56,13 @@ def test_throughput_model_fills_the_target_task_hours(cfg):
 
 
 def test_tiny_budget_still_gives_a_positive_size(cfg):
-    slow = cfg.model_copy(update={"throughput": cfg.throughput.model_copy(
-        update={"generation_tokens_per_second": 0.001, "model_load_seconds": 10**6})})
+    slow = cfg.model_copy(
+        update={
+            "throughput": cfg.throughput.model_copy(
+                update={"generation_tokens_per_second": 0.001, "model_load_seconds": 10**6}
+            )
+        }
+    )
     assert shard_size(slow, "multi_responses", "algebra") == 1
 
 
@@ -55,8 +73,11 @@ def test_stage_mapping(cfg):
     summary = plan_summary(cfg)
     assert set(summary) == {"algebra", "geometry"}
     assert summary["algebra"]["select"] == 1
-    assert summary["algebra"]["rewards"] == summary["algebra"]["multi_responses"] == len(
-        stage_shards(cfg, "multi_responses", "algebra"))
+    assert (
+        summary["algebra"]["rewards"]
+        == summary["algebra"]["multi_responses"]
+        == len(stage_shards(cfg, "multi_responses", "algebra"))
+    )
 
 
 def test_instruction_target_oversamples(cfg):
@@ -78,19 +99,27 @@ def test_estimated_tokens_and_hours(cfg):
     d, t, m = cfg.domain("geometry"), cfg.throughput, cfg.multi_responses
     assert estimated_tokens(cfg, "responses", "geometry") == pytest.approx(30 * d.max_tokens_response * t.response_fill)
     assert estimated_tokens(cfg, "multi_responses", "geometry") == pytest.approx(
-        30 * m.num_responses * m.max_tokens * t.response_fill)
+        30 * m.num_responses * m.max_tokens * t.response_fill
+    )
     instruction = d.max_tokens_instruction * t.instruction_fill
     assert estimated_tokens(cfg, "instructions", "geometry") == pytest.approx(
-        30 * (1 + cfg.instructions.oversample) / t.keep_rate * instruction)
+        30 * (1 + cfg.instructions.oversample) / t.keep_rate * instruction
+    )
     assert estimated_tokens(cfg, "rewards", "geometry") == pytest.approx(
-        30 * m.num_responses * (instruction + m.max_tokens * t.response_fill))
+        30 * m.num_responses * (instruction + m.max_tokens * t.response_fill)
+    )
     assert estimated_tokens(cfg, "select", "geometry") == 0.0
     assert estimated_gpu_hours(cfg, "select", "geometry") == 0.0
     shards = len(stage_shards(cfg, "rewards", "geometry"))
     assert estimated_gpu_hours(cfg, "rewards", "geometry") == pytest.approx(
-        (estimated_tokens(cfg, "rewards", "geometry") / t.reward_tokens_per_second
-         + shards * t.model_load_seconds) / 3600)
+        (estimated_tokens(cfg, "rewards", "geometry") / t.reward_tokens_per_second + shards * t.model_load_seconds)
+        / 3600
+    )
     shards = len(stage_shards(cfg, "responses", "geometry"))
     assert estimated_gpu_hours(cfg, "responses", "geometry") == pytest.approx(
-        (estimated_tokens(cfg, "responses", "geometry") / t.generation_tokens_per_second
-         + shards * t.model_load_seconds) / 3600)
+        (
+            estimated_tokens(cfg, "responses", "geometry") / t.generation_tokens_per_second
+            + shards * t.model_load_seconds
+        )
+        / 3600
+    )

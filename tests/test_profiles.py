@@ -30,16 +30,36 @@ def wheel(tmp_path_factory) -> Path:
     shutil.copytree(REPO / "magpie_hpc", src / "magpie_hpc", ignore=shutil.ignore_patterns("__pycache__"))
     out = tmp_path_factory.mktemp("wheel")
     # No index and no build isolation: the build uses the environment's setuptools, offline.
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                    "-q", "-w", str(out), str(src)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     (built,) = out.glob("magpie_hpc-*.whl")
     return built
 
 
 def test_the_wheel_carries_the_profiles_and_py_typed(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    for expected in ("magpie_hpc/py.typed", "magpie_hpc/status_schema.json", "magpie_hpc/config/__init__.py",
-                     *(f"magpie_hpc/profiles/{name}.toml" for name in SHIPPED)):
+    for expected in (
+        "magpie_hpc/py.typed",
+        "magpie_hpc/status_schema.json",
+        "magpie_hpc/config/__init__.py",
+        *(f"magpie_hpc/profiles/{name}.toml" for name in SHIPPED),
+    ):
         assert expected in names, f"{expected} missing from {wheel.name}"
 
 
@@ -48,10 +68,18 @@ def test_an_installed_package_loads_a_profile_by_name_from_any_directory(wheel, 
     zipfile.ZipFile(wheel).extractall(site)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    probe = ("import json, magpie_hpc; from magpie_hpc.config import load_config; cfg = load_config(profile='a100'); "
-             "print(json.dumps([magpie_hpc.__file__, cfg.slurm.partition, cfg.slurm.constraint, cfg.hardware.gpu]))")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=elsewhere, env={"PYTHONPATH": str(site), "PATH": ""},
-                          capture_output=True, text=True, timeout=120)
+    probe = (
+        "import json, magpie_hpc; from magpie_hpc.config import load_config; cfg = load_config(profile='a100'); "
+        "print(json.dumps([magpie_hpc.__file__, cfg.slurm.partition, cfg.slurm.constraint, cfg.hardware.gpu]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=elsewhere,
+        env={"PYTHONPATH": str(site), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     package_file, partition, constraint, gpu = json.loads(done.stdout)
     assert Path(package_file).is_relative_to(site)  # the wheel's copy, not the checkout's

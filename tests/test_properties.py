@@ -35,8 +35,12 @@ def test_shard_ranges_cover_every_index_exactly_once(count, size):
 
 
 @FAST
-@given(missing=st.integers(1, 5_000), keep_rate=st.floats(0.05, 1.0), chunk_size=st.integers(1, 512),
-       per_prompt=st.integers(1, 32))
+@given(
+    missing=st.integers(1, 5_000),
+    keep_rate=st.floats(0.05, 1.0),
+    chunk_size=st.integers(1, 512),
+    per_prompt=st.integers(1, 32),
+)
 @example(missing=167, keep_rate=0.7, chunk_size=256, per_prompt=16)
 def test_chunk_plans_stay_within_the_cap_in_whole_requests(missing, keep_rate, chunk_size, per_prompt):
     samples = plan_chunk(missing, keep_rate, chunk_size, per_prompt)
@@ -54,8 +58,12 @@ def test_chunk_plans_stay_within_the_cap_in_whole_requests(missing, keep_rate, c
 
 
 @FAST
-@given(missing=st.integers(1, 3_000), keep_rate=st.floats(0.05, 1.0), chunk_size=st.integers(1, 256),
-       per_prompt=st.integers(1, 16))
+@given(
+    missing=st.integers(1, 3_000),
+    keep_rate=st.floats(0.05, 1.0),
+    chunk_size=st.integers(1, 256),
+    per_prompt=st.integers(1, 16),
+)
 def test_chunk_plans_reach_the_target_in_bounded_rounds(missing, keep_rate, chunk_size, per_prompt):
     # At the planned keep rate, each round but the last asks at least half a chunk: the shard gets
     # its instructions in a number of rounds bounded by its need (whole instructions only: the
@@ -70,12 +78,49 @@ def test_chunk_plans_reach_the_target_in_bounded_rounds(missing, keep_rate, chun
 
 
 _FRAGMENTS = [
-    "Let $G$ be a finite group of order $12$.", "Prove that $f$ is continuous.", "Compute $\\int_0^1 x^2\\,dx$.",
-    "How many subgroups are there?", "Show that", "the following", "defined by", ":", ",", "?", ".", "=",
-    "$", "$$", "\\[", "\\]", "\\(", "\\)", "\\begin{align}", "\\end{align}", "x^2 + 1", "\n", "\n\n", " ",
-    "Solution:", "**Answer:**", "Proof.", "Step 1:", "To solve this", "The answer is", "Okay, so I",
-    "<think>", "</think>", "Assistant:", "<|im_start|>assistant", "[INST]", "### Response:", "<｜Assistant｜>",
-    "Is my proof correct?", "Find all $n$ such that", "Ｐｒｏｖｅ", "a bond pays $5", "What is it?",
+    "Let $G$ be a finite group of order $12$.",
+    "Prove that $f$ is continuous.",
+    "Compute $\\int_0^1 x^2\\,dx$.",
+    "How many subgroups are there?",
+    "Show that",
+    "the following",
+    "defined by",
+    ":",
+    ",",
+    "?",
+    ".",
+    "=",
+    "$",
+    "$$",
+    "\\[",
+    "\\]",
+    "\\(",
+    "\\)",
+    "\\begin{align}",
+    "\\end{align}",
+    "x^2 + 1",
+    "\n",
+    "\n\n",
+    " ",
+    "Solution:",
+    "**Answer:**",
+    "Proof.",
+    "Step 1:",
+    "To solve this",
+    "The answer is",
+    "Okay, so I",
+    "<think>",
+    "</think>",
+    "Assistant:",
+    "<|im_start|>assistant",
+    "[INST]",
+    "### Response:",
+    "<｜Assistant｜>",
+    "Is my proof correct?",
+    "Find all $n$ such that",
+    "Ｐｒｏｖｅ",
+    "a bond pays $5",
+    "What is it?",
 ]
 texts = st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=12)), max_size=14).map("".join)
 REASONS = {"empty", "truncated", "special_tokens", "dangling", "too_short"}
@@ -107,16 +152,22 @@ def test_dedup_key_is_idempotent(text):
     assert normalize_for_dedup("  " + text + " \n\t") == key  # surrounding whitespace never matters
 
 
-scores = st.one_of(st.floats(-3, 3, allow_nan=False), st.sampled_from([0.0, 1.0, -1.0]),
-                   st.sampled_from([float("nan"), float("inf"), float("-inf"), None]))
+scores = st.one_of(
+    st.floats(-3, 3, allow_nan=False),
+    st.sampled_from([0.0, 1.0, -1.0]),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), None]),
+)
 
 
 @st.composite
 def problems(draw):
     n = draw(st.integers(0, 8))
     responses = draw(st.lists(st.sampled_from(["A", "A ", " B", "B", "C", "", "D\n"]), min_size=n, max_size=n))
-    return (responses, draw(st.lists(scores, min_size=n, max_size=n)),
-            draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+    return (
+        responses,
+        draw(st.lists(scores, min_size=n, max_size=n)),
+        draw(st.lists(st.booleans(), min_size=n, max_size=n)),
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -124,8 +175,7 @@ def problems(draw):
 def test_dpo_pairs_obey_their_rules(problem, min_margin):
     responses, score, complete = problem
     pair, reason = choose_pair(responses, score, complete, min_margin)
-    eligible = [i for i in range(len(responses))
-                if complete[i] and score[i] is not None and math.isfinite(score[i])]
+    eligible = [i for i in range(len(responses)) if complete[i] and score[i] is not None and math.isfinite(score[i])]
     if pair is None:
         assert reason in SKIP_REASONS
         texts_left = {responses[i].strip() for i in eligible}

@@ -23,8 +23,11 @@ def test_cache_snapshot_hash_is_the_revision(tmp_path) -> None:
     snapshot = tmp_path / "hub" / "models--org--name" / "snapshots" / "0123abcd"
     snapshot.mkdir(parents=True)
     (snapshot / "config.json").write_text("{}")
-    assert provenance.model_revision(str(snapshot)) == {"path": str(snapshot), "revision": "0123abcd",
-                                                        "source": "hf-cache"}
+    assert provenance.model_revision(str(snapshot)) == {
+        "path": str(snapshot),
+        "revision": "0123abcd",
+        "source": "hf-cache",
+    }
     link = tmp_path / "model-link"  # a symlink into the cache counts too
     link.symlink_to(snapshot)
     assert provenance.model_revision(str(link))["revision"] == "0123abcd"
@@ -46,15 +49,25 @@ def test_local_folder_hash_covers_config_and_tokenizer_only(tmp_path) -> None:
     (model / "generation_config.json").write_text((model / "config.json").read_text())
     (model / "config.json").unlink()
     assert provenance.model_revision(str(model))["revision"] != first["revision"]
-    assert provenance.model_revision("org/not-downloaded") == {"path": "org/not-downloaded", "revision": None,
-                                                               "source": "unavailable"}
+    assert provenance.model_revision("org/not-downloaded") == {
+        "path": "org/not-downloaded",
+        "revision": None,
+        "source": "unavailable",
+    }
 
 
 def test_package_versions_read_metadata_without_importing() -> None:
-    code = ("import sys, json; from magpie_hpc.provenance import package_versions; v = package_versions(); "
-            "print(json.dumps([v, [m for m in ('torch', 'vllm', 'transformers', 'submitit') if m in sys.modules]]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    code = (
+        "import sys, json; from magpie_hpc.provenance import package_versions; v = package_versions(); "
+        "print(json.dumps([v, [m for m in ('torch', 'vllm', 'transformers', 'submitit') if m in sys.modules]]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     versions, imported = json.loads(out.stdout)
     assert imported == []  # metadata only: the login node never pays for importing torch
     assert versions["torch"] == metadata.version("torch")
@@ -81,20 +94,54 @@ def test_git_and_slurm_are_recorded_or_tolerated_absent(tmp_path, monkeypatch) -
 
 
 def test_differences_name_what_changed() -> None:
-    old = {"model": {"revision": "a"}, "reward_model": {"revision": "r"},
-           "packages": {"torch": "2.3.0", "vllm": None}, "slurm": "22.05", "magpie_hpc_git": {"commit": "x"}}
+    old = {
+        "model": {"revision": "a"},
+        "reward_model": {"revision": "r"},
+        "packages": {"torch": "2.3.0", "vllm": None},
+        "slurm": "22.05",
+        "magpie_hpc_git": {"commit": "x"},
+    }
     assert provenance.provenance_differences(old, old) == []
-    new = {**old, "model": {"revision": "b"}, "packages": {"torch": "2.4.0", "vllm": "0.6.0"}, "slurm": "23.11",
-           "magpie_hpc_git": {"commit": "y"}}
-    assert provenance.provenance_differences(old, new) == ["model revision a -> b", "torch 2.3.0 -> 2.4.0",
-                                                           "vllm None -> 0.6.0"]
+    new = {
+        **old,
+        "model": {"revision": "b"},
+        "packages": {"torch": "2.4.0", "vllm": "0.6.0"},
+        "slurm": "23.11",
+        "magpie_hpc_git": {"commit": "y"},
+    }
+    assert provenance.provenance_differences(old, new) == [
+        "model revision a -> b",
+        "torch 2.3.0 -> 2.4.0",
+        "vllm None -> 0.6.0",
+    ]
 
 
 def test_recorded_on_launch_merged_and_checked_on_resume(tiny_models, tmp_path, capsys) -> None:
     cfg = small_config(tmp_path / "c.toml", max_tokens=(48, 48))
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"),
-                 "--domains", "algebra", "--count", "2", "--config", str(cfg)]) == 0
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(tmp_path / "data"),
+                "--domains",
+                "algebra",
+                "--count",
+                "2",
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (tmp_path / "data").iterdir()
     manifest = json.loads((run / "run.json").read_text())
     prov = copy.deepcopy(manifest["provenance"])
@@ -105,16 +152,39 @@ def test_recorded_on_launch_merged_and_checked_on_resume(tiny_models, tmp_path, 
     combined = json.loads((run / "combined_dataset_info.json").read_text())
     assert combined["provenance"]["model"] == prov["model"] and combined["provenance"]["packages"] == prov["packages"]
     # the synthetic engine ran on no GPU: every stage says so
-    assert combined["provenance"]["stage_gpus"] == {s: ["none"] for s in
-                                                    ("instructions", "select", "responses", "multi_responses", "rewards")}
+    assert combined["provenance"]["stage_gpus"] == {
+        s: ["none"] for s in ("instructions", "select", "responses", "multi_responses", "rewards")
+    }
     card = (run / "README.md").read_text()
-    assert "## Provenance" in card and prov["model"]["revision"] in card and f"torch {prov['packages']['torch']}" in card
+    assert (
+        "## Provenance" in card and prov["model"]["revision"] in card and f"torch {prov['packages']['torch']}" in card
+    )
 
     def resume(*flags: str) -> int:
-        return main(["launch", "--resume", str(run), "--executor", "local", "--engine", "synthetic",
-                     "--model", str(tiny_models.deepseek), "--reward-model", str(tiny_models.reward),
-                     "--output-root", str(tmp_path / "data"), "--domains", "algebra", "--count", "2",
-                     "--config", str(cfg), *flags])
+        return main(
+            [
+                "launch",
+                "--resume",
+                str(run),
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(tmp_path / "data"),
+                "--domains",
+                "algebra",
+                "--count",
+                "2",
+                "--config",
+                str(cfg),
+                *flags,
+            ]
+        )
 
     capsys.readouterr()
     assert resume() == 0  # nothing changed

@@ -36,11 +36,36 @@ def run_dir(tiny_models, tmp_path_factory) -> Path:
     single responses get 400, so the SFT files never come out empty by the luck of the draw."""
     root = tmp_path_factory.mktemp("quality")
     full = {"max_tokens_instruction": 64, "max_tokens_response": 400}
-    cfg = small_config(root / "small.toml", max_tokens=(64, 200), quality={"max_truncation_rate": 0.0},
-                       **{f"domain_settings.{d}": full for d in DOMAINS})
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-                 "--domains", ",".join(DOMAINS), "--count", str(COUNT), "--config", str(cfg)]) == 0
+    cfg = small_config(
+        root / "small.toml",
+        max_tokens=(64, 200),
+        quality={"max_truncation_rate": 0.0},
+        **{f"domain_settings.{d}": full for d in DOMAINS},
+    )
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(root / "data"),
+                "--domains",
+                ",".join(DOMAINS),
+                "--count",
+                str(COUNT),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (root / "data").iterdir()
     return run
 
@@ -62,8 +87,9 @@ def _records(path: Path) -> list[dict]:
 def _load(path: Path, cache: Path):
     from datasets import load_dataset
 
-    return load_dataset("json" if path.suffix == ".json" else "parquet", data_files=str(path),
-                        cache_dir=str(cache))["train"]
+    return load_dataset("json" if path.suffix == ".json" else "parquet", data_files=str(path), cache_dir=str(cache))[
+        "train"
+    ]
 
 
 # --- near-duplicates at select -------------------------------------------------------------------
@@ -90,12 +116,25 @@ def _plant(run: Path, domain: str, shards: list[list[str | None]]) -> None:
         shard = store.shard("instructions", domain, index)
         shutil.rmtree(shard.path)
         n = len(texts)
-        shard.commit(0, pa.table({
-            "sample": list(range(n)), "instruction": texts, "raw": [t or "Evaluate:" for t in texts],
-            "drop_reason": [None if t else "dangling" for t in texts], "answer_cut": [False] * n,
-            "finish_reason": ["stop"] * n, "prompt_tokens": [10] * n, "output_tokens": [30 + i for i in range(n)],
-            "seed": [100 + index] * n, "chunk": [0] * n, "created": [0] * n,
-        }, schema=INSTRUCTION_SCHEMA))
+        shard.commit(
+            0,
+            pa.table(
+                {
+                    "sample": list(range(n)),
+                    "instruction": texts,
+                    "raw": [t or "Evaluate:" for t in texts],
+                    "drop_reason": [None if t else "dangling" for t in texts],
+                    "answer_cut": [False] * n,
+                    "finish_reason": ["stop"] * n,
+                    "prompt_tokens": [10] * n,
+                    "output_tokens": [30 + i for i in range(n)],
+                    "seed": [100 + index] * n,
+                    "chunk": [0] * n,
+                    "created": [0] * n,
+                },
+                schema=INSTRUCTION_SCHEMA,
+            ),
+        )
         shard.mark_done({"rows": n, "drop_reasons": {"dangling": texts.count(None)}})
     shutil.rmtree(store.shard("select", domain, 0).path)
 
@@ -110,16 +149,21 @@ def _select(run: Path, domain: str) -> tuple[list[dict], dict]:
 
 def test_near_duplicates_removed_across_shards(run_dir, tmp_path):
     run = _copy(run_dir, tmp_path)
-    _plant(run, "algebra", [
-        [BASE[0], BASE[1], None, BASE[2], BASE[3]],
-        [NEAR_1, BASE[4], EXACT_2, NEAR_4, BASE[5], BASE[6], BASE[7]],
-    ])
+    _plant(
+        run,
+        "algebra",
+        [[BASE[0], BASE[1], None, BASE[2], BASE[3]], [NEAR_1, BASE[4], EXACT_2, NEAR_4, BASE[5], BASE[6], BASE[7]]],
+    )
     chosen, duplicates = _select(run, "algebra")
     # Exactly `count`, in shard then sample order, with both near-duplicates and the exact copy gone.
     assert [r["instruction"] for r in chosen] == BASE[:COUNT]
     assert [r["id"] for r in chosen] == [f"algebra-{i}" for i in range(COUNT)]
     assert [(r["source_shard"], r["source_sample"]) for r in chosen] == [(0, 0), (0, 1), (0, 3), (0, 4), (1, 1), (1, 4)]
-    assert (duplicates["candidates"], duplicates["exact_duplicates"], duplicates["near_duplicates_dropped"]) == (11, 1, 2)
+    assert (duplicates["candidates"], duplicates["exact_duplicates"], duplicates["near_duplicates_dropped"]) == (
+        11,
+        1,
+        2,
+    )
     found = {(d["instruction"], d["duplicate_of_instruction"]) for d in duplicates["near_duplicates"]}
     assert found == {(NEAR_1, BASE[1]), (NEAR_4, BASE[4])}
     for d in duplicates["near_duplicates"]:
@@ -154,6 +198,7 @@ def test_too_few_after_near_dedup_is_a_clear_error(run_dir, tmp_path):
 
 
 # --- answers and DPO -----------------------------------------------------------------------------
+
 
 def test_preference_records_carry_final_answers(run_dir):
     pref = _records(run_dir / "algebra" / "algebra_ins_7res_armorm.json")
@@ -203,8 +248,14 @@ def test_dpo_file(run_dir, tmp_path):
         c = info["counts"]
         # Every problem has a pair or a counted reason.
         assert c["dpo_pairs"] == len(dpo)
-        assert c["dpo_pairs"] + c["dpo_skipped_no_pair"] + c["dpo_skipped_tie"] + c["dpo_skipped_margin"] \
-            + c["dpo_skipped_disagreeing"] == COUNT
+        assert (
+            c["dpo_pairs"]
+            + c["dpo_skipped_no_pair"]
+            + c["dpo_skipped_tie"]
+            + c["dpo_skipped_margin"]
+            + c["dpo_skipped_disagreeing"]
+            == COUNT
+        )
         total_pairs += len(dpo)
     assert total_pairs > 0
 
@@ -226,19 +277,28 @@ def test_dpo_min_margin_and_drop_disagreeing(run_dir, tmp_path):
         old = {r["id"]: r for r in _records(run_dir / domain / f"{domain}_dpo.json")}
         assert [r["id"] for r in dpo] == [i for i in old if i in agreeing and old[i]["margin"] >= cut]
         assert counts["dpo_skipped_margin"] == sum(1 for i in old if i in agreeing and old[i]["margin"] < cut)
-    assert sum(json.loads((run / d / "dataset_info.json").read_text())["counts"]["preference_dropped_disagreeing"]
-               for d in DOMAINS) > 0, "the truncating run should have problems whose answers never agree"
+    assert (
+        sum(
+            json.loads((run / d / "dataset_info.json").read_text())["counts"]["preference_dropped_disagreeing"]
+            for d in DOMAINS
+        )
+        > 0
+    ), "the truncating run should have problems whose answers never agree"
 
 
 # --- Hugging Face loading, pictures, card --------------------------------------------------------
+
 
 def _same(loaded, original) -> bool:
     """A value as `datasets` hands it back equals the JSON one: Arrow gives a struct column the
     union of its rows' keys, so keys a row lacks come back as None."""
     if isinstance(original, dict):
-        return (isinstance(loaded, dict) and set(original) <= set(loaded)
-                and all(_same(loaded[k], v) for k, v in original.items())
-                and all(loaded[k] is None for k in set(loaded) - set(original)))
+        return (
+            isinstance(loaded, dict)
+            and set(original) <= set(loaded)
+            and all(_same(loaded[k], v) for k, v in original.items())
+            and all(loaded[k] is None for k in set(loaded) - set(original))
+        )
     if isinstance(original, list):
         return isinstance(loaded, list) and len(loaded) == len(original) and all(map(_same, loaded, original))
     if isinstance(original, float):
@@ -247,10 +307,17 @@ def _same(loaded, original) -> bool:
 
 
 def test_every_output_loads_with_datasets(run_dir, tmp_path):
-    outputs = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.suffix in (".json", ".parquet")
-                     and "work" not in p.relative_to(run_dir).parts and p.name != "run.json")
-    tables = [f"{d}/{d}_{kind}.{ext}" for d in DOMAINS for kind in ("ins", "ins_res", "ins_7res_armorm", "dpo", "sft_text", "dpo_text")
-              for ext in ("json", "parquet")]
+    outputs = sorted(
+        str(p.relative_to(run_dir))
+        for p in run_dir.rglob("*")
+        if p.suffix in (".json", ".parquet") and "work" not in p.relative_to(run_dir).parts and p.name != "run.json"
+    )
+    tables = [
+        f"{d}/{d}_{kind}.{ext}"
+        for d in DOMAINS
+        for kind in ("ins", "ins_res", "ins_7res_armorm", "dpo", "sft_text", "dpo_text")
+        for ext in ("json", "parquet")
+    ]
     assert outputs == sorted(["combined_dataset_info.json", *tables, *(f"{d}/dataset_info.json" for d in DOMAINS)])
     for rel in outputs:
         dataset = _load(run_dir / rel, tmp_path / "hf")
@@ -268,8 +335,12 @@ def test_plots_and_card(run_dir, tmp_path):
     combined = json.loads((run_dir / "combined_dataset_info.json").read_text())
     assert combined["files_per_domain"]["dpo_data"] == "<domain>_dpo.json"
     plots = combined["plots"]
-    assert {Path(p).name for p in plots} == {"instruction_lengths.png", "response_lengths.png",
-                                             "reward_scores.png", "rates.png"}
+    assert {Path(p).name for p in plots} == {
+        "instruction_lengths.png",
+        "response_lengths.png",
+        "reward_scores.png",
+        "rates.png",
+    }
     card = (run_dir / "README.md").read_text()
     for rel in plots:
         png = (run_dir / rel).read_bytes()
@@ -303,6 +374,7 @@ def test_plots_and_card(run_dir, tmp_path):
 
 
 # --- report --------------------------------------------------------------------------------------
+
 
 def test_report_flags_and_exit_code(run_dir, tmp_path, capsys):
     # The run's config sets max_truncation_rate = 0 and its responses are cut off: flagged, exit 1.

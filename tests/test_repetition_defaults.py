@@ -27,14 +27,16 @@ LEGITIMATE = {
     "zero_matrix_11x11": _zero_matrix(11),
     "enumeration": "The divisors are " + ", ".join(f"$d_{{{i}}} = {i * 7}$" for i in range(1, 120)) + ".",
     "table": "| $n$ | $f(n)$ | $f(n) \\bmod 7$ |\n| --- | --- | --- |\n"
-             + "\n".join(f"| {n} | {n * n + 1} | {(n * n + 1) % 7} |" for n in range(1, 80)),
+    + "\n".join(f"| {n} | {n * n + 1} | {(n * n + 1) % 7} |" for n in range(1, 80)),
     "wait_let_me_check": " ".join(
         f"Wait, let me check the case $k = {k}$. Then $k^2 + k = {k * k + k}$, which is even, so the claim holds."
-        for k in range(1, 40)),
+        for k in range(1, 40)
+    ),
     "run_of_dots": "Hence $x_1 \\le x_2 \\le \\cdots \\le x_n$ " + "." * 60 + " and we are done.",
 }
-LOOP_PARAGRAPH = ("Wait, let me check the sum again. The sum of the first $n$ odd numbers is $n^2$, "
-                  "so the answer is $n^2$. ")
+LOOP_PARAGRAPH = (
+    "Wait, let me check the sum again. The sum of the first $n$ odd numbers is $n^2$, so the answer is $n^2$. "
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +53,9 @@ def _first_trigger(ids: list[int], params) -> int | None:
 
 
 def _params(cfg: RepetitionDetectionConfig) -> RepetitionDetectionParams:
-    return RepetitionDetectionParams(max_pattern_size=cfg.max_pattern_size, min_pattern_size=cfg.min_pattern_size,
-                                     min_count=cfg.min_count)
+    return RepetitionDetectionParams(
+        max_pattern_size=cfg.max_pattern_size, min_pattern_size=cfg.min_pattern_size, min_count=cfg.min_count
+    )
 
 
 def test_every_generation_stage_has_it_on_by_default():

@@ -38,11 +38,13 @@ def _owner(shard) -> dict | None:
 
 
 def test_requeued_task_takes_over_its_killed_first_run_at_once(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=6, fault_tolerance=STALE,
-                       engine={"synthetic_tokens_per_second": 150.0})
+    run_dir = make_run(
+        tiny_models, tmp_path, count=6, fault_tolerance=STALE, engine={"synthetic_tokens_per_second": 150.0}
+    )
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
-    first = subprocess.Popen(shard_cmd(run_dir), env=slurm_env("4242", "3", None),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        shard_cmd(run_dir), env=slurm_env("4242", "3", None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for(lambda: any(a["event"] == "start" for a in shard.attempts()))
     owner = _owner(shard)
     assert (owner["job_id"], owner["array_task"], owner["restart_count"]) == ("4242", "3", 0)  # unset = first run
@@ -51,14 +53,19 @@ def test_requeued_task_takes_over_its_killed_first_run_at_once(tiny_models, tmp_
     assert _owner(shard)["token"] == owner["token"]
 
     # another job finding that fresh record must still leave it alone (an owner it cannot know dead)
-    other = subprocess.run(shard_cmd(run_dir), env=slurm_env("5151", "3", 1), capture_output=True, text=True, timeout=60)
+    other = subprocess.run(
+        shard_cmd(run_dir), env=slurm_env("5151", "3", 1), capture_output=True, text=True, timeout=60
+    )
     assert other.returncode != 0 and "being worked on by another task" in other.stderr
     # the same task's first run restarted without a restart count: not a predecessor either
-    same = subprocess.run(shard_cmd(run_dir), env=slurm_env("4242", "3", None), capture_output=True, text=True, timeout=60)
+    same = subprocess.run(
+        shard_cmd(run_dir), env=slurm_env("4242", "3", None), capture_output=True, text=True, timeout=60
+    )
     assert same.returncode != 0 and "being worked on by another task" in same.stderr
 
-    requeued = subprocess.run(shard_cmd(run_dir), env=slurm_env("4242", "3", 1), capture_output=True, text=True,
-                              timeout=120)
+    requeued = subprocess.run(
+        shard_cmd(run_dir), env=slurm_env("4242", "3", 1), capture_output=True, text=True, timeout=120
+    )
     assert requeued.returncode == 0, requeued.stderr
     starts = [a for a in shard.attempts() if a["event"] == "start"]
     assert [a["restart_count"] for a in starts] == [0, 1]
@@ -66,11 +73,17 @@ def test_requeued_task_takes_over_its_killed_first_run_at_once(tiny_models, tmp_
 
 
 def test_sigterm_marks_the_owner_record_released_first(tiny_models, tmp_path):
-    run_dir = make_run(tiny_models, tmp_path, count=6, fault_tolerance=STALE,
-                       engine={"synthetic_tokens_per_second": 25.0})
+    run_dir = make_run(
+        tiny_models, tmp_path, count=6, fault_tolerance=STALE, engine={"synthetic_tokens_per_second": 25.0}
+    )
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
-    proc = subprocess.Popen(shard_cmd(run_dir), env=slurm_env("777", "0", None),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        shard_cmd(run_dir),
+        env=slurm_env("777", "0", None),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     # a first chunk committed: the task is in its chunk loop, its signal handler installed
     wait_for(lambda: shard.chunk_path(0).exists(), timeout=120)
     assert not _owner(shard).get("released")
@@ -97,8 +110,18 @@ def test_an_unknown_live_owner_still_blocks(tiny_models, tmp_path):
     run_dir = make_run(tiny_models, tmp_path, count=2, fault_tolerance=STALE)
     shard = RunStore(run_dir).shard("responses", "algebra", 0)
     shard.path.mkdir(parents=True, exist_ok=True)
-    (shard.path / "owner.json").write_text(json.dumps({
-        "token": "t", "host": "elsewhere", "pid": 1, "job_id": None, "array_task": None, "restart_count": None,
-        "heartbeat": time.time()}))
+    (shard.path / "owner.json").write_text(
+        json.dumps(
+            {
+                "token": "t",
+                "host": "elsewhere",
+                "pid": 1,
+                "job_id": None,
+                "array_task": None,
+                "restart_count": None,
+                "heartbeat": time.time(),
+            }
+        )
+    )
     with pytest.raises(MagpieError, match="being worked on"):
         run_shard(RunContext(run_dir), "responses", "algebra", 0)

@@ -60,7 +60,9 @@ def test_selects_records(view):
     assert view.duplicates("algebra") is None and view.decontamination("algebra") is None
     view.write_duplicates("algebra", {"candidates": 9, "exact_duplicates": 1, "near_duplicates_dropped": 2})
     view.write_decontamination("algebra", {"dropped": 1})
-    assert view.duplicates("algebra")["near_duplicates_dropped"] == 2 and view.decontamination("algebra") == {"dropped": 1}
+    assert view.duplicates("algebra")["near_duplicates_dropped"] == 2 and view.decontamination("algebra") == {
+        "dropped": 1
+    }
     assert view.duplicates_path("algebra").parent == view.store.shard("select", "algebra", 0).path.parent
     view.write_decontamination("algebra", None)  # no benchmark files now: no stale record
     assert view.decontamination("algebra") is None and not view.decontamination_path("algebra").exists()

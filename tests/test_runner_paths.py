@@ -102,9 +102,25 @@ def test_local_executor_recovers_when_select_comes_up_short(tiny_models, tmp_pat
 
 
 def _args(tiny_models, tmp_path, cfg: Path) -> list[str]:
-    return ["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-            "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"),
-            "--domains", "geometry", "--count", "4", "--config", str(cfg)]
+    return [
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(tiny_models.deepseek),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(tmp_path / "data"),
+        "--domains",
+        "geometry",
+        "--count",
+        "4",
+        "--config",
+        str(cfg),
+    ]
 
 
 def test_launch_resume_finishes_a_run_and_guards_its_config(tiny_models, tmp_path, capsys):
@@ -132,8 +148,9 @@ def test_launch_resume_finishes_a_run_and_guards_its_config(tiny_models, tmp_pat
     manifest = json.loads((run_dir / "run.json").read_text())
     assert manifest["config"]["quality"]["max_truncation_rate"] == 0.5 and len(manifest["config_history"]) == 1
     # A change of the shard plan never applies, forced or not.
-    replanned = small_config(tmp_path / "replan.toml", sharding={"instructions": 4, "responses": 1,
-                                                                 "multi_responses": 2, "chunk_size": 2})
+    replanned = small_config(
+        tmp_path / "replan.toml", sharding={"instructions": 4, "responses": 1, "multi_responses": 2, "chunk_size": 2}
+    )
     capsys.readouterr()
     assert main([*_args(tiny_models, tmp_path, replanned), "--resume", str(run_dir), "--force"]) == 2
     assert "alters the shard plan" in capsys.readouterr().err

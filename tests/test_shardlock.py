@@ -13,14 +13,16 @@ from magpie_hpc.shardlock import ShardLock
 
 
 def _lock(folder, **kw) -> ShardLock:
-    return ShardLock(folder, heartbeat_seconds=kw.pop("heartbeat_seconds", 0.2),
-                     stale_seconds=kw.pop("stale_seconds", 1.0), **kw)
+    return ShardLock(
+        folder, heartbeat_seconds=kw.pop("heartbeat_seconds", 0.2), stale_seconds=kw.pop("stale_seconds", 1.0), **kw
+    )
 
 
 def _write_owner(folder, token: str, age: float) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "owner.json").write_text(json.dumps({"token": token, "host": "elsewhere", "pid": 1,
-                                                   "heartbeat": time.time() - age}))
+    (folder / "owner.json").write_text(
+        json.dumps({"token": token, "host": "elsewhere", "pid": 1, "heartbeat": time.time() - age})
+    )
 
 
 def test_acquire_release_and_a_second_taker_on_this_host(tmp_path):

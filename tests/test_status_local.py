@@ -25,9 +25,25 @@ STAGES = ("instructions", "select", "responses", "multi_responses", "rewards")
 def local_run(tiny_models, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("status-local")
     cfg = small_config(root / "small.toml")
-    args = ["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-            "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-            "--domains", "algebra,geometry", "--counts", "algebra=4,geometry=3", "--config", str(cfg)]
+    args = [
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(tiny_models.deepseek),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(root / "data"),
+        "--domains",
+        "algebra,geometry",
+        "--counts",
+        "algebra=4,geometry=3",
+        "--config",
+        str(cfg),
+    ]
     out = io.StringIO()
     with redirect_stdout(out):
         assert main(args) == 0
@@ -70,6 +86,7 @@ def test_local_run_status_is_complete_and_matches_the_disk(local_run, capsys):
     parsed = RunStatus.model_validate_json(text)
     assert parsed.totals == status.totals
     import jsonschema
+
     jsonschema.validate(json.loads(text), json.loads(SCHEMA_PATH.read_text()))
 
     # --watch on a run with nothing active draws once and returns the exit code
@@ -82,8 +99,12 @@ def test_local_merge_writes_a_wall_clock_run_summary(local_run):
     info = json.loads((local_run / "combined_dataset_info.json").read_text())
     summary = info["run_summary"]
     assert summary["gpu_hours_source"] == "wall_clock" and "wall-clock" in summary["gpu_hours_note"]
-    seconds = sum(d["seconds"] for stage in ("instructions", "responses", "multi_responses", "rewards")
-                  for domain in ("algebra", "geometry") for d in _disk(local_run, stage, domain))
+    seconds = sum(
+        d["seconds"]
+        for stage in ("instructions", "responses", "multi_responses", "rewards")
+        for domain in ("algebra", "geometry")
+        for d in _disk(local_run, stage, domain)
+    )
     assert summary["total"]["gpu_seconds"] == pytest.approx(seconds, abs=0.2)
     multi = summary["stages"]["multi_responses"]["domains"]["algebra"]
     done = _disk(local_run, "multi_responses", "algebra")
@@ -109,8 +130,14 @@ def test_not_a_run_directory(tmp_path, capsys):
 
 # ------------------------------------------------------------------ canned SLURM (no cluster needed)
 
-JOBS = [("instructions", "algebra", [0], "10"), ("select", "algebra", [0], "11"), ("responses", "algebra", [0, 1], "12"),
-        ("multi_responses", "algebra", [0, 1], "13"), ("rewards", "algebra", [0, 1], "14"), ("merge", "all", [0], "15")]
+JOBS = [
+    ("instructions", "algebra", [0], "10"),
+    ("select", "algebra", [0], "11"),
+    ("responses", "algebra", [0, 1], "12"),
+    ("multi_responses", "algebra", [0, 1], "13"),
+    ("rewards", "algebra", [0, 1], "14"),
+    ("merge", "all", [0], "15"),
+]
 T0 = "2026-01-01T10:00:00"
 SACCT = [  # JobID|State|ExitCode|Start|End|Elapsed|ElapsedRaw|NodeList|Reason|AllocTRES
     f"10|FAILED|1:0|{T0}|{T0}|00:00:30|30|node1|None|cpu=1,gres/gpu=1,node=1",  # yet DONE.json is there
@@ -123,8 +150,13 @@ SACCT = [  # JobID|State|ExitCode|Start|End|Elapsed|ElapsedRaw|NodeList|Reason|A
     "14_[0-1%8]|PENDING|0:0|Unknown|Unknown|00:00:00|0|None assigned|Dependency|",
     "15|PENDING|0:0|Unknown|Unknown|00:00:00|0|None assigned|Dependency|",
 ]
-SQUEUE = ["13_0|PENDING||BeginTime", "13_1|RUNNING|node2|None", "14_0|PENDING||Dependency",
-          "14_1|PENDING||Dependency", "15|PENDING||Dependency"]
+SQUEUE = [
+    "13_0|PENDING||BeginTime",
+    "13_1|RUNNING|node2|None",
+    "14_0|PENDING||Dependency",
+    "14_1|PENDING||Dependency",
+    "15|PENDING||Dependency",
+]
 
 
 def _script(path: Path, lines: list[str], probe: bool = False) -> None:
@@ -141,25 +173,42 @@ def broken_run(local_run, tmp_path) -> Path:
     """A copy of the local run, made to look like a SLURM run in trouble."""
     run = tmp_path / local_run.name
     shutil.copytree(local_run, run)
-    (run / "jobs.jsonl").write_text("".join(
-        json.dumps({"stage": s, "domain": d, "shards": shards, "job_id": j}) + "\n" for s, d, shards, j in JOBS))
+    (run / "jobs.jsonl").write_text(
+        "".join(json.dumps({"stage": s, "domain": d, "shards": shards, "job_id": j}) + "\n" for s, d, shards, j in JOBS)
+    )
     work = run / "work"
-    for stage, shard in (("responses", 0), ("responses", 1), ("multi_responses", 0), ("multi_responses", 1),
-                         ("rewards", 0), ("rewards", 1)):
+    for stage, shard in (
+        ("responses", 0),
+        ("responses", 1),
+        ("multi_responses", 0),
+        ("multi_responses", 1),
+        ("rewards", 0),
+        ("rewards", 1),
+    ):
         (work / stage / "algebra" / f"shard-{shard:05d}" / "DONE.json").unlink()
     (work / "merge" / "all" / "shard-00000" / "DONE.json").unlink()
     failing = work / "responses" / "algebra" / "shard-00001" / "attempts.jsonl"
-    failing.write_text("".join(
-        json.dumps({"event": "start", "attempt": a, "time": 1.0 + a}) + "\n"
-        + json.dumps({"event": "end", "attempt": a, "time": 1.5 + a, "error": f"EngineFault: boom {a}"}) + "\n"
-        for a in (1, 2, 3)))
+    failing.write_text(
+        "".join(
+            json.dumps({"event": "start", "attempt": a, "time": 1.0 + a})
+            + "\n"
+            + json.dumps({"event": "end", "attempt": a, "time": 1.5 + a, "error": f"EngineFault: boom {a}"})
+            + "\n"
+            for a in (1, 2, 3)
+        )
+    )
     preempted = work / "multi_responses" / "algebra" / "shard-00000" / "attempts.jsonl"
-    preempted.write_text(json.dumps({"event": "start", "attempt": 1, "time": 1.0}) + "\n"
-                         + json.dumps({"event": "end", "attempt": 1, "time": 2.0,
-                                       "error": "Interrupted: SIGTERM after 0 chunks"}) + "\n")
+    preempted.write_text(
+        json.dumps({"event": "start", "attempt": 1, "time": 1.0})
+        + "\n"
+        + json.dumps({"event": "end", "attempt": 1, "time": 2.0, "error": "Interrupted: SIGTERM after 0 chunks"})
+        + "\n"
+    )
     log = run / "logs" / "12_1" / "12_1_0_log.err"
     log.parent.mkdir(parents=True)
-    log.write_text("Traceback (most recent call last):\n    ^^^^^\nEngineFault: boom 3\nsrun: error: node2: task 0: Exited with exit code 1\n")
+    log.write_text(
+        "Traceback (most recent call last):\n    ^^^^^\nEngineFault: boom 3\nsrun: error: node2: task 0: Exited with exit code 1\n"
+    )
     return run
 
 
@@ -187,8 +236,11 @@ def test_failures_disagreements_and_preemption_from_sacct(broken_run, tmp_path, 
     assert capped.permanent and capped.attempts == 3 and capped.last_error == "EngineFault: boom 3"
     assert (capped.job_id, capped.node, capped.exit_code, capped.reason) == ("12_1", "node2", "1:0", "NonZeroExitCode")
     assert capped.log_path == str(broken_run / "logs" / "12_1" / "12_1_0_log.err")
-    assert capped.log_tail == ["Traceback (most recent call last):", "EngineFault: boom 3",
-                               "srun: error: node2: task 0: Exited with exit code 1"]
+    assert capped.log_tail == [
+        "Traceback (most recent call last):",
+        "EngineFault: boom 3",
+        "srun: error: node2: task 0: Exited with exit code 1",
+    ]
     assert not by_shard[("responses", 0)].permanent
     kinds = {(d.kind, d.stage, d.shard) for d in status.disagreements}
     assert kinds == {("completed_without_marker", "responses", 0), ("done_but_slurm_failed", "instructions", 0)}
@@ -254,12 +306,18 @@ def test_failing_sacct_falls_back_to_squeue(broken_run, tmp_path, monkeypatch):
 def test_array_record_stands_for_tasks_cancelled_before_the_array_split():
     # slurmdbd, as seen in CI: task 0 ran under its own record; task 1, cancelled because its
     # aftercorr twin failed, is recorded only under the array's record.
-    rows = [{"JobID": "667_0", "State": "COMPLETED"}, {"JobID": "667_[0-1%2]", "State": "CANCELLED by 0"},
-            {"JobID": "668", "State": "FAILED"}]
+    rows = [
+        {"JobID": "667_0", "State": "COMPLETED"},
+        {"JobID": "667_[0-1%2]", "State": "CANCELLED by 0"},
+        {"JobID": "668", "State": "FAILED"},
+    ]
     pieces = {"667": [("rewards", "calculus", 0), ("rewards", "calculus", 1)], "668": [("merge", "all", 0)]}
     got = {(r.stage, r.shard, r.job_id, r.state) for r in accounting._records(rows, pieces)}
-    assert got == {("rewards", 0, "667_0", "COMPLETED"), ("rewards", 1, "667_1", "CANCELLED"),
-                   ("merge", 0, "668", "FAILED")}
+    assert got == {
+        ("rewards", 0, "667_0", "COMPLETED"),
+        ("rewards", 1, "667_1", "CANCELLED"),
+        ("merge", 0, "668", "FAILED"),
+    }
 
 
 def test_status_asks_sacct_once_and_measures_throughput_once(broken_run, tmp_path, monkeypatch):

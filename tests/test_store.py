@@ -102,7 +102,13 @@ def test_done_marker_and_attempt_log(tmp_path):
     store.log_attempt({"event": "end", "attempt": 2, "error": "Interrupted: SIGTERM after 1 chunks"})
     store.log_interruption("USR2 (time limit)")  # attaches to the newest start, 3
     assert [(a["event"], a["attempt"]) for a in store.attempts()] == [
-        ("start", 1), ("start", 2), ("start", 3), ("end", 1), ("end", 2), ("interrupted", 3)]
+        ("start", 1),
+        ("start", 2),
+        ("start", 3),
+        ("end", 1),
+        ("end", 2),
+        ("interrupted", 3),
+    ]
     assert [a["attempt"] for a in store.counted_starts()] == [1]
     assert counted_starts(store.attempts()) == store.counted_starts()
     store.mark_done({"rows": 8})

@@ -34,8 +34,9 @@ def test_response_prompt_is_the_models_own_template(tiny_models):
     _, builder = _builder(tiny_models.deepseek)
     tok = builder.tokenizer
     text, ids = builder.response_prompt("Prove that 2 is prime.")
-    assert text == tok.apply_chat_template([{"role": "user", "content": "Prove that 2 is prime."}],
-                                           tokenize=False, add_generation_prompt=True)
+    assert text == tok.apply_chat_template(
+        [{"role": "user", "content": "Prove that 2 is prime."}], tokenize=False, add_generation_prompt=True
+    )
     assert ids.count(tok.convert_tokens_to_ids("<｜begin▁of▁sentence｜>")) == 1
     assert text.endswith("<｜Assistant｜><think>\n")
 

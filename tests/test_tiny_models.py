@@ -192,12 +192,7 @@ def _generate(path: Path, prompts: list[list[int]], stops: list[int], **kwargs) 
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
     with torch.no_grad():
         out = model.generate(
-            input_ids=input_ids,
-            attention_mask=mask,
-            max_new_tokens=256,
-            eos_token_id=stops,
-            pad_token_id=pad,
-            **kwargs,
+            input_ids=input_ids, attention_mask=mask, max_new_tokens=256, eos_token_id=stops, pad_token_id=pad, **kwargs
         )
     rows = []
     for row in out[:, width:].tolist():
@@ -286,10 +281,16 @@ def test_reward_remote_code_fails_like_armorms(tiny: TinyModels, tmp_path: Path)
     copy = tmp_path / "reward"
     shutil.copytree(tiny.reward, copy)
     marker = tmp_path / "marker"
-    code = ("from transformers import AutoModelForSequenceClassification as A\n"
-            f"A.from_pretrained({str(copy)!r}, trust_remote_code=True)\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"),
-           "MAGPIE_TINY_REMOTE_CODE_MARKER": str(marker)}
+    code = (
+        "from transformers import AutoModelForSequenceClassification as A\n"
+        f"A.from_pretrained({str(copy)!r}, trust_remote_code=True)\n"
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(tmp_path / "modules"),
+        "MAGPIE_TINY_REMOTE_CODE_MARKER": str(marker),
+    }
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode != 0
     assert "ImportError" in proc.stderr and "LLAMA_INPUTS_DOCSTRING" in proc.stderr, proc.stderr[-2000:]

@@ -26,18 +26,48 @@ from magpie_hpc.models import model_label
 DOMAINS = ("algebra", "geometry")
 COUNT = 4
 BOS = TEMPLATE_FAMILIES["deepseek_r1"]["bos"]
-KINDS = {"instructions": "ins", "sft": "ins_res", "preference": "ins_7res_armorm", "dpo": "dpo",
-         "sft_text": "sft_text", "dpo_text": "dpo_text"}
+KINDS = {
+    "instructions": "ins",
+    "sft": "ins_res",
+    "preference": "ins_7res_armorm",
+    "dpo": "dpo",
+    "sft_text": "sft_text",
+    "dpo_text": "dpo_text",
+}
 
 
 @pytest.fixture(scope="module")
 def run_dir(tiny_models, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("trl")
-    cfg = small_config(root / "small.toml", max_tokens=(64, 400),
-                       **{"domain_settings.geometry": {"max_tokens_instruction": 64, "max_tokens_response": 3}})
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-                 "--domains", ",".join(DOMAINS), "--count", str(COUNT), "--config", str(cfg)]) == 0
+    cfg = small_config(
+        root / "small.toml",
+        max_tokens=(64, 400),
+        **{"domain_settings.geometry": {"max_tokens_instruction": 64, "max_tokens_response": 3}},
+    )
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(root / "data"),
+                "--domains",
+                ",".join(DOMAINS),
+                "--count",
+                str(COUNT),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (root / "data").iterdir()
     return run
 
@@ -50,9 +80,16 @@ def tokenizer(tiny_models):
 @pytest.fixture(scope="module")
 def builder(tiny_models, tokenizer) -> PromptBuilder:
     """The generator's own prompt builder: the text and ids the responses stage gave the engine."""
-    return PromptBuilder(ResolvedModel(name=str(tiny_models.deepseek), path=str(tiny_models.deepseek),
-                                       family="deepseek_r1", tensor_parallel_size=1, max_model_len=8192),
-                         tokenizer)
+    return PromptBuilder(
+        ResolvedModel(
+            name=str(tiny_models.deepseek),
+            path=str(tiny_models.deepseek),
+            family="deepseek_r1",
+            tensor_parallel_size=1,
+            max_model_len=8192,
+        ),
+        tokenizer,
+    )
 
 
 def _records(path: Path) -> list[dict]:
@@ -71,6 +108,7 @@ def _front(run_dir: Path) -> dict:
 
 # --- the standard-format files -------------------------------------------------------------------
 
+
 def test_standard_sft_file_holds_the_generation_prompt_and_full_response(run_dir, builder, tokenizer):
     seed = _records(run_dir / "algebra" / "algebra_ins_res.json")
     text = _records(run_dir / "algebra" / "algebra_sft_text.json")
@@ -78,7 +116,7 @@ def test_standard_sft_file_holds_the_generation_prompt_and_full_response(run_dir
     for rec, original in zip(text, seed):
         assert set(rec) == {"id", "prompt", "completion"}
         prompt_text, prompt_ids = builder.response_prompt(original["instruction"])
-        assert prompt_text.startswith(BOS) and rec["prompt"] == prompt_text[len(BOS):]
+        assert prompt_text.startswith(BOS) and rec["prompt"] == prompt_text[len(BOS) :]
         assert rec["prompt"].endswith("<｜Assistant｜><think>\n") and BOS not in rec["prompt"]
         # The tokenizer's own BOS makes it exactly the ids the generator was given (one BOS).
         assert tokenizer(rec["prompt"])["input_ids"] == prompt_ids
@@ -100,8 +138,10 @@ def test_standard_dpo_file_pairs_with_the_conversational_one(run_dir, builder, t
             p = pref[std["id"]]
             prompt_text = builder.response_prompt(p["instruction"])[0]
             # prompt + chosen is the generator's prompt (BOS aside, the tokenizer adds it) + full response
-            assert std["prompt"] + std["chosen"] == prompt_text[len(BOS):] + p["responses"][std["chosen_index"]] \
-                + tokenizer.eos_token
+            assert (
+                std["prompt"] + std["chosen"]
+                == prompt_text[len(BOS) :] + p["responses"][std["chosen_index"]] + tokenizer.eos_token
+            )
             assert std["rejected"] == p["responses"][std["rejected_index"]] + tokenizer.eos_token
 
 
@@ -132,6 +172,7 @@ def test_maybe_apply_chat_template_on_both_dpo_variants(run_dir, tokenizer):
 
 # --- TRL's trainers on the shipped files -----------------------------------------------------------
 
+
 def _decode_masked(tokenizer, ids, mask) -> str:
     return tokenizer.decode([i for i, m in zip(ids, mask) if m], skip_special_tokens=False)
 
@@ -140,8 +181,16 @@ def test_sft_trainer_trains_on_the_reasoning(run_dir, tiny_models, tokenizer, tm
     from trl import SFTConfig, SFTTrainer
 
     dataset = _load("parquet", data_files=str(run_dir / "algebra" / "algebra_sft_text.parquet"), cache=tmp_path / "hf")
-    args = SFTConfig(output_dir=str(tmp_path / "sft"), use_cpu=True, max_steps=2, report_to="none",
-                     per_device_train_batch_size=1, max_length=None, save_strategy="no", logging_steps=1)
+    args = SFTConfig(
+        output_dir=str(tmp_path / "sft"),
+        use_cpu=True,
+        max_steps=2,
+        report_to="none",
+        per_device_train_batch_size=1,
+        max_length=None,
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = SFTTrainer(model=str(tiny_models.deepseek), processing_class=tokenizer, args=args, train_dataset=dataset)
     example, record = trainer.train_dataset[0], dataset[0]
     trained = _decode_masked(tokenizer, example["input_ids"], [label != -100 for label in example["labels"]])
@@ -158,8 +207,16 @@ def test_dpo_trainer_trains_on_the_reasoning(run_dir, tiny_models, tokenizer, tm
     from trl import DPOConfig, DPOTrainer
 
     dataset = _load("parquet", data_files=str(run_dir / "algebra" / "algebra_dpo_text.parquet"), cache=tmp_path / "hf")
-    args = DPOConfig(output_dir=str(tmp_path / "dpo"), use_cpu=True, max_steps=2, report_to="none",
-                     per_device_train_batch_size=1, max_length=None, save_strategy="no", logging_steps=1)
+    args = DPOConfig(
+        output_dir=str(tmp_path / "dpo"),
+        use_cpu=True,
+        max_steps=2,
+        report_to="none",
+        per_device_train_batch_size=1,
+        max_length=None,
+        save_strategy="no",
+        logging_steps=1,
+    )
     trainer = DPOTrainer(model=str(tiny_models.deepseek), processing_class=tokenizer, args=args, train_dataset=dataset)
     example, record = trainer.train_dataset[0], dataset[0]
     assert tokenizer.decode(example["prompt_ids"]) == BOS + record["prompt"]
@@ -172,6 +229,7 @@ def test_dpo_trainer_trains_on_the_reasoning(run_dir, tiny_models, tokenizer, tm
 
 
 # --- load_dataset on everything ------------------------------------------------------------------
+
 
 def test_empty_table_has_json_but_no_parquet(run_dir):
     folder = run_dir / "geometry"
@@ -232,6 +290,7 @@ def test_table_writer_removes_a_stale_twin_when_the_table_becomes_empty(tmp_path
 
 # --- names and the card --------------------------------------------------------------------------
 
+
 def test_models_named_without_machine_paths(run_dir, tiny_models):
     machine = str(tiny_models.deepseek.parent)
     for path in run_dir.glob("*/*"):
@@ -245,8 +304,11 @@ def test_models_named_without_machine_paths(run_dir, tiny_models):
     assert machine not in (run_dir / "README.md").read_text()
     assert str(tiny_models.deepseek.resolve()) in (run_dir / "run.json").read_text()  # resume needs it
     rec = _records(run_dir / "algebra" / "algebra_ins_7res_armorm.json")[0]
-    assert rec["gen_input_configs"]["input_generator"] == rec["gen_response_configs"]["output_generator"] \
+    assert (
+        rec["gen_input_configs"]["input_generator"]
+        == rec["gen_response_configs"]["output_generator"]
         == "deepseek-r1-tiny"
+    )
     assert rec["reward_model"] == "reward-tiny"
     combined = json.loads((run_dir / "combined_dataset_info.json").read_text())
     assert (combined["model"], combined["reward_model"]) == ("deepseek-r1-tiny", "reward-tiny")
@@ -263,10 +325,22 @@ def test_model_label():
 def test_card_says_which_file_goes_to_which_trainer(run_dir):
     body = (run_dir / "README.md").read_text().split("---\n", 2)[2]
     section = body.split("## Training with TRL", 1)[1].split("\n## ", 1)[0]
-    for words in ("`SFTTrainer`", "`<domain>_sft_text.json`", "`DPOTrainer`", "`<domain>_dpo_text.json`",
-                  "`<domain>_dpo.json`", "removes everything up to `</think>`", "`<think>\\n`", "EOS",
-                  "`RewardTrainer`", "`margin`", "-logsigmoid(r_chosen - r_rejected - margin)",
-                  "answer part only", "score_reasoning", "default config `sft_text`"):
+    for words in (
+        "`SFTTrainer`",
+        "`<domain>_sft_text.json`",
+        "`DPOTrainer`",
+        "`<domain>_dpo_text.json`",
+        "`<domain>_dpo.json`",
+        "removes everything up to `</think>`",
+        "`<think>\\n`",
+        "EOS",
+        "`RewardTrainer`",
+        "`margin`",
+        "-logsigmoid(r_chosen - r_rejected - margin)",
+        "answer part only",
+        "score_reasoning",
+        "default config `sft_text`",
+    ):
         assert words in section, words
 
 

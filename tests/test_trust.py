@@ -35,14 +35,28 @@ def marker(tmp_path, monkeypatch) -> Path:
 
 def _config(tmp_path: Path, reward_kind: str = "transformers") -> Path:
     # Synthetic generator, real reward model: the reward stage loads whatever the folder holds.
-    return small_config(tmp_path / "run.toml", max_tokens=(48, 48),
-                        engine={"kind": "synthetic", "reward_kind": reward_kind})
+    return small_config(
+        tmp_path / "run.toml", max_tokens=(48, 48), engine={"kind": "synthetic", "reward_kind": reward_kind}
+    )
 
 
-def _launch(tmp_path, capsys, *args: str, reward: str | None = None, model: str | None = None,
-            config: Path | None = None) -> tuple[int, str, str]:
-    argv = ["launch", "--executor", "local", "--domains", "algebra", "--count", "2",
-            "--config", str(config or _config(tmp_path)), "--output-root", str(tmp_path / "data"), *args]
+def _launch(
+    tmp_path, capsys, *args: str, reward: str | None = None, model: str | None = None, config: Path | None = None
+) -> tuple[int, str, str]:
+    argv = [
+        "launch",
+        "--executor",
+        "local",
+        "--domains",
+        "algebra",
+        "--count",
+        "2",
+        "--config",
+        str(config or _config(tmp_path)),
+        "--output-root",
+        str(tmp_path / "data"),
+        *args,
+    ]
     if model is not None:
         argv += ["--model", model]
     if reward is not None:
@@ -69,8 +83,11 @@ def _assert_package_scores(run_dir: Path, folder: Path) -> None:
     from magpie_hpc.engine.reward_engine import TransformersScorer
 
     records = json.loads((run_dir / "algebra" / "algebra_ins_7res_armorm.json").read_text())
-    convs = [[{"role": "user", "content": rec["instruction"]}, {"role": "assistant", "content": answer or full}]
-             for rec in records for full, answer in zip(rec["responses"], rec["answers"])]
+    convs = [
+        [{"role": "user", "content": rec["instruction"]}, {"role": "assistant", "content": answer or full}]
+        for rec in records
+        for full, answer in zip(rec["responses"], rec["answers"])
+    ]
     got = [s for rec in records for s in rec["scores"]]
     scorer = TransformersScorer(str(folder), max_length=4096, batch_tokens=4096, dtype="bfloat16")
     assert type(scorer.model).__module__ == "magpie_hpc.engine.armorm"
@@ -132,19 +149,35 @@ def test_hub_id_from_the_cache_runs_the_package_implementation(tiny_models, tmp_
 @pytest.mark.parametrize("variant", ["config_auto_map", "tokenizer_auto_map", "causal_lm_with_code"])
 def test_planted_folder_naming_other_code_is_refused(variant, tiny_models, tmp_path, capsys, marker, monkeypatch):
     work = tmp_path / "cwd"
-    evil = {"modeling_evil.py": EVIL_CODE.format(env=REMOTE_CODE_MARKER_ENV),
-            "tokenization_evil.py": EVIL_CODE.format(env=REMOTE_CODE_MARKER_ENV)}
+    evil = {
+        "modeling_evil.py": EVIL_CODE.format(env=REMOTE_CODE_MARKER_ENV),
+        "tokenization_evil.py": EVIL_CODE.format(env=REMOTE_CODE_MARKER_ENV),
+    }
     if variant == "config_auto_map":
-        _plant(tiny_models.reward, work / ARMORM, code=evil, config_edit=lambda c: c.update(
-            auto_map={"AutoModelForSequenceClassification": "modeling_evil.EvilRewardModel"}))
+        _plant(
+            tiny_models.reward,
+            work / ARMORM,
+            code=evil,
+            config_edit=lambda c: c.update(
+                auto_map={"AutoModelForSequenceClassification": "modeling_evil.EvilRewardModel"}
+            ),
+        )
         words = ("LlamaForRewardModelWithGating", "remote code", "modeling_evil.EvilRewardModel")
     elif variant == "tokenizer_auto_map":
-        _plant(tiny_models.reward, work / ARMORM, code=evil, tok_edit=lambda c: c.update(
-            auto_map={"AutoTokenizer": [None, "tokenization_evil.EvilTokenizer"]}))
+        _plant(
+            tiny_models.reward,
+            work / ARMORM,
+            code=evil,
+            tok_edit=lambda c: c.update(auto_map={"AutoTokenizer": [None, "tokenization_evil.EvilTokenizer"]}),
+        )
         words = ("tokenizer_config.json", "remote code")
     else:
-        _plant(tiny_models.deepseek, work / ARMORM, code=evil, config_edit=lambda c: c.update(
-            auto_map={"AutoModelForCausalLM": "modeling_evil.EvilLM"}))
+        _plant(
+            tiny_models.deepseek,
+            work / ARMORM,
+            code=evil,
+            config_edit=lambda c: c.update(auto_map={"AutoModelForCausalLM": "modeling_evil.EvilLM"}),
+        )
         words = ("Qwen2ForCausalLM", "not a reward model", "LlamaForRewardModelWithGating")
     monkeypatch.chdir(work)
     code, _, err = _launch(tmp_path, capsys, model=str(tiny_models.deepseek))
@@ -157,8 +190,9 @@ def test_causal_lm_as_reward_model_is_refused(tiny_models, tmp_path, capsys):
     _assert_refused(code, err, tmp_path, "reward_model", "Qwen2ForCausalLM", "ForSequenceClassification")
 
 
-@pytest.mark.parametrize("keep, missing", [(("config.json",), "weights"),
-                                           (("config.json", "model.safetensors"), "tokenizer")])
+@pytest.mark.parametrize(
+    "keep, missing", [(("config.json",), "weights"), (("config.json", "model.safetensors"), "tokenizer")]
+)
 def test_incomplete_reward_folder_is_refused(keep, missing, tiny_models, tmp_path, capsys):
     folder = tmp_path / "partial"
     folder.mkdir()
@@ -186,27 +220,38 @@ def test_reward_model_without_pad_id_is_refused(tiny_models, tmp_path, capsys):
 
 
 def test_classifier_as_generator_is_refused(tiny_models, tmp_path, capsys):
-    folder = _plant(tiny_models.reward, tmp_path / "cls", config_edit=lambda c: (
-        c.update(architectures=["LlamaForSequenceClassification"]), c.pop("auto_map")))
+    folder = _plant(
+        tiny_models.reward,
+        tmp_path / "cls",
+        config_edit=lambda c: (c.update(architectures=["LlamaForSequenceClassification"]), c.pop("auto_map")),
+    )
     code, _, err = _launch(tmp_path, capsys, model=str(folder), reward=str(tiny_models.reward))
     _assert_refused(code, err, tmp_path, "model", "LlamaForSequenceClassification", "ForCausalLM")
 
 
 def test_generator_with_remote_code_is_refused(tiny_models, tmp_path, capsys, marker):
-    folder = _plant(tiny_models.deepseek, tmp_path / "gen", code={"modeling_evil.py": EVIL_CODE.format(
-        env=REMOTE_CODE_MARKER_ENV)}, config_edit=lambda c: c.update(auto_map={"AutoModelForCausalLM": "modeling_evil.EvilLM"}))
+    folder = _plant(
+        tiny_models.deepseek,
+        tmp_path / "gen",
+        code={"modeling_evil.py": EVIL_CODE.format(env=REMOTE_CODE_MARKER_ENV)},
+        config_edit=lambda c: c.update(auto_map={"AutoModelForCausalLM": "modeling_evil.EvilLM"}),
+    )
     code, _, err = _launch(tmp_path, capsys, model=str(folder), reward=str(tiny_models.reward))
     _assert_refused(code, err, tmp_path, "model", "Qwen2ForCausalLM", "remote code", "modeling_evil.EvilLM")
     assert not marker.exists()
 
 
 # A chat template without the Llama-3 assistant header: ArmoRM has no gating input there.
-OTHER_TEMPLATE = ("{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n'"
-                  " + m['content'] + '<|eot_id|>' }}{% endfor %}")
+OTHER_TEMPLATE = (
+    "{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n'"
+    " + m['content'] + '<|eot_id|>' }}{% endfor %}"
+)
 
 
 def test_reward_template_without_assistant_header_is_refused_at_launch(tiny_models, tmp_path, capsys):
-    folder = _plant(tiny_models.reward, tmp_path / "otherchat", tok_edit=lambda c: c.update(chat_template=OTHER_TEMPLATE))
+    folder = _plant(
+        tiny_models.reward, tmp_path / "otherchat", tok_edit=lambda c: c.update(chat_template=OTHER_TEMPLATE)
+    )
     code, _, err = _launch(tmp_path, capsys, model=str(tiny_models.deepseek), reward=str(folder))
     _assert_refused(code, err, tmp_path, "reward_model", "chat template", "LlamaForRewardModelWithGating")
 
@@ -220,10 +265,22 @@ def test_a_conversation_without_assistant_header_names_the_record(tiny_models, t
     from magpie_hpc.launch import create_run, validate
 
     folder = _plant(tiny_models.reward, tmp_path / "reward")
-    cfg = load_config(small_config(tmp_path / "run.toml", max_tokens=(48, 48), fault_tolerance={"max_attempts": 1},
-                                   engine={"kind": "synthetic", "reward_kind": "transformers"}),
-                      {"domains": "algebra", "model": str(tiny_models.deepseek), "reward_model": str(folder),
-                       "output_root": str(tmp_path / "data"), "executor": "local"}, count=2)
+    cfg = load_config(
+        small_config(
+            tmp_path / "run.toml",
+            max_tokens=(48, 48),
+            fault_tolerance={"max_attempts": 1},
+            engine={"kind": "synthetic", "reward_kind": "transformers"},
+        ),
+        {
+            "domains": "algebra",
+            "model": str(tiny_models.deepseek),
+            "reward_model": str(folder),
+            "output_root": str(tmp_path / "data"),
+            "executor": "local",
+        },
+        count=2,
+    )
     run_dir = create_run(cfg, *validate(cfg))
     tok = json.loads((folder / "tokenizer_config.json").read_text())
     (folder / "tokenizer_config.json").write_text(json.dumps({**tok, "chat_template": OTHER_TEMPLATE}))

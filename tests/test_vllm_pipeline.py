@@ -22,9 +22,16 @@ from magpie_hpc.registry import DOMAIN_PRESETS
 def deepseek(tiny_models):
     cfg = load_config(overrides={"model": str(tiny_models.deepseek)})
     builder = PromptBuilder(resolve_model(str(tiny_models.deepseek), cfg))
-    engine = VllmGenerator(str(tiny_models.deepseek), seed=0, dtype="bfloat16", max_model_len=512,
-                           tensor_parallel_size=1, gpu_memory_utilization=0.9, enable_prefix_caching=True,
-                           enforce_eager=True)
+    engine = VllmGenerator(
+        str(tiny_models.deepseek),
+        seed=0,
+        dtype="bfloat16",
+        max_model_len=512,
+        tensor_parallel_size=1,
+        gpu_memory_utilization=0.9,
+        enable_prefix_caching=True,
+        enforce_eager=True,
+    )
     yield cfg, builder, engine
     engine.close()
 
@@ -37,7 +44,9 @@ def test_assistant_token_stops_magpie_generation(deepseek):
     texts = [c.text for r in free for c in r.completions]
     # Without stops the model does write the assistant header (the weights make it likely)...
     assert any("<｜Assistant｜>" in t for t in texts)
-    stopped = engine.generate([ids] * 4, Sampling(**base, stop=builder.stop_strings, stop_token_ids=builder.stop_token_ids))
+    stopped = engine.generate(
+        [ids] * 4, Sampling(**base, stop=builder.stop_strings, stop_token_ids=builder.stop_token_ids)
+    )
     comps = [c for r in stopped for c in r.completions]
     assert len(comps) == 64 and all(r.prompt_tokens == len(ids) for r in stopped)
     # ...and with them, generation ends there: no stop text leaks into an instruction.
@@ -62,8 +71,11 @@ def test_stream_keeps_chunk_order_and_aborts_what_is_left(deepseek):
     chunks = [prompts[0:3], prompts[3:4], prompts[4:6]]
     streamed = list(engine.generate_stream(Request(c, sampling) for c in chunks))
     assert [[r.prompt_tokens for r in results] for results in streamed] == [[len(p) for p in c] for c in chunks]
-    assert all(len(r.completions) == 2 and all(0 < c.output_tokens <= 16 for c in r.completions)
-               for results in streamed for r in results)
+    assert all(
+        len(r.completions) == 2 and all(0 < c.output_tokens <= 16 for c in r.completions)
+        for results in streamed
+        for r in results
+    )
     # A caller that stops after the first chunk (SIGTERM) leaves nothing queued in the engine,
     # which may serve the next shard of this process.
     stream = engine.generate_stream(Request(c, sampling) for c in chunks)
@@ -78,13 +90,32 @@ def test_all_domains_local_real_vllm(tiny_models, tmp_path, capsys):
     # greedy answers never close </think>, so at the real 0.0-0.05 the SFT files would be empty and
     # the per-record SFT checks would check nothing. At 0.8 about half its answers close </think>
     # (seen: 9 of 18); 8 problems a domain leave each domain's SFT file empty with odds of 1/256.
-    domains = {f"domain_settings.{d}": {"max_tokens_instruction": 48, "max_tokens_response": 96,
-                                         "response_temperature": 0.8} for d in DOMAIN_PRESETS}
-    cfg = small_config(tmp_path / "small.toml", engine={"max_model_len": 512}, multi_responses={"max_tokens": 64},
-                       **domains)
-    code = main(["launch", "--domains", "all", "--count", "8", "--executor", "local", "--config", str(cfg),
-                 "--model", str(tiny_models.deepseek), "--reward-model", str(tiny_models.reward),
-                 "--output-root", str(tmp_path / "data")])
+    domains = {
+        f"domain_settings.{d}": {"max_tokens_instruction": 48, "max_tokens_response": 96, "response_temperature": 0.8}
+        for d in DOMAIN_PRESETS
+    }
+    cfg = small_config(
+        tmp_path / "small.toml", engine={"max_model_len": 512}, multi_responses={"max_tokens": 64}, **domains
+    )
+    code = main(
+        [
+            "launch",
+            "--domains",
+            "all",
+            "--count",
+            "8",
+            "--executor",
+            "local",
+            "--config",
+            str(cfg),
+            "--model",
+            str(tiny_models.deepseek),
+            "--reward-model",
+            str(tiny_models.reward),
+            "--output-root",
+            str(tmp_path / "data"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     run_dir = Path(captured.out.strip().splitlines()[-1])
@@ -121,11 +152,19 @@ def test_loop_stop_ends_looping_requests_inside_vllm(deepseek, temperature):
     from magpie_hpc.stages.runner import _summary
 
     cfg, builder, engine = deepseek
-    prompts = [builder.response_prompt(f"Let G be a group of order {n}. How many Sylow 3-subgroups can G have?")[1]
-               for n in (12, 15, 21, 27)]
+    prompts = [
+        builder.response_prompt(f"Let G be a group of order {n}. How many Sylow 3-subgroups can G have?")[1]
+        for n in (12, 15, 21, 27)
+    ]
     max_tokens = 256
-    base = dict(temperature=temperature, top_p=1.0, max_tokens=max_tokens, repetition_penalty=0.7,
-                stop=builder.stop_strings, stop_token_ids=builder.stop_token_ids)
+    base = dict(
+        temperature=temperature,
+        top_p=1.0,
+        max_tokens=max_tokens,
+        repetition_penalty=0.7,
+        stop=builder.stop_strings,
+        stop_token_ids=builder.stop_token_ids,
+    )
     on = RepetitionDetection.from_settings(cfg.responses.repetition_detection)
     assert on is not None  # on by default
     stopped = [c for r in engine.generate(prompts, Sampling(**base, repetition_detection=on)) for c in r.completions]
@@ -143,8 +182,9 @@ def test_loop_stop_ends_looping_requests_inside_vllm(deepseek, temperature):
     assert all(c.output_tokens < max_tokens for c in looped)
     assert sum(c.output_tokens for c in stopped) < sum(c.output_tokens for c in ran_on) / 2
     # Counted as the shard's DONE.json counts them, and the tokens not spent as the run summary does.
-    table = pa.table({"finish_reasons": [[c.finish_reason] for c in stopped],
-                      "output_tokens": [[c.output_tokens] for c in stopped]})
+    table = pa.table(
+        {"finish_reasons": [[c.finish_reason] for c in stopped], "output_tokens": [[c.output_tokens] for c in stopped]}
+    )
     done = _summary("responses", [table])
     assert done["finish_reasons"].get("repetition") == len(looped)
     assert done["repetition_output_tokens"] == sum(c.output_tokens for c in looped)

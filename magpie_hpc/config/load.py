@@ -43,8 +43,9 @@ def _profiles_folder() -> Traversable:
 
 def shipped_profiles() -> list[str]:
     """The names `--profile` takes besides a path: the profiles in magpie_hpc/profiles/."""
-    return sorted(entry.name.removesuffix(".toml") for entry in _profiles_folder().iterdir()
-                  if entry.name.endswith(".toml"))
+    return sorted(
+        entry.name.removesuffix(".toml") for entry in _profiles_folder().iterdir() if entry.name.endswith(".toml")
+    )
 
 
 def profile_path(name: str) -> Path | Traversable:
@@ -54,8 +55,10 @@ def profile_path(name: str) -> Path | Traversable:
         return path
     shipped = shipped_profiles()
     if name not in shipped:
-        raise ConfigError(f"--profile: {name!r} is neither a file nor a shipped profile ({', '.join(shipped)}); "
-                          "pass one of those or the path of a TOML file")
+        raise ConfigError(
+            f"--profile: {name!r} is neither a file nor a shipped profile ({', '.join(shipped)}); "
+            "pass one of those or the path of a TOML file"
+        )
     return _profiles_folder() / f"{name}.toml"
 
 
@@ -119,7 +122,8 @@ def check_plan_size(cfg: RunConfig) -> None:
             if shards > cfg.sharding.max_shards:
                 raise ConfigError(
                     f"sharding.max_shards: {domain} {key} would have {shards:,} shards ({count:,} problems, {size:,} "
-                    f"per shard), above {cfg.sharding.max_shards:,}; raise sharding.{key} or lower the count")
+                    f"per shard), above {cfg.sharding.max_shards:,}; raise sharding.{key} or lower the count"
+                )
 
 
 def parse_counts(text: str) -> dict[str, int]:

@@ -26,8 +26,10 @@ RESERVED_NAMES = {"all", "work", "logs", "plots", "tokenizer"}  # folders of the
 
 def check_name(value: str, field: str) -> str:
     if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
-        raise ValueError(f"{field}: {value!r} is not a valid name; use lower-case letters, digits and _ "
-                         f"(starting with a letter, at most 32 characters: {NAME_PATTERN.pattern})")
+        raise ValueError(
+            f"{field}: {value!r} is not a valid name; use lower-case letters, digits and _ "
+            f"(starting with a letter, at most 32 characters: {NAME_PATTERN.pattern})"
+        )
     if value in RESERVED_NAMES:
         raise ValueError(f"{field}: {value!r} is reserved ({', '.join(sorted(RESERVED_NAMES))}); choose another name")
     return value

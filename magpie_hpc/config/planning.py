@@ -19,20 +19,34 @@ class ShardingConfig(StrictModel):
     multi_responses: int | None = Field(default=None, gt=0)  # rewards use the same shards (aftercorr)
     target_task_hours: float = Field(default=1.5, gt=0)
     chunk_size: int = Field(default=256, gt=0, description="Problems per committed chunk.")
-    max_shards: int = Field(default=100_000, gt=0, description=(
-        "The most shards one stage of one domain may have; a plan above it is refused at launch "
-        "(it would be held in memory), with the count and shard size that caused it."))
+    max_shards: int = Field(
+        default=100_000,
+        gt=0,
+        description=(
+            "The most shards one stage of one domain may have; a plan above it is refused at launch "
+            "(it would be held in memory), with the count and shard size that caused it."
+        ),
+    )
 
 
 class ThroughputConfig(StrictModel):
     """Planning estimates (dry-run GPU-hours), not limits. Defaults: a 32B bf16 model on one A100
     80GB under vLLM batching; BENCHMARKS.md says how to measure your own."""
 
-    generation_tokens_per_second: float | None = Field(default=None, gt=0, description=(
-        "Output tokens/s per GPU for every generation stage; unset: the roofline planner's figure per stage."))
-    measured: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict, description=(
-        "Measured output tokens/s per GPU by model, GPU type and stage (`python -m magpie_hpc calibrate "
-        "RUN_DIR` prints them from a pilot run); used instead of the roofline where model and GPU match."))
+    generation_tokens_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Output tokens/s per GPU for every generation stage; unset: the roofline planner's figure per stage."
+        ),
+    )
+    measured: dict[str, dict[str, dict[str, float]]] = Field(
+        default_factory=dict,
+        description=(
+            "Measured output tokens/s per GPU by model, GPU type and stage (`python -m magpie_hpc calibrate "
+            "RUN_DIR` prints them from a pilot run); used instead of the roofline where model and GPU match."
+        ),
+    )
     reward_tokens_per_second: float = Field(default=20000.0, gt=0, description="Scored tokens/s per GPU.")
     model_load_seconds: float = Field(default=240.0, ge=0, description="Per task, before the first chunk.")
     instruction_fill: float = Field(default=0.3, gt=0, le=1, description="Mean instruction length / max.")
@@ -59,11 +73,19 @@ class ArchitectureConfig(StrictModel):
 class HardwareConfig(StrictModel):
     """The generation GPUs, for the memory and roofline planner (magpie_hpc/roofline.py)."""
 
-    gpu: str = Field(default="A100-80GB", description=(
-        "GPU type: A100-40GB, A100-80GB, H100-80GB, H200, L40S (magpie_hpc/hardware.py), or any name "
-        "with gpu_memory_gib and memory_bandwidth_tbs."))
+    gpu: str = Field(
+        default="A100-80GB",
+        description=(
+            "GPU type: A100-40GB, A100-80GB, H100-80GB, H200, L40S (magpie_hpc/hardware.py), or any name "
+            "with gpu_memory_gib and memory_bandwidth_tbs."
+        ),
+    )
     gpu_memory_gib: float | None = Field(default=None, gt=0, description="Device memory; overrides the table.")
-    memory_bandwidth_tbs: float | None = Field(default=None, gt=0, description="Peak memory bandwidth, TB/s; overrides the table.")
+    memory_bandwidth_tbs: float | None = Field(
+        default=None, gt=0, description="Peak memory bandwidth, TB/s; overrides the table."
+    )
     gpus_per_node: int = Field(default=4, gt=0, description="GPUs on one node: the largest tensor-parallel group.")
-    architecture: ArchitectureConfig | None = Field(default=None, description=(
-        "The model's sizes; unset: read from its config.json, or the menu table. Frozen at launch."))
+    architecture: ArchitectureConfig | None = Field(
+        default=None,
+        description=("The model's sizes; unset: read from its config.json, or the menu table. Frozen at launch."),
+    )

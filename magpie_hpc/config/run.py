@@ -25,7 +25,9 @@ MAX_COUNT = 100_000_000
 class DomainConfig(StrictModel):
     """One math domain: how many problems and how to sample them."""
 
-    count: int = Field(gt=0, le=MAX_COUNT, description=f"Problems delivered for this domain (exact; at most {MAX_COUNT:,}).")
+    count: int = Field(
+        gt=0, le=MAX_COUNT, description=f"Problems delivered for this domain (exact; at most {MAX_COUNT:,})."
+    )
     instruction_temperature: float = Field(ge=0)
     response_temperature: float = Field(ge=0)
     max_tokens_instruction: int = Field(default=1024, gt=0)

@@ -28,16 +28,31 @@ class RepetitionDetectionConfig(StrictModel):
     request and step), overlapped with the GPU's next step by vLLM's async scheduling (on by default
     on GPU). tests/test_repetition_defaults.py checks these cases with vLLM's own check."""
 
-    enabled: bool = Field(default=True, description=(
-        "Stop looping requests inside vLLM (finish reason \"repetition\"); false turns the check off "
-        "(then only the after-the-fact count of cut-off responses ending in a loop remains)."))
-    max_pattern_size: int = Field(default=128, gt=0, description=(
-        "Longest repeated token block looked for; longer loops go unnoticed, and each extra size costs "
-        "scheduler time at every step."))
-    min_pattern_size: int = Field(default=8, gt=0, description=(
-        "Shortest block: shorter periods count only through their multiples of at least this size."))
-    min_count: int = Field(default=12, ge=2, description=(
-        "Repeats in a row that make a loop: above the rows of any zero matrix written out in full."))
+    enabled: bool = Field(
+        default=True,
+        description=(
+            'Stop looping requests inside vLLM (finish reason "repetition"); false turns the check off '
+            "(then only the after-the-fact count of cut-off responses ending in a loop remains)."
+        ),
+    )
+    max_pattern_size: int = Field(
+        default=128,
+        gt=0,
+        description=(
+            "Longest repeated token block looked for; longer loops go unnoticed, and each extra size costs "
+            "scheduler time at every step."
+        ),
+    )
+    min_pattern_size: int = Field(
+        default=8,
+        gt=0,
+        description=("Shortest block: shorter periods count only through their multiples of at least this size."),
+    )
+    min_count: int = Field(
+        default=12,
+        ge=2,
+        description=("Repeats in a row that make a loop: above the rows of any zero matrix written out in full."),
+    )
 
     @model_validator(mode="after")
     def _sizes(self) -> "RepetitionDetectionConfig":
@@ -52,20 +67,27 @@ class InstructionStageConfig(StrictModel):
     oversample: float = Field(
         default=0.3, ge=0, description="Extra clean instructions a shard keeps, for cleaning losses."
     )
-    max_rounds: int = Field(default=20, gt=0, description=(
-        "Rounds a shard may sample before it fails, naming its keep rate and drop reasons; a round is what "
-        "its target needs at throughput.keep_rate (so 20 lets a keep rate down to about a twentieth of "
-        "the planned one through)."))
+    max_rounds: int = Field(
+        default=20,
+        gt=0,
+        description=(
+            "Rounds a shard may sample before it fails, naming its keep rate and drop reasons; a round is what "
+            "its target needs at throughput.keep_rate (so 20 lets a keep rate down to about a twentieth of "
+            "the planned one through)."
+        ),
+    )
     max_difficulty: bool = True
     repetition_detection: RepetitionDetectionConfig = Field(
-        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage."
+    )
 
 
 class ResponseStageConfig(StrictModel):
     top_p: float = Field(default=1.0, gt=0, le=1)
     repetition_penalty: float = Field(default=1.0, gt=0)
     repetition_detection: RepetitionDetectionConfig = Field(
-        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage."
+    )
 
 
 class MultiResponseStageConfig(StrictModel):
@@ -74,7 +96,8 @@ class MultiResponseStageConfig(StrictModel):
     top_p: float = Field(default=0.95, gt=0, le=1)
     max_tokens: int = Field(default=4096, gt=0)
     repetition_detection: RepetitionDetectionConfig = Field(
-        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage.")
+        default_factory=RepetitionDetectionConfig, description="Loop stop inside vLLM for this stage."
+    )
 
 
 class RewardStageConfig(StrictModel):

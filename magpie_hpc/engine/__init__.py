@@ -4,6 +4,14 @@ from .base import Completion, EngineFault, Generator, PromptResult, Request, Sam
 from .factory import EngineCache, build_generator, build_scorer
 
 __all__ = [
-    "Completion", "EngineCache", "EngineFault", "Generator", "PromptResult", "Request", "Sampling", "Scorer",
-    "build_generator", "build_scorer",
+    "Completion",
+    "EngineCache",
+    "EngineFault",
+    "Generator",
+    "PromptResult",
+    "Request",
+    "Sampling",
+    "Scorer",
+    "build_generator",
+    "build_scorer",
 ]

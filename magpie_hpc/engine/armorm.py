@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+
 # GATING_PATTERN_TEXT: the turn boundary the gating network reads (end of the user turn, assistant
 # header). Callers encode it with the model's own tokenizer, never as hard-coded ids.
 from ..registry import ARMORM_ARCHITECTURE as ARCHITECTURE
@@ -50,15 +51,15 @@ class WeightsMismatch(ConfigError):
 class GatingNetwork(nn.Module):
     """Prompt-conditioned mixture weights over the objectives (`gating.*` in the checkpoint)."""
 
-    def __init__(self, in_features: int, out_features: int, *, hidden_dim: int, n_hidden: int,
-                 temperature: float):
+    def __init__(self, in_features: int, out_features: int, *, hidden_dim: int, n_hidden: int, temperature: float):
         super().__init__()
         self.temperature = float(temperature)
         # Learned in the checkpoint; 1.0 only until the weights are loaded.
         self.logit_scale = nn.Parameter(torch.ones(1))
         sizes = [in_features] + [hidden_dim] * n_hidden
-        self.layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])]
-                                    + [nn.Linear(sizes[-1], out_features)])
+        self.layers = nn.ModuleList(
+            [nn.Linear(a, b) for a, b in zip(sizes, sizes[1:])] + [nn.Linear(sizes[-1], out_features)]
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *hidden, last = self.layers
@@ -81,15 +82,17 @@ class ArmoRMRewardModel(nn.Module):
         self.model = LlamaModel(config)
         self.regression_layer = nn.Linear(config.hidden_size, n_obj, bias=False)
         self.gating = GatingNetwork(
-            config.hidden_size, n_obj,
+            config.hidden_size,
+            n_obj,
             hidden_dim=int(getattr(config, "gating_hidden_dim", DEFAULT_GATING_HIDDEN_DIM)),
             n_hidden=int(getattr(config, "gating_n_hidden", DEFAULT_GATING_N_HIDDEN)),
             temperature=float(getattr(config, "gating_temperature", DEFAULT_GATING_TEMPERATURE)),
         )
         self.reward_transform_matrix = nn.Parameter(torch.eye(n_obj), requires_grad=False)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                gating_positions: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, gating_positions: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
         """Right-padded rows; `gating_positions[i]` is where the last assistant header of row i starts."""
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows = torch.arange(input_ids.shape[0], device=hidden.device)
@@ -108,7 +111,7 @@ def gating_position(ids: Sequence[int], pattern: Sequence[int]) -> int | None:
     n = len(pattern)
     pattern = list(pattern)
     for start in range(len(ids) - n, -1, -1):
-        if list(ids[start:start + n]) == pattern:
+        if list(ids[start : start + n]) == pattern:
             return start
     return None
 

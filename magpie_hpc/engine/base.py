@@ -98,13 +98,15 @@ class Generator(ABC):
     load_seconds: float = 0.0
 
     @abstractmethod
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling,
-                 seeds: Sequence[int] | None = None) -> list[PromptResult]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[PromptResult]:
         """One result per prompt, in order, each with `sampling.n` completions; `seeds`: as
         `Request.seeds`."""
 
-    def generate_stream(self, requests: Iterable[Request], on_finished: OnFinished | None = None
-                        ) -> Iterator[list[PromptResult]]:
+    def generate_stream(
+        self, requests: Iterable[Request], on_finished: OnFinished | None = None
+    ) -> Iterator[list[PromptResult]]:
         """Each request's results, in request order, as soon as that request is complete. `requests`
         is pulled lazily: an engine that can takes the next one before the current one is done, so
         it never drains at a chunk boundary nor idles while the caller commits. `on_finished(r, i,

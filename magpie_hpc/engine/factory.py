@@ -30,22 +30,29 @@ def _injected(specs: list[str], task: TaskRef | None) -> bool:
     return False
 
 
-def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder, *, seed: int,
-                    task: TaskRef | None = None) -> Generator:
+def build_generator(
+    cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder, *, seed: int, task: TaskRef | None = None
+) -> Generator:
     eng = cfg.engine
     if eng.kind == "synthetic":
         from .synthetic import Misbehaviour, SyntheticGenerator
 
         marker = prompts.tokenizer(model.template["user_marker"], add_special_tokens=False)["input_ids"]
         misbehaviour = Misbehaviour(
-            length_rate=eng.synthetic_length_rate, loop_rate=eng.synthetic_loop_rate,
-            no_think_rate=eng.synthetic_no_think_rate, duplicate_rate=eng.synthetic_duplicate_rate,
+            length_rate=eng.synthetic_length_rate,
+            loop_rate=eng.synthetic_loop_rate,
+            no_think_rate=eng.synthetic_no_think_rate,
+            duplicate_rate=eng.synthetic_duplicate_rate,
             answer_agreement=eng.synthetic_answer_agreement,
         )
         return SyntheticGenerator(
-            seed=seed, user_marker_ids=marker, tokens_per_second=eng.synthetic_tokens_per_second,
-            fail=_injected(eng.synthetic_fail, task), hang=_injected(eng.synthetic_hang, task),
-            misbehaviour=misbehaviour, request_seeds=eng.synthetic_request_seeds,
+            seed=seed,
+            user_marker_ids=marker,
+            tokens_per_second=eng.synthetic_tokens_per_second,
+            fail=_injected(eng.synthetic_fail, task),
+            hang=_injected(eng.synthetic_hang, task),
+            misbehaviour=misbehaviour,
+            request_seeds=eng.synthetic_request_seeds,
         )
     from ..engine_version import engine_check
 
@@ -56,12 +63,21 @@ def build_generator(cfg: RunConfig, model: ResolvedModel, prompts: PromptBuilder
     ft = cfg.fault_tolerance
     # The wait for another task's compile is a quarter of the stall budget: the eager load that
     # follows a wait cut short, and the first chunk, must still fit in the watchdog's stall_seconds.
-    with warm_start(model.name, model.path, shared=eng.compile_cache == "shared" and compiles(eng.enforce_eager),
-                    heartbeat_seconds=ft.heartbeat_seconds, stale_seconds=ft.stale_seconds,
-                    wait_seconds=ft.stall_seconds / 4) as start:
+    with warm_start(
+        model.name,
+        model.path,
+        shared=eng.compile_cache == "shared" and compiles(eng.enforce_eager),
+        heartbeat_seconds=ft.heartbeat_seconds,
+        stale_seconds=ft.stale_seconds,
+        wait_seconds=ft.stall_seconds / 4,
+    ) as start:
         return VllmGenerator(
-            model.path, seed=seed, dtype=eng.dtype, max_model_len=model.max_model_len,
-            tensor_parallel_size=model.tensor_parallel_size, gpu_memory_utilization=eng.gpu_memory_utilization,
+            model.path,
+            seed=seed,
+            dtype=eng.dtype,
+            max_model_len=model.max_model_len,
+            tensor_parallel_size=model.tensor_parallel_size,
+            gpu_memory_utilization=eng.gpu_memory_utilization,
             enable_prefix_caching=eng.enable_prefix_caching,
             enforce_eager=eng.enforce_eager or (start is not None and start.eager),
             tokenizer=model.tokenizer_path,
@@ -84,8 +100,7 @@ def build_scorer(cfg: RunConfig, reward_path: str, *, task: TaskRef | None = Non
     from .reward_engine import TransformersScorer
 
     return TransformersScorer(
-        reward_path, max_length=cfg.rewards.max_length,
-        batch_tokens=cfg.rewards.batch_tokens, dtype=eng.dtype,
+        reward_path, max_length=cfg.rewards.max_length, batch_tokens=cfg.rewards.batch_tokens, dtype=eng.dtype
     )
 
 

@@ -69,19 +69,30 @@ class TransformersScorer(Scorer):
         model, info = AutoModelForSequenceClassification.from_pretrained(
             model_path, trust_remote_code=False, dtype=torch_dtype, output_loading_info=True
         )
-        problems = [f"{what} {', '.join(sorted(map(str, info.get(key) or [])))}"
-                    for key, what in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"),
-                                      ("mismatched_keys", "wrong shape"), ("error_msgs", "errors"))
-                    if info.get(key)]
+        problems = [
+            f"{what} {', '.join(sorted(map(str, info.get(key) or [])))}"
+            for key, what in (
+                ("missing_keys", "missing"),
+                ("unexpected_keys", "unexpected"),
+                ("mismatched_keys", "wrong shape"),
+                ("error_msgs", "errors"),
+            )
+            if info.get(key)
+        ]
         if problems:
-            raise ConfigError(f"reward_model: {model_path}: weights do not match {config['architectures'][0]}: "
-                              + "; ".join(problems))
+            raise ConfigError(
+                f"reward_model: {model_path}: weights do not match {config['architectures'][0]}: " + "; ".join(problems)
+            )
         if type(model).__name__ != config["architectures"][0]:
-            raise ConfigError(f"reward_model: {model_path} names {config['architectures'][0]} but transformers "
-                              f"builds {type(model).__name__} for its model_type; pass a consistent folder")
+            raise ConfigError(
+                f"reward_model: {model_path} names {config['architectures'][0]} but transformers "
+                f"builds {type(model).__name__} for its model_type; pass a consistent folder"
+            )
         if model.config.pad_token_id != self.pad_id:
-            raise ConfigError(f"reward_model: {model_path}: transformers reads pad_token_id "
-                              f"{model.config.pad_token_id}, config.json says {self.pad_id}")
+            raise ConfigError(
+                f"reward_model: {model_path}: transformers reads pad_token_id "
+                f"{model.config.pad_token_id}, config.json says {self.pad_id}"
+            )
         return model.to(self.device).eval()
 
     def _encode(self, conversation: list[dict[str, str]]) -> list[int]:

@@ -29,10 +29,14 @@ from dataclasses import dataclass
 from .base import Completion, EngineFault, Generator, PromptResult, Sampling, Scorer, prompt_seeds
 
 _OBJECTS = [
-    "finite group of order {a}", "Galois extension of degree {a} over $\\mathbb{{Q}}$",
-    "compact Riemannian manifold of dimension {a}", "martingale bounded in $L^{a}$",
-    "graph on {a} vertices with no $K_{b}$", "number field of discriminant {a}",
-    "measurable function on $[0,{a}]$", "projective curve of genus {b}",
+    "finite group of order {a}",
+    "Galois extension of degree {a} over $\\mathbb{{Q}}$",
+    "compact Riemannian manifold of dimension {a}",
+    "martingale bounded in $L^{a}$",
+    "graph on {a} vertices with no $K_{b}$",
+    "number field of discriminant {a}",
+    "measurable function on $[0,{a}]$",
+    "projective curve of genus {b}",
 ]
 _GOALS = [
     "Prove that the number of Sylow {b}-subgroups is at most {a}.",
@@ -66,9 +70,12 @@ class Misbehaviour:
     answer_agreement: float = 0.5
 
     def kind(self, roll: float, response: bool) -> str:
-        for name, rate in (("length", self.length_rate), ("loop", self.loop_rate),
-                           ("no_think", self.no_think_rate if response else 0.0),
-                           ("duplicate", self.duplicate_rate)):
+        for name, rate in (
+            ("length", self.length_rate),
+            ("loop", self.loop_rate),
+            ("no_think", self.no_think_rate if response else 0.0),
+            ("duplicate", self.duplicate_rate),
+        ):
             if roll < rate:
                 return name
             roll -= rate
@@ -103,8 +110,10 @@ def _steps(rng: random.Random, count: int) -> str:
 def _response(rng: random.Random, answer: str) -> str:
     # No opening <think>: the R1 templates end the generation prompt with "<think>\n" themselves, so
     # a real model's text starts inside its reasoning and only closes it.
-    return (f"{_steps(rng, rng.randint(2, 40))}\n</think>\n\n"
-            f"By the argument above the result holds. The answer is $\\boxed{{{answer}}}$.")
+    return (
+        f"{_steps(rng, rng.randint(2, 40))}\n</think>\n\n"
+        f"By the argument above the result holds. The answer is $\\boxed{{{answer}}}$."
+    )
 
 
 def _run_on(rng: random.Random, start: str, words: int) -> str:
@@ -131,9 +140,17 @@ def _loop(rng: random.Random, start: str, max_tokens: int | None = None) -> str:
 class SyntheticGenerator(Generator):
     name = "synthetic"
 
-    def __init__(self, *, seed: int, user_marker_ids: Sequence[int], tokens_per_second: float = 0.0,
-                 fail: bool = False, hang: bool = False, misbehaviour: Misbehaviour | None = None,
-                 request_seeds: bool = True):
+    def __init__(
+        self,
+        *,
+        seed: int,
+        user_marker_ids: Sequence[int],
+        tokens_per_second: float = 0.0,
+        fail: bool = False,
+        hang: bool = False,
+        misbehaviour: Misbehaviour | None = None,
+        request_seeds: bool = True,
+    ):
         self.seed = seed
         self.marker = tuple(user_marker_ids)
         self.tokens_per_second = tokens_per_second
@@ -150,8 +167,9 @@ class SyntheticGenerator(Generator):
         # The engine-level generator: what a sample gets depends on everything drawn before it.
         return _rng("engine", self.seed, self.calls, p_index, sample, key, sampling.temperature)
 
-    def _text(self, rng: random.Random, key: str, is_magpie: bool, max_tokens: int,
-              detect_loops: bool = True) -> tuple[str, str]:
+    def _text(
+        self, rng: random.Random, key: str, is_magpie: bool, max_tokens: int, detect_loops: bool = True
+    ) -> tuple[str, str]:
         """(text, how it ends) of one sample: "stop", "length" (run past max_tokens) or "repetition"."""
         m = self.misbehaviour
         kind = m.kind(rng.random(), response=not is_magpie)
@@ -177,8 +195,9 @@ class SyntheticGenerator(Generator):
             return f"{_steps(rng, rng.randint(2, 20))} So the answer should be {consensus}.", "stop"
         return start, "stop"
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling,
-                 seeds: Sequence[int] | None = None) -> list[PromptResult]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[PromptResult]:
         if self.fail:
             raise EngineFault("synthetic engine: injected failure")
         while self.hang:  # a hung engine: never returns, never progresses
@@ -188,13 +207,14 @@ class SyntheticGenerator(Generator):
         self.calls += 1
         results, produced = [], 0
         for p_index, (prompt, seed) in enumerate(zip(prompts, prompt_seeds(prompts, sampling, seeds))):
-            is_magpie = len(self.marker) > 0 and tuple(prompt[-len(self.marker):]) == self.marker
+            is_magpie = len(self.marker) > 0 and tuple(prompt[-len(self.marker) :]) == self.marker
             key = _prompt_key(prompt)
             completions = []
             for sample in range(sampling.n):
                 rng = self._sample_rng(key, seed, p_index, sample, sampling)
-                text, finish = self._text(rng, key, is_magpie, sampling.max_tokens,
-                                          detect_loops=sampling.repetition_detection is not None)
+                text, finish = self._text(
+                    rng, key, is_magpie, sampling.max_tokens, detect_loops=sampling.repetition_detection is not None
+                )
                 words = text.split(" ")
                 if len(words) > sampling.max_tokens:
                     words, finish = words[: sampling.max_tokens], "length"
@@ -204,7 +224,6 @@ class SyntheticGenerator(Generator):
         if self.tokens_per_second > 0:
             time.sleep(produced / self.tokens_per_second)
         return results
-
 
     def generate_stream(self, requests, on_finished=None):
         """Like vLLM's stream for the journal: the prompts of a request finish one after another,

@@ -34,8 +34,16 @@ class VllmGenerator(Generator):
     name = "vllm"
 
     def __init__(
-        self, model_path: str, *, seed: int, dtype: str, max_model_len: int, tensor_parallel_size: int,
-        gpu_memory_utilization: float, enable_prefix_caching: bool, enforce_eager: bool,
+        self,
+        model_path: str,
+        *,
+        seed: int,
+        dtype: str,
+        max_model_len: int,
+        tensor_parallel_size: int,
+        gpu_memory_utilization: float,
+        enable_prefix_caching: bool,
+        enforce_eager: bool,
         tokenizer: str | None = None,
         max_num_seqs: int | None = None,
         cpu_compile: bool = False,
@@ -56,9 +64,14 @@ class VllmGenerator(Generator):
 
         started = time.monotonic()
         self.llm = LLM(
-            model=model_path, seed=seed, dtype=dtype, max_model_len=max_model_len,
-            tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-            enable_prefix_caching=enable_prefix_caching, enforce_eager=enforce_eager,
+            model=model_path,
+            seed=seed,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enable_prefix_caching=enable_prefix_caching,
+            enforce_eager=enforce_eager,
             tokenizer=tokenizer,  # None: the model folder's; else the run's (models.write_engine_tokenizer)
             trust_remote_code=False,  # never run code from a model folder (launch refuses such models)
             # the planner sizes it for the GPU's KV cache; the CPU backend keeps its own default
@@ -72,8 +85,11 @@ class VllmGenerator(Generator):
         from vllm import SamplingParams
 
         return SamplingParams(
-            n=sampling.n, temperature=sampling.temperature, top_p=sampling.top_p,
-            max_tokens=sampling.max_tokens, stop=list(sampling.stop) or None,
+            n=sampling.n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_tokens,
+            stop=list(sampling.stop) or None,
             stop_token_ids=list(sampling.stop_token_ids) or None,
             repetition_penalty=sampling.repetition_penalty,
             # The CPU backend rejects per-request seeds; there the engine-level seed decides.
@@ -87,15 +103,19 @@ class VllmGenerator(Generator):
         decides and per-prompt seeds change nothing."""
         if seeds is None:
             return [self.sampling_params(sampling)] * len(prompts)
-        return [self.sampling_params(dataclasses.replace(sampling, seed=seed))
-                for seed in prompt_seeds(prompts, sampling, seeds)]
+        return [
+            self.sampling_params(dataclasses.replace(sampling, seed=seed))
+            for seed in prompt_seeds(prompts, sampling, seeds)
+        ]
 
-    def generate(self, prompts: Sequence[Sequence[int]], sampling: Sampling,
-                 seeds: Sequence[int] | None = None) -> list[PromptResult]:
+    def generate(
+        self, prompts: Sequence[Sequence[int]], sampling: Sampling, seeds: Sequence[int] | None = None
+    ) -> list[PromptResult]:
         from vllm.inputs import TokensPrompt
 
         outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self.prompt_params(prompts, sampling, seeds),
+            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts],
+            self.prompt_params(prompts, sampling, seeds),
             use_tqdm=False,
         )
         return [_result(out) for out in outputs]
@@ -120,8 +140,9 @@ class VllmGenerator(Generator):
                 if request is None:
                     return
                 ids, ordinal = [], next(ordinals)
-                for prompt, params in zip(request.prompts,
-                                          self.prompt_params(request.prompts, request.sampling, request.seeds)):
+                for prompt, params in zip(
+                    request.prompts, self.prompt_params(request.prompts, request.sampling, request.seeds)
+                ):
                     params.output_kind = RequestOutputKind.FINAL_ONLY  # what LLM.generate sets
                     ids.append(f"stream-{next(self._request_ids)}")
                     position[ids[-1]] = (ordinal, len(ids) - 1)
@@ -167,13 +188,16 @@ def _repetition_params(sampling: Sampling):
         return None
     from vllm.sampling_params import RepetitionDetectionParams
 
-    return RepetitionDetectionParams(max_pattern_size=rd.max_pattern_size, min_pattern_size=rd.min_pattern_size,
-                                     min_count=rd.min_count)
+    return RepetitionDetectionParams(
+        max_pattern_size=rd.max_pattern_size, min_pattern_size=rd.min_pattern_size, min_count=rd.min_count
+    )
 
 
 def _result(out) -> PromptResult:
     return PromptResult(
         prompt_tokens=len(out.prompt_token_ids),
-        completions=[Completion(text=c.text, output_tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop")
-                     for c in out.outputs],
+        completions=[
+            Completion(text=c.text, output_tokens=len(c.token_ids), finish_reason=c.finish_reason or "stop")
+            for c in out.outputs
+        ],
     )

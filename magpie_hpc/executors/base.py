@@ -35,8 +35,7 @@ class PlanDescription:
     stages: dict  # plan.stage_plan: layout, tokens/s per GPU, GPU-hours per stage and domain
 
     def to_json(self) -> str:
-        return json.dumps({"model": self.model, "executor": self.executor, **self.submission, **self.stages},
-                          indent=2)
+        return json.dumps({"model": self.model, "executor": self.executor, **self.submission, **self.stages}, indent=2)
 
     def text(self) -> str:
         from ..plan import render_stage_plan

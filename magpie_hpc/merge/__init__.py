@@ -16,5 +16,15 @@ from .records import file_names, final_answers
 from .run import generation_configs, merge_run, missing_shards
 from .writer import TableWriter
 
-__all__ = ["DomainMerger", "LoopCount", "TableWriter", "file_names", "final_answers", "generation_configs",
-           "loop_figures", "merge_run", "missing_shards", "stage_rows"]
+__all__ = [
+    "DomainMerger",
+    "LoopCount",
+    "TableWriter",
+    "file_names",
+    "final_answers",
+    "generation_configs",
+    "loop_figures",
+    "merge_run",
+    "missing_shards",
+    "stage_rows",
+]

@@ -52,20 +52,29 @@ class LoopCount:
                     self.cut_long += 1
 
     def stats(self, prefix: str) -> dict:
-        return {f"{prefix}_stopped_as_loops": self.stopped, f"{prefix}_cut_off_looping": self.cut_looping,
-                f"{prefix}_cut_off_long": self.cut_long}
+        return {
+            f"{prefix}_stopped_as_loops": self.stopped,
+            f"{prefix}_cut_off_looping": self.cut_looping,
+            f"{prefix}_cut_off_long": self.cut_long,
+        }
 
     def figures(self) -> dict:
-        return {"responses": self.responses, "stopped_as_loops": self.stopped,
-                "loop_stop_rate": round(self.stopped / self.responses, 4) if self.responses else 0.0,
-                "cut_off_looping": self.cut_looping, "cut_off_long": self.cut_long}
+        return {
+            "responses": self.responses,
+            "stopped_as_loops": self.stopped,
+            "loop_stop_rate": round(self.stopped / self.responses, 4) if self.responses else 0.0,
+            "cut_off_looping": self.cut_looping,
+            "cut_off_long": self.cut_long,
+        }
 
 
 def loop_figures(loops: dict[str, LoopCount], cfg) -> dict:
     """dataset_info.json's `quality.loops`: per response file, and whether the engine's stop was on."""
     figures = {name: count.figures() for name, count in loops.items()}
-    figures["detection"] = {"sft": cfg.responses.repetition_detection.enabled,
-                            "preference": cfg.multi_responses.repetition_detection.enabled}
+    figures["detection"] = {
+        "sft": cfg.responses.repetition_detection.enabled,
+        "preference": cfg.multi_responses.repetition_detection.enabled,
+    }
     return figures
 
 
@@ -77,7 +86,8 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
         wrong = IncompleteRunError(
             f"merge: {stage} {domain} shard {shard.shard} does not hold exactly ids "
             f"{instruction_id(domain, shard.start)}..{instruction_id(domain, shard.stop - 1)} once each; "
-            "delete that shard folder and resubmit")
+            "delete that shard folder and resubmit"
+        )
         index = shard.start
         records = store.chunk_records()
         for chunk in store.committed_indices():
@@ -96,8 +106,14 @@ def stage_rows(ctx: RunContext, stage: str, domain: str) -> Iterator[dict]:
 class DomainMerger:
     """One domain's files under `out_root/<domain>`; `run()` writes them and returns its dataset_info."""
 
-    def __init__(self, ctx: RunContext, domain: str, generation_date: str, out_root: Path | None = None,
-                 checker: EquivalenceChecker | None = None):
+    def __init__(
+        self,
+        ctx: RunContext,
+        domain: str,
+        generation_date: str,
+        out_root: Path | None = None,
+        checker: EquivalenceChecker | None = None,
+    ):
         self.ctx, self.cfg, self.domain, self.date = ctx, ctx.cfg, domain, generation_date
         self.checker = checker  # shared by the domains of one merge: its workers start once
         self.settings = self.cfg.domain(domain)
@@ -127,8 +143,10 @@ class DomainMerger:
     def write_sft(self) -> None:
         excluded = 0
         loops = LoopCount()
-        with (TableWriter(self.out / self.names["sft_data"]) as writer,
-              TableWriter(self.out / self.names["sft_text"]) as text_writer):
+        with (
+            TableWriter(self.out / self.names["sft_data"]) as writer,
+            TableWriter(self.out / self.names["sft_text"]) as text_writer,
+        ):
             for selected, row in self._with_instructions(RESPONSES):
                 self.samples.sft_response_tokens.append(row["output_tokens"][0])
                 loops.add(row["finish_reasons"], row["responses"])
@@ -138,8 +156,7 @@ class DomainMerger:
                 record, text = self.records.sft(selected, row)
                 writer.write(record)
                 text_writer.write(text)
-        self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded,
-                          **loops.stats("sft"))
+        self.stats.update(sft_records=writer.count, sft_excluded_incomplete=excluded, **loops.stats("sft"))
         self.loops["sft"] = loops
 
     def write_preference(self) -> None:
@@ -155,18 +172,27 @@ class DomainMerger:
         if checker is None and q.answer_equivalence:
             checker = EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers)
         restarts = checker.restarts if checker is not None else 0
-        voted = vote_stream(self._with_instructions(MULTI_RESPONSES, REWARDS),
-                            lambda rows: final_answers(rows[1]["answers"], rows[1]["complete"]), checker, equivalence)
-        with (TableWriter(self.out / self.names["preference_data"]) as writer,
-              TableWriter(self.out / self.names["dpo_data"]) as dpo,
-              TableWriter(self.out / self.names["dpo_text"]) as dpo_text, contextlib.ExitStack() as stack):
+        voted = vote_stream(
+            self._with_instructions(MULTI_RESPONSES, REWARDS),
+            lambda rows: final_answers(rows[1]["answers"], rows[1]["complete"]),
+            checker,
+            equivalence,
+        )
+        with (
+            TableWriter(self.out / self.names["preference_data"]) as writer,
+            TableWriter(self.out / self.names["dpo_data"]) as dpo,
+            TableWriter(self.out / self.names["dpo_text"]) as dpo_text,
+            contextlib.ExitStack() as stack,
+        ):
             if checker is not None and checker is not self.checker:
                 stack.callback(checker.close)
             for (selected, row, score_row), vote in voted:
                 scores = score_row["scores"]
                 if len(scores) != len(row["responses"]) or len(scores) != m.num_responses:
-                    raise IncompleteRunError(f"merge: {row['id']} has {len(row['responses'])} responses and "
-                                             f"{len(scores)} scores, expected {m.num_responses}")
+                    raise IncompleteRunError(
+                        f"merge: {row['id']} has {len(row['responses'])} responses and "
+                        f"{len(scores)} scores, expected {m.num_responses}"
+                    )
                 truncated += sum(row["truncated"])
                 total += len(row["truncated"])
                 loops.add(row["finish_reasons"], row["responses"])
@@ -186,18 +212,31 @@ class DomainMerger:
                 dpo.write(conversational)
                 dpo_text.write(text)
                 self.samples.margins.append(pair.margin)
-        self.stats.update(preference_records=writer.count,
-                          preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
-                          answers_disagreeing=disagreeing, preference_dropped_disagreeing=skipped["disagreeing"],
-                          dpo_pairs=dpo.count, **{f"dpo_skipped_{k}": v for k, v in skipped.items()},
-                          **loops.stats("preference"))
+        self.stats.update(
+            preference_records=writer.count,
+            preference_truncation_rate=round(truncated / total, 4) if total else 0.0,
+            answers_disagreeing=disagreeing,
+            preference_dropped_disagreeing=skipped["disagreeing"],
+            dpo_pairs=dpo.count,
+            **{f"dpo_skipped_{k}": v for k, v in skipped.items()},
+            **loops.stats("preference"),
+        )
         self.loops["preference"] = loops
         equivalence.worker_restarts = checker.restarts - restarts if checker is not None else 0
-        self.stats.update(answers_compared_by_value=equivalence.answers_by_value,
-                          answers_compared_as_strings=equivalence.answers_by_string)
-        self.quality = dict(truncated=truncated, responses=total, agreements=agreements, disagreeing=disagreeing,
-                            dropped_disagreeing=skipped["disagreeing"], dpo_pairs=dpo.count, dpo_skipped=skipped,
-                            equivalence=equivalence.to_json())
+        self.stats.update(
+            answers_compared_by_value=equivalence.answers_by_value,
+            answers_compared_as_strings=equivalence.answers_by_string,
+        )
+        self.quality = dict(
+            truncated=truncated,
+            responses=total,
+            agreements=agreements,
+            disagreeing=disagreeing,
+            dropped_disagreeing=skipped["disagreeing"],
+            dpo_pairs=dpo.count,
+            dpo_skipped=skipped,
+            equivalence=equivalence.to_json(),
+        )
 
     def quality_section(self) -> dict:
         """dataset_info.json's `quality`: what `python -m magpie_hpc report` prints, flags included."""
@@ -206,13 +245,20 @@ class DomainMerger:
             done = self.ctx.view.done(INSTRUCTIONS, self.domain, shard.shard) or {}
             drop_reasons.update(done.get("drop_reasons", {}))
         duplicates = self.ctx.view.duplicates(self.domain)
-        figures = quality_figures(problems=self.settings.count, duplicates=duplicates, drop_reasons=drop_reasons,
-                                  sft_excluded=self.stats["sft_excluded_incomplete"],
-                                  decontamination=self.ctx.view.decontamination(self.domain), **self.quality)
+        figures = quality_figures(
+            problems=self.settings.count,
+            duplicates=duplicates,
+            drop_reasons=drop_reasons,
+            sft_excluded=self.stats["sft_excluded_incomplete"],
+            decontamination=self.ctx.view.decontamination(self.domain),
+            **self.quality,
+        )
         figures["loops"] = loop_figures(self.loops, self.cfg)
-        self.stats.update(exact_duplicates_dropped=figures["exact_duplicates_dropped"],
-                          near_duplicates_dropped=figures["near_duplicates_dropped"],
-                          benchmark_problems_dropped=figures["decontamination"]["dropped"])
+        self.stats.update(
+            exact_duplicates_dropped=figures["exact_duplicates_dropped"],
+            near_duplicates_dropped=figures["near_duplicates_dropped"],
+            benchmark_problems_dropped=figures["decontamination"]["dropped"],
+        )
         figures["flags"] = domain_flags(self.domain, figures, self.cfg.quality)
         return figures
 
@@ -220,16 +266,20 @@ class DomainMerger:
         s, m = self.settings, self.cfg.multi_responses
         return {
             "dataset_name": f"Magpie-{title(self.domain)}-HLE-{count_label(s.count)}",
-            "model": self.generator, "model_revision": model_revision(self.ctx.manifest, "model"),
-            "domain": self.domain, "problem_count": s.count,
-            "description": s.description, "generation_date": self.date,
+            "model": self.generator,
+            "model_revision": model_revision(self.ctx.manifest, "model"),
+            "domain": self.domain,
+            "problem_count": s.count,
+            "description": s.description,
+            "generation_date": self.date,
             "parameters": {
                 "instruction_temperature": s.instruction_temperature,
                 "response_temperature": s.response_temperature,
                 "max_tokens_instruction": s.max_tokens_instruction,
                 "max_tokens_response": s.max_tokens_response,
                 "num_preference_responses": m.num_responses,
-                "preference_temperature": m.temperature, "preference_top_p": m.top_p,
+                "preference_temperature": m.temperature,
+                "preference_top_p": m.top_p,
                 "advanced_reasoning_mode": self.cfg.instructions.max_difficulty,
                 "reward_model": self.records.reward_label,
                 "reward_model_revision": model_revision(self.ctx.manifest, "reward_model"),

@@ -37,8 +37,10 @@ def merge_lock(run_dir: Path) -> Iterator[None]:
     try:
         lock.acquire()
     except Timeout:
-        raise MergeBusy(f"merge: another merge of {run_dir} is running (it holds {lock.lock_file}); wait for it "
-                        "to finish, then rerun if needed") from None
+        raise MergeBusy(
+            f"merge: another merge of {run_dir} is running (it holds {lock.lock_file}); wait for it "
+            "to finish, then rerun if needed"
+        ) from None
     try:
         yield
     finally:

@@ -65,12 +65,14 @@ class RecordShaper:
         # Each instruction shard's recorded settings (its newest, where a --force change split it).
         self.instruction_settings = {
             r.shard: (shard_settings(ctx.store.shard(INSTRUCTIONS, domain, r.shard)) or [None])[-1]
-            for r in stage_shards(self.cfg, INSTRUCTIONS, domain)}
+            for r in stage_shards(self.cfg, INSTRUCTIONS, domain)
+        }
         self.texts = ctx.template_texts
         self.pre_query = self.texts.pre_query[domain]
         # A run.json from before the EOS text was frozen needs the tokenizer once for it.
-        self.formats = TextFormats(self.texts, ctx.model.family,
-                                   self.texts.eos_token or ctx.prompts.tokenizer.eos_token)
+        self.formats = TextFormats(
+            self.texts, ctx.model.family, self.texts.eos_token or ctx.prompts.tokenizer.eos_token
+        )
         self.reward_label = model_label(ctx.reward_path)
 
     def instruction(self, row: dict) -> dict:
@@ -79,31 +81,40 @@ class RecordShaper:
         # current config only for a run from before settings were recorded.
         made = self.instruction_settings.get(row.get("source_shard")) or {}
         return {
-            "id": row["id"], "pre_query_template": self.pre_query, "instruction": row["instruction"],
-            "response": None, "created": row["created"],
+            "id": row["id"],
+            "pre_query_template": self.pre_query,
+            "instruction": row["instruction"],
+            "response": None,
+            "created": row["created"],
             "gen_input_configs": {
                 "temperature": made.get("temperature", self.settings.instruction_temperature),
                 "top_p": made.get("top_p", self.cfg.instructions.top_p),
-                "input_generator": model_label(made.get("input_generator", self.ctx.model.name)), "seed": row["seed"],
-                "domain": self.domain, "max_tokens": made.get("max_tokens", self.settings.max_tokens_instruction),
+                "input_generator": model_label(made.get("input_generator", self.ctx.model.name)),
+                "seed": row["seed"],
+                "domain": self.domain,
+                "max_tokens": made.get("max_tokens", self.settings.max_tokens_instruction),
             },
             "gen_response_configs": None,
             "instruction_tokens": row["instruction_tokens"],
         }
 
-    def _response_configs(self, temperature: float, top_p: float, max_tokens: int, n: int, seed: int,
-                          made: dict | None = None) -> dict:
+    def _response_configs(
+        self, temperature: float, top_p: float, max_tokens: int, n: int, seed: int, made: dict | None = None
+    ) -> dict:
         """`made`: the settings recorded with the chunk that generated the row; they win over the
         run's current config (which a --resume --force may have changed since)."""
         made = made or {}
         return {
-            "prompt": self.texts.response_prompt, "temperature": made.get("temperature", temperature),
+            "prompt": self.texts.response_prompt,
+            "temperature": made.get("temperature", temperature),
             "top_p": made.get("top_p", top_p),
             "repetition_penalty": made.get("repetition_penalty", self.cfg.responses.repetition_penalty),
             "max_tokens": made.get("max_tokens", max_tokens),
             "stop_tokens": list(self.texts.stop_strings),
             "output_generator": model_label(made.get("output_generator", self.ctx.model.name)),
-            "engine": made.get("engine", self.cfg.engine.kind), "n": made.get("n", n), "seed": seed,
+            "engine": made.get("engine", self.cfg.engine.kind),
+            "n": made.get("n", n),
+            "seed": seed,
         }
 
     def sft(self, selected: dict, row: dict) -> tuple[dict, dict]:
@@ -112,11 +123,19 @@ class RecordShaper:
         record.update(
             response=row["responses"][0],
             gen_response_configs=self._response_configs(
-                self.settings.response_temperature, self.cfg.responses.top_p,
-                self.settings.max_tokens_response, 1, row["seed"], row.get("_settings")),
-            reasoning=row["reasonings"][0], answer=row["answers"][0],
-            finish_reason=row["finish_reasons"][0], prompt_tokens=row["prompt_tokens"],
-            output_tokens=row["output_tokens"][0], truncated=row["truncated"][0],
+                self.settings.response_temperature,
+                self.cfg.responses.top_p,
+                self.settings.max_tokens_response,
+                1,
+                row["seed"],
+                row.get("_settings"),
+            ),
+            reasoning=row["reasonings"][0],
+            answer=row["answers"][0],
+            finish_reason=row["finish_reasons"][0],
+            prompt_tokens=row["prompt_tokens"],
+            output_tokens=row["output_tokens"][0],
+            truncated=row["truncated"][0],
         )
         return record, self.formats.sft_record(row["id"], selected["instruction"], row["responses"][0])
 
@@ -128,19 +147,30 @@ class RecordShaper:
         del record["response"]
         record.update(
             responses=row["responses"],
-            gen_response_configs=self._response_configs(m.temperature, m.top_p, m.max_tokens,
-                                                        m.num_responses, row["seed"], row.get("_settings")),
-            rewards_armorm=[{"score": s} for s in score_row["scores"]], scores=score_row["scores"],
-            reward_model=self.reward_label, reward_scored_part=score_row["scored_part"],
-            reasonings=row["reasonings"], answers=row["answers"], finish_reasons=row["finish_reasons"],
-            prompt_tokens=row["prompt_tokens"], output_tokens=row["output_tokens"],
-            truncated=row["truncated"], complete=row["complete"],
-            final_answers=normalized, majority_answer=vote.majority_answer, agreement=vote.agreement,
+            gen_response_configs=self._response_configs(
+                m.temperature, m.top_p, m.max_tokens, m.num_responses, row["seed"], row.get("_settings")
+            ),
+            rewards_armorm=[{"score": s} for s in score_row["scores"]],
+            scores=score_row["scores"],
+            reward_model=self.reward_label,
+            reward_scored_part=score_row["scored_part"],
+            reasonings=row["reasonings"],
+            answers=row["answers"],
+            finish_reasons=row["finish_reasons"],
+            prompt_tokens=row["prompt_tokens"],
+            output_tokens=row["output_tokens"],
+            truncated=row["truncated"],
+            complete=row["complete"],
+            final_answers=normalized,
+            majority_answer=vote.majority_answer,
+            agreement=vote.agreement,
             answers_agree=vote.answers_agree,
         )
         return record
 
-    def dpo(self, instruction: str, row: dict, scores: list[float]) -> tuple[tuple[DpoPair, dict, dict] | None, str | None]:
+    def dpo(
+        self, instruction: str, row: dict, scores: list[float]
+    ) -> tuple[tuple[DpoPair, dict, dict] | None, str | None]:
         """((pair, conversational record, TRL standard-format record), None), or (None, why the
         problem gives no pair): quality/dpo.py's rule."""
         # A DPO side must be complete and hold a non-empty answer part.
@@ -149,4 +179,8 @@ class RecordShaper:
         if pair is None:
             return None, reason
         conversational = dpo_record(row["id"], instruction, row["responses"], pair)
-        return (pair, conversational, self.formats.dpo_record(conversational, instruction, row["responses"], pair)), None
+        return (
+            pair,
+            conversational,
+            self.formats.dpo_record(conversational, instruction, row["responses"], pair),
+        ), None

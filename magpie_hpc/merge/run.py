@@ -52,8 +52,9 @@ def missing_shards(ctx: RunContext) -> list[str]:
     return missing
 
 
-def merge_run(run_dir: Path | str, ctx: RunContext | None = None,
-              accounting: Callable[[RunStore], dict | None] | None = None) -> dict:
+def merge_run(
+    run_dir: Path | str, ctx: RunContext | None = None, accounting: Callable[[RunStore], dict | None] | None = None
+) -> dict:
     """Write the dataset; raises IncompleteRunError listing what is missing, before writing anything.
     `accounting` (the SLURM merge task passes `slurm.accounting.run_accounting`) gives the run
     summary its GPU-hours; without it they are wall-clock seconds from the done markers."""
@@ -83,7 +84,9 @@ def _merge_locked(ctx: RunContext, accounting) -> dict:
     missing = missing_shards(ctx)
     if missing:
         shown = "; ".join(missing[:10]) + (f"; and {len(missing) - 10} more" if len(missing) > 10 else "")
-        raise IncompleteRunError(f"merge: {len(missing)} shard(s) not done: {shown}; run `python -m magpie_hpc resubmit {ctx.run_dir}`")
+        raise IncompleteRunError(
+            f"merge: {len(missing)} shard(s) not done: {shown}; run `python -m magpie_hpc resubmit {ctx.run_dir}`"
+        )
     date = datetime.now(timezone.utc).isoformat(timespec="seconds")
     # Everything is written into a staging folder and published together once complete.
     staging = Staging(ctx.run_dir)
@@ -107,13 +110,18 @@ def _merge_locked(ctx: RunContext, accounting) -> dict:
 def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
     infos, samples = {}, {}
     q = ctx.cfg.quality
-    with (EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers) if q.answer_equivalence
-          else contextlib.nullcontext()) as checker:
+    with (
+        EquivalenceChecker(q.equivalence_timeout_s, q.equivalence_workers)
+        if q.answer_equivalence
+        else contextlib.nullcontext()
+    ) as checker:
         for d in ctx.cfg.domains:
             merger = DomainMerger(ctx, d, date, out_root=out, checker=checker)
             infos[d], samples[d] = merger.run(), merger.samples
-    rates = {d: {k: info["quality"][k] for k in ("truncation_rate", "sft_excluded_rate", "agreement_rate")}
-             for d, info in infos.items()}
+    rates = {
+        d: {k: info["quality"][k] for k in ("truncation_rate", "sft_excluded_rate", "agreement_rate")}
+        for d, info in infos.items()
+    }
     plots = write_plots(out / PLOTS_DIR, samples, rates, ctx.cfg.quality.model_dump())
     del samples
     cfg = ctx.cfg
@@ -121,16 +129,21 @@ def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
     all_six = len(cfg.domains) == len(cfg.domain_settings)
     combined = {
         "dataset_name": f"Magpie-Math-{'Complete' if all_six else 'Subset'}-HLE-{count_label(total)}",
-        "model": model_label(ctx.model.name), "model_revision": model_revision(ctx.manifest, "model"),
-        "total_problems": total, "generation_date": date,
+        "model": model_label(ctx.model.name),
+        "model_revision": model_revision(ctx.manifest, "model"),
+        "total_problems": total,
+        "generation_date": date,
         "domains": {
             d: {"problems": cfg.domain(d).count, "description": cfg.domain(d).description, "directory": d}
             for d in cfg.domains
         },
-        "files_per_domain": {k: v.replace(cfg.domains[0], "<domain>", 1)
-                             for k, v in file_names(cfg.domains[0], cfg.multi_responses.num_responses).items()},
+        "files_per_domain": {
+            k: v.replace(cfg.domains[0], "<domain>", 1)
+            for k, v in file_names(cfg.domains[0], cfg.multi_responses.num_responses).items()
+        },
         "reward_model": model_label(ctx.reward_path),
-        "reward_model_revision": model_revision(ctx.manifest, "reward_model"), "magpie_hpc_version": __version__,
+        "reward_model_revision": model_revision(ctx.manifest, "reward_model"),
+        "magpie_hpc_version": __version__,
         "run": ctx.manifest.get("run_name"),
         "summary": {d: info["counts"] for d, info in infos.items()},
         "empty_tables": {d: info["empty_tables"] for d, info in infos.items() if info["empty_tables"]},
@@ -140,8 +153,11 @@ def _write_outputs(ctx: RunContext, accounting, date: str, out: Path) -> dict:
         "generation_configs": generation_configs(ctx),
     }
     # launch's record (run.json) plus the GPU types each stage ran on (DONE.json)
-    combined["provenance"] = {**(ctx.manifest.get("provenance") or {}), "stage_gpus": stage_gpus(ctx),
-                              "merged_by_magpie_hpc": __version__}
+    combined["provenance"] = {
+        **(ctx.manifest.get("provenance") or {}),
+        "stage_gpus": stage_gpus(ctx),
+        "merged_by_magpie_hpc": __version__,
+    }
     combined["run_summary"] = build_run_summary(ctx, accounting)
     write_json_atomic(out / "combined_dataset_info.json", combined)
     readme = render_readme(combined, infos) + render_run_summary(combined["run_summary"])

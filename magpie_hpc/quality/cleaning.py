@@ -52,8 +52,7 @@ _LINE_START = r"(?m)^[ \t]*(?:>[ \t]*)?(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*"
 # and "Answer with a proof" in a question do not match. Cut wherever found, unless the
 # question before it asks about the user's own attempt (see _OWN_ATTEMPT).
 _HEADING_MARKER = re.compile(
-    _LINE_START
-    + r"(?:Solution|SOLUTION|Answer|ANSWER|Final[ \t]+Answer|FINAL[ \t]+ANSWER|Proof|PROOF)"
+    _LINE_START + r"(?:Solution|SOLUTION|Answer|ANSWER|Final[ \t]+Answer|FINAL[ \t]+ANSWER|Proof|PROOF)"
     r"(?:[ \t]+\d+)?[ \t]*(?:\*\*|__)?[ \t]*(?:[:.]|$)"
 )
 # "Is my proof correct?\n\nProof: ..." -- there the heading belongs to the question.
@@ -83,9 +82,7 @@ _HARD_MARKERS: tuple[re.Pattern[str], ...] = (
 # Reasoning-model openings ("Okay, so I need to ..."). Also how a user may start a question
 # in first person, hence guarded: not cut when the text ends with a question mark.
 _REASONING_MARKERS: tuple[re.Pattern[str], ...] = (
-    re.compile(
-        _LINE_START + r"(?:Okay|OK|Ok|Alright|All right|Hmm)[,.]?[ \t]+(?:so|let's|let me|I)\b"
-    ),
+    re.compile(_LINE_START + r"(?:Okay|OK|Ok|Alright|All right|Hmm)[,.]?[ \t]+(?:so|let's|let me|I)\b"),
 )
 
 # Sentence openings of an answer. A question may also contain them ("To solve this I tried
@@ -94,8 +91,7 @@ _REASONING_MARKERS: tuple[re.Pattern[str], ...] = (
 # already a task (see _TASK).
 _SOFT_MARKERS: tuple[re.Pattern[str], ...] = (
     re.compile(
-        _LINE_START
-        + r"(?:To solve (?:this|the)\b|To prove (?:this|the)\b|Let's solve\b|Let us solve\b"
+        _LINE_START + r"(?:To solve (?:this|the)\b|To prove (?:this|the)\b|Let's solve\b|Let us solve\b"
         r"|Let me (?:solve|think|start|try|work)\b|First, let's\b|We begin\b|We start by\b"
         r"|The (?:final )?answer is\b"
         r"|Step 1(?:[ \t]*(?:\*\*|__))?[ \t]*[:.)])"
@@ -166,15 +162,11 @@ _DANGLING_WORDS = re.compile(
     r"|defined by|given by|denoted by|as follows)\Z"
 )
 # The same announcements closed with '.' or ':' ("... is defined as follows.").
-_DANGLING_PHRASES = re.compile(
-    r"(?i)\b(?:as follows|the following|defined by|given by)\s*[.:]?\Z"
-)
+_DANGLING_PHRASES = re.compile(r"(?i)\b(?:as follows|the following|defined by|given by)\s*[.:]?\Z")
 
 # Math delimiters, longest first; "\\\\" (a LaTeX line break) comes first so "\\[2pt]"
 # is not read as "\[" and an escaped "\$" is not a delimiter.
-_MATH_TOKEN = re.compile(
-    r"\\\\|\\\$|\\\[|\\\]|\\\(|\\\)|\\begin\{([^{}]*)\}|\\end\{([^{}]*)\}|\$\$|\$"
-)
+_MATH_TOKEN = re.compile(r"\\\\|\\\$|\\\[|\\\]|\\\(|\\\)|\\begin\{([^{}]*)\}|\\end\{([^{}]*)\}|\$\$|\$")
 _CLOSER = {"$": "$", "$$": "$$", "\\[": "\\]", "\\(": "\\)"}
 # An open "$...": truncated math has LaTeX in it; a currency "$5" does not.
 _LATEX_CHARS = re.compile(r"[\\^_{}=]")
@@ -223,12 +215,7 @@ def _is_dangling(text: str) -> bool:
 # --- the entry points ------------------------------------------------------------------
 
 
-def clean_instruction(
-    text: str,
-    finish_reason: str | None,
-    *,
-    min_chars: int = 20,
-) -> Cleaned:
+def clean_instruction(text: str, finish_reason: str | None, *, min_chars: int = 20) -> Cleaned:
     """Clean one generated instruction, or say why it is dropped.
 
     Rules, in order:
@@ -283,4 +270,3 @@ def normalize_for_dedup(text: str) -> str:
     while end > start and (key[end - 1].isspace() or _is_punctuation(key[end - 1])):
         end -= 1
     return key[start:end]
-

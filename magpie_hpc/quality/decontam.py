@@ -46,7 +46,7 @@ def word_ngrams(text: str, n: int) -> set[str]:
         return set()
     if len(words) < n:
         return {" ".join(words)}
-    return {" ".join(words[i:i + n]) for i in range(len(words) - n + 1)}
+    return {" ".join(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
 def load_benchmark(path: str | Path, field: str) -> list[str]:
@@ -61,8 +61,10 @@ def load_benchmark(path: str | Path, field: str) -> list[str]:
 
             table = pq.read_table(path)
             if field not in table.column_names:
-                raise ConfigError(f"quality.decontamination_files: {path} has no column {field!r} (columns: "
-                                  f"{', '.join(table.column_names[:10])}); set quality.decontamination_field")
+                raise ConfigError(
+                    f"quality.decontamination_files: {path} has no column {field!r} (columns: "
+                    f"{', '.join(table.column_names[:10])}); set quality.decontamination_field"
+                )
             records = [{field: v} for v in table.column(field).to_pylist()]
         elif path.suffix == ".jsonl":
             with open(path, encoding="utf-8") as fh:
@@ -73,15 +75,19 @@ def load_benchmark(path: str | Path, field: str) -> list[str]:
     except ConfigError:
         raise
     except (OSError, UnicodeDecodeError, ValueError, ImportError) as exc:
-        raise ConfigError(f"quality.decontamination_files: cannot read {path} ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}") from None
+        raise ConfigError(
+            f"quality.decontamination_files: cannot read {path} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); {hint}"
+        ) from None
     if not isinstance(records, list):
         raise ConfigError(f"quality.decontamination_files: {path} holds no list of records; {hint}")
     texts = [r.get(field) for r in records if isinstance(r, dict)]
     texts = [t for t in texts if isinstance(t, str) and t.strip()]
     if not texts:
-        raise ConfigError(f"quality.decontamination_files: {path} has no record with a text field {field!r}; "
-                          "set quality.decontamination_field to the field that holds the problem")
+        raise ConfigError(
+            f"quality.decontamination_files: {path} has no record with a text field {field!r}; "
+            "set quality.decontamination_field to the field that holds the problem"
+        )
     return texts
 
 
@@ -104,8 +110,7 @@ class BenchmarkMatch:
 class Decontaminator:
     """The benchmark problems of several files, ready to match instructions against."""
 
-    def __init__(self, files: Sequence[str], field: str, *, ngram: int = 13, threshold: float = 0.85,
-                 seed: int = 0):
+    def __init__(self, files: Sequence[str], field: str, *, ngram: int = 13, threshold: float = 0.85, seed: int = 0):
         self.files = [str(f) for f in files]
         self.ngram, self.threshold, self.seed = ngram, threshold, seed
         texts, owners = [], []
@@ -125,7 +130,7 @@ class Decontaminator:
 
     def _keys(self, signatures: np.ndarray, band: int) -> np.ndarray:
         keys = np.zeros(len(signatures), dtype=np.uint64)
-        for column in signatures[:, band * self.rows:(band + 1) * self.rows].astype(np.uint64).T:
+        for column in signatures[:, band * self.rows : (band + 1) * self.rows].astype(np.uint64).T:
             keys = (keys ^ column) * np.uint64(0x9E3779B97F4A7C15)
         return keys
 
@@ -151,7 +156,7 @@ class Decontaminator:
             lo = np.searchsorted(sorted_keys, keys, side="left")
             hi = np.searchsorted(sorted_keys, keys, side="right")
             for i in np.flatnonzero((hi > lo) & has):
-                for j in order[lo[i]:hi[i]]:
+                for j in order[lo[i] : hi[i]]:
                     left.append(i)
                     right.append(valid[j])
         best: dict[int, tuple[float, int]] = {}
@@ -167,8 +172,11 @@ class Decontaminator:
         for i in sorted(set(found) | set(best)):
             if i in found:
                 j, method = found[i]
-                sim = float(_estimated_jaccard(np.vstack([signatures[i:i + 1], self.signatures[j:j + 1]]),
-                                               np.array([0]), np.array([1]))[0])
+                sim = float(
+                    _estimated_jaccard(
+                        np.vstack([signatures[i : i + 1], self.signatures[j : j + 1]]), np.array([0]), np.array([1])
+                    )[0]
+                )
             else:
                 (sim, j), method = best[i], "minhash"
             f_index, problem = self.owners[j]

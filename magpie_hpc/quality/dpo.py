@@ -37,17 +37,16 @@ class DpoPair:
 
 
 def choose_pair(
-    responses: Sequence[str],
-    scores: Sequence[float],
-    complete: Sequence[bool],
-    min_margin: float = 0.0,
+    responses: Sequence[str], scores: Sequence[float], complete: Sequence[bool], min_margin: float = 0.0
 ) -> tuple[DpoPair | None, str | None]:
     """(pair, None), or (None, reason) with reason one of SKIP_REASONS (see the module doc)."""
     if not len(responses) == len(scores) == len(complete):
         raise ValueError(f"{len(responses)} responses, {len(scores)} scores, {len(complete)} complete flags")
-    eligible = [i for i in range(len(responses))
-                if complete[i] and isinstance(responses[i], str) and scores[i] is not None
-                and math.isfinite(scores[i])]
+    eligible = [
+        i
+        for i in range(len(responses))
+        if complete[i] and isinstance(responses[i], str) and scores[i] is not None and math.isfinite(scores[i])
+    ]
     if not eligible:
         return None, "no_pair"
     chosen = max(eligible, key=lambda i: scores[i])  # max/min keep the first of equal keys

@@ -108,16 +108,22 @@ class _Worker:
 
     def __init__(self, timeout_s: float):
         # stderr is inherited: a worker that cannot start leaves its traceback in the task's log
-        self.proc = subprocess.Popen([sys.executable, str(WORKER), repr(timeout_s)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, close_fds=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(WORKER), repr(timeout_s)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )
         self.buffer = b""
         if self.read_line(START_LIMIT_S) is None:
             self.kill()
             from ..errors import MagpieError
 
-            raise MagpieError(f"answer equivalence: {WORKER.name} did not start (is math-verify installed? "
-                              "`pip install math-verify`; see the traceback above), or set "
-                              "quality.answer_equivalence = false to compare answers as strings")
+            raise MagpieError(
+                f"answer equivalence: {WORKER.name} did not start (is math-verify installed? "
+                "`pip install math-verify`; see the traceback above), or set "
+                "quality.answer_equivalence = false to compare answers as strings"
+            )
 
     def send(self, problems: list[list[str]]) -> None:
         self.proc.stdin.write(json.dumps({"problems": problems}).encode() + b"\n")
@@ -186,7 +192,7 @@ class EquivalenceChecker:
         """Send the problems to the workers (batches round robin) and return at once; `collect`
         reads the answers. Several submissions may be outstanding: each worker answers in order.
         (Requests and replies are small, a few KB per batch, so neither pipe fills up.)"""
-        batches = [list(map(list, problems[i:i + BATCH_PROBLEMS])) for i in range(0, len(problems), BATCH_PROBLEMS)]
+        batches = [list(map(list, problems[i : i + BATCH_PROBLEMS])) for i in range(0, len(problems), BATCH_PROBLEMS)]
         while len(self._pool) < min(self.workers, len(batches)):
             self._pool.append(_Worker(self.timeout_s))
             self._outstanding.append(collections.deque())
@@ -219,8 +225,13 @@ class EquivalenceChecker:
             line = self._pool[slot].read_line(self._hard_limit([problem]))
             if line is None:
                 self._replace(slot)
-                out.append({"labels": list(range(len(problem))), "status": ["timeout"] * len(problem),
-                            "comparison_timeouts": 0})
+                out.append(
+                    {
+                        "labels": list(range(len(problem))),
+                        "status": ["timeout"] * len(problem),
+                        "comparison_timeouts": 0,
+                    }
+                )
             else:
                 out.extend(json.loads(line)["results"])
         for later in list(self._outstanding[slot])[1:]:  # the killed worker's queue, sent again
@@ -306,8 +317,12 @@ def _finish(p: _Pending, stats: EquivalenceStats, n_responses: int) -> AnswerVot
     return AnswerVote(majority, size / n_responses if n_responses else 0.0, size >= 2, tuple(classes))
 
 
-def vote(raw: Sequence[str | None], normalized: Sequence[str | None], checker: EquivalenceChecker | None,
-         stats: EquivalenceStats | None = None) -> AnswerVote:
+def vote(
+    raw: Sequence[str | None],
+    normalized: Sequence[str | None],
+    checker: EquivalenceChecker | None,
+    stats: EquivalenceStats | None = None,
+) -> AnswerVote:
     """One problem's vote by equivalence classes (checker None: by normalised strings only)."""
     stats = stats if stats is not None else EquivalenceStats(enabled=checker is not None)
     p = _prepare(raw, normalized, checker is not None)
@@ -330,9 +345,13 @@ def _with_guard(p: _Pending, result: dict) -> dict:
 T = TypeVar("T")
 
 
-def vote_stream(items: Iterable[T], answers: Callable[[T], tuple[Sequence[str | None], Sequence[str | None]]],
-                checker: EquivalenceChecker | None, stats: EquivalenceStats,
-                window: int = 256) -> Iterator[tuple[T, AnswerVote]]:
+def vote_stream(
+    items: Iterable[T],
+    answers: Callable[[T], tuple[Sequence[str | None], Sequence[str | None]]],
+    checker: EquivalenceChecker | None,
+    stats: EquivalenceStats,
+    window: int = 256,
+) -> Iterator[tuple[T, AnswerVote]]:
     """(item, vote) for each item, in order. `answers(item)` gives (raw, normalised) final answers.
 
     Items are read `window` at a time and their problems sent to the workers at once (in parallel,

@@ -22,8 +22,13 @@ LOOP_MAX_CHARS = 2000
 LOOP_MIN_COUNT = 12
 
 
-def ends_in_loop(text: str | None, *, min_chars: int = LOOP_MIN_CHARS, max_chars: int = LOOP_MAX_CHARS,
-                 min_count: int = LOOP_MIN_COUNT) -> bool:
+def ends_in_loop(
+    text: str | None,
+    *,
+    min_chars: int = LOOP_MIN_CHARS,
+    max_chars: int = LOOP_MAX_CHARS,
+    min_count: int = LOOP_MIN_COUNT,
+) -> bool:
     """True when the text's last `min_count * L` characters are one L-character block repeated, for
     some L in [min_chars, max_chars]. A cut may fall anywhere inside a block: a tail with period L is
     a repetition whatever its phase, so no alignment is needed."""
@@ -34,7 +39,7 @@ def ends_in_loop(text: str | None, *, min_chars: int = LOOP_MIN_CHARS, max_chars
     for size in range(min_chars, min(max_chars, len(text) // min_count) + 1):
         if text[-1 - size] != last:  # cheap first test: most sizes fail here
             continue
-        tail = text[-size * min_count:]
+        tail = text[-size * min_count :]
         # period `size`: the tail shifted by one block equals itself
         if tail[size:] == tail[:-size]:
             return True

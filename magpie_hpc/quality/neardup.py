@@ -240,12 +240,7 @@ def _components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
 
 
 def find_near_duplicates(
-    texts: Sequence[str],
-    *,
-    threshold: float = 0.85,
-    num_perm: int = 128,
-    seed: int = 0,
-    workers: int | None = None,
+    texts: Sequence[str], *, threshold: float = 0.85, num_perm: int = 128, seed: int = 0, workers: int | None = None
 ) -> list[NearDuplicate]:
     """Texts to drop as near-duplicates of earlier ones, ascending by index.
 
@@ -262,9 +257,7 @@ def find_near_duplicates(
     n = len(texts)
     if n < 2:
         return []
-    signatures, has_shingles = minhash_signatures(
-        texts, num_perm=num_perm, seed=seed, workers=workers
-    )
+    signatures, has_shingles = minhash_signatures(texts, num_perm=num_perm, seed=seed, workers=workers)
     members = np.flatnonzero(has_shingles)
     bands, rows = _band_shape(threshold, num_perm)
 
@@ -290,10 +283,7 @@ def find_near_duplicates(
     dropped = np.flatnonzero(labels != np.arange(n))
     keepers = labels[dropped]
     similarity = _estimated_jaccard(signatures, keepers, dropped)
-    return [
-        NearDuplicate(int(i), int(k), float(s))
-        for i, k, s in zip(dropped, keepers, similarity)
-    ]
+    return [NearDuplicate(int(i), int(k), float(s)) for i, k, s in zip(dropped, keepers, similarity)]
 
 
 def _estimated_jaccard(signatures: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:

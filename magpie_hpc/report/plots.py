@@ -58,8 +58,9 @@ def _histograms(ax, series: Mapping[str, Sequence[float]], xlabel: str, title: s
         lo, hi = (float(joined.min()), float(joined.max())) if len(joined) else (0.0, 1.0)
         if hi <= lo:
             lo, hi = lo - 0.5, hi + 0.5
-        bins = np.histogram_bin_edges(joined if len(joined) else [lo, hi], bins=min(40, max(5, len(joined) // 5)),
-                                      range=(lo, hi))
+        bins = np.histogram_bin_edges(
+            joined if len(joined) else [lo, hi], bins=min(40, max(5, len(joined) // 5)), range=(lo, hi)
+        )
         if integer and hi - lo < 40:
             bins = np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.5)
         for name, data in series.items():
@@ -77,16 +78,20 @@ def _histograms(ax, series: Mapping[str, Sequence[float]], xlabel: str, title: s
 
 def _rates(ax, rates: Mapping[str, Mapping[str, float]], thresholds: Mapping[str, float]) -> None:
     domains = list(rates)
-    kinds = [("truncation_rate", "truncated (preference responses)"),
-             ("sft_excluded_rate", "excluded from SFT"),
-             ("agreement_rate", "problems whose answers agree")]
+    kinds = [
+        ("truncation_rate", "truncated (preference responses)"),
+        ("sft_excluded_rate", "excluded from SFT"),
+        ("agreement_rate", "problems whose answers agree"),
+    ]
     x = np.arange(len(domains))
     width = 0.8 / len(kinds)
     for k, (key, label) in enumerate(kinds):
         ax.bar(x + (k - (len(kinds) - 1) / 2) * width, [rates[d].get(key, 0.0) for d in domains], width, label=label)
     for key, style in (("max_truncation_rate", ":"), ("min_agreement_rate", "--")):
         if key in thresholds:
-            ax.axhline(thresholds[key], color="grey", linestyle=style, linewidth=1, label=f"{key} = {thresholds[key]:g}")
+            ax.axhline(
+                thresholds[key], color="grey", linestyle=style, linewidth=1, label=f"{key} = {thresholds[key]:g}"
+            )
     ax.set_xticks(x, domains, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("share")
@@ -94,8 +99,12 @@ def _rates(ax, rates: Mapping[str, Mapping[str, float]], thresholds: Mapping[str
     ax.legend(fontsize=8)
 
 
-def write_plots(out_dir: Path, samples: Mapping[str, DomainSamples], rates: Mapping[str, Mapping[str, float]],
-                thresholds: Mapping[str, float] | None = None) -> list[str]:
+def write_plots(
+    out_dir: Path,
+    samples: Mapping[str, DomainSamples],
+    rates: Mapping[str, Mapping[str, float]],
+    thresholds: Mapping[str, float] | None = None,
+) -> list[str]:
     """Draw every picture of PLOTS into out_dir; returns their file names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -108,21 +117,29 @@ def write_plots(out_dir: Path, samples: Mapping[str, DomainSamples], rates: Mapp
         written.append(name)
 
     fig, (ax,) = _figure()
-    _histograms(ax, {d: s.instruction_tokens for d, s in samples.items()}, "tokens", "Instruction length",
-                integer=True)
+    _histograms(ax, {d: s.instruction_tokens for d, s in samples.items()}, "tokens", "Instruction length", integer=True)
     save(fig, "instruction_lengths.png")
 
     fig, (left, right) = _figure(2)
-    _histograms(left, {d: s.sft_response_tokens for d, s in samples.items()}, "output tokens",
-                "SFT responses (stage 2, all, before exclusion)", integer=True)
-    _histograms(right, {d: s.preference_response_tokens for d, s in samples.items()}, "output tokens",
-                "Preference responses (stage 3)", integer=True)
+    _histograms(
+        left,
+        {d: s.sft_response_tokens for d, s in samples.items()},
+        "output tokens",
+        "SFT responses (stage 2, all, before exclusion)",
+        integer=True,
+    )
+    _histograms(
+        right,
+        {d: s.preference_response_tokens for d, s in samples.items()},
+        "output tokens",
+        "Preference responses (stage 3)",
+        integer=True,
+    )
     save(fig, "response_lengths.png")
 
     fig, (left, right) = _figure(2)
     _histograms(left, {d: s.scores for d, s in samples.items()}, "reward score", "Reward scores (all responses)")
-    _histograms(right, {d: s.margins for d, s in samples.items()}, "score_chosen - score_rejected",
-                "DPO pair margins")
+    _histograms(right, {d: s.margins for d, s in samples.items()}, "score_chosen - score_rejected", "DPO pair margins")
     save(fig, "reward_scores.png")
 
     fig, (ax,) = _figure()

@@ -26,11 +26,22 @@ def duplicate_rate(instruction_stage_duplicates: int, candidates: int, exact: in
     return round((instruction_stage_duplicates + exact + near) / total, 4) if total else 0.0
 
 
-def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: Mapping[str, int],
-                    truncated: int, responses: int, sft_excluded: int, agreements: list[float],
-                    disagreeing: int, dropped_disagreeing: int, dpo_pairs: int,
-                    dpo_skipped: Mapping[str, int], equivalence: Mapping | None = None,
-                    decontamination: Mapping | None = None) -> dict:
+def quality_figures(
+    *,
+    problems: int,
+    duplicates: Mapping | None,
+    drop_reasons: Mapping[str, int],
+    truncated: int,
+    responses: int,
+    sft_excluded: int,
+    agreements: list[float],
+    disagreeing: int,
+    dropped_disagreeing: int,
+    dpo_pairs: int,
+    dpo_skipped: Mapping[str, int],
+    equivalence: Mapping | None = None,
+    decontamination: Mapping | None = None,
+) -> dict:
     """The `quality` section of dataset_info.json (flags are added by the caller)."""
     duplicates = duplicates or {}
     candidates = int(duplicates.get("candidates", 0))
@@ -50,7 +61,8 @@ def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: 
         "sft_excluded_rate": round(sft_excluded / problems, 4) if problems else 0.0,
         "agreement_level": AGREEMENT_LEVEL,
         "agreement_rate": round(sum(a >= AGREEMENT_LEVEL for a in agreements) / len(agreements), 4)
-        if agreements else 0.0,
+        if agreements
+        else 0.0,
         "mean_agreement": round(sum(agreements) / len(agreements), 4) if agreements else 0.0,
         "answers_disagreeing": disagreeing,
         "dropped_disagreeing": dropped_disagreeing,
@@ -62,7 +74,8 @@ def quality_figures(*, problems: int, duplicates: Mapping | None, drop_reasons: 
         "decontamination": {
             "dropped": int((decontamination or {}).get("dropped", 0)),
             "files": {f: dict(v) for f, v in (decontamination or {}).get("files", {}).items()},
-            "ngram": (decontamination or {}).get("ngram"), "threshold": (decontamination or {}).get("threshold"),
+            "ngram": (decontamination or {}).get("ngram"),
+            "threshold": (decontamination or {}).get("threshold"),
         },
     }
 
@@ -71,14 +84,20 @@ def domain_flags(domain: str, figures: Mapping, q: QualityConfig) -> list[str]:
     """One line per threshold the domain crosses (strictly past it)."""
     flags = []
     if figures["truncation_rate"] > q.max_truncation_rate:
-        flags.append(f"{domain}: truncation rate {figures['truncation_rate']:.1%} > "
-                     f"quality.max_truncation_rate {q.max_truncation_rate:.1%}")
+        flags.append(
+            f"{domain}: truncation rate {figures['truncation_rate']:.1%} > "
+            f"quality.max_truncation_rate {q.max_truncation_rate:.1%}"
+        )
     if figures["duplicate_rate"] > q.max_duplicate_rate:
-        flags.append(f"{domain}: duplicate rate {figures['duplicate_rate']:.1%} > "
-                     f"quality.max_duplicate_rate {q.max_duplicate_rate:.1%}")
+        flags.append(
+            f"{domain}: duplicate rate {figures['duplicate_rate']:.1%} > "
+            f"quality.max_duplicate_rate {q.max_duplicate_rate:.1%}"
+        )
     if figures["agreement_rate"] < q.min_agreement_rate:
-        flags.append(f"{domain}: agreement rate {figures['agreement_rate']:.1%} < "
-                     f"quality.min_agreement_rate {q.min_agreement_rate:.1%}")
+        flags.append(
+            f"{domain}: agreement rate {figures['agreement_rate']:.1%} < "
+            f"quality.min_agreement_rate {q.min_agreement_rate:.1%}"
+        )
     return flags
 
 
@@ -89,8 +108,9 @@ def run_report(run_dir: Path | str) -> dict:
 
     store = RunStore(Path(run_dir))
     if not store.is_run_dir():
-        raise ConfigError(f"report: {run_dir} is not a magpie-hpc run directory (no run.json); "
-                          "pass the folder launch created")
+        raise ConfigError(
+            f"report: {run_dir} is not a magpie-hpc run directory (no run.json); pass the folder launch created"
+        )
     from ..context import RunContext
     from ..store import read_json_file
 
@@ -113,8 +133,10 @@ def run_report(run_dir: Path | str) -> dict:
         except FileNotFoundError:
             raise ConfigError(f"{info_path}: missing; rerun `python -m magpie_hpc merge {run_dir}`") from None
         if "quality" not in info:
-            raise IncompleteRunError(f"report: {domain}/dataset_info.json has no quality section (merged by an "
-                                     f"older version); run `python -m magpie_hpc merge {run_dir}` again")
+            raise IncompleteRunError(
+                f"report: {domain}/dataset_info.json has no quality section (merged by an "
+                f"older version); run `python -m magpie_hpc merge {run_dir}` again"
+            )
         figures = {k: v for k, v in info["quality"].items() if k != "flags"}
         figures["flags"] = domain_flags(domain, figures, cfg.quality)
         domains[domain] = figures
@@ -122,12 +144,17 @@ def run_report(run_dir: Path | str) -> dict:
     from ..run_summary import cost_lines, loop_savings_lines
 
     summary = combined.get("run_summary")
-    return {"run_dir": str(store.run_dir), "dataset_name": combined.get("dataset_name"),
-            "loop_savings": loop_savings_lines(summary) if summary else [],
-            "gpu_hours": cost_lines(summary) if summary else [],
-            "thresholds": {k: getattr(cfg.quality, k) for k in
-                           ("max_truncation_rate", "max_duplicate_rate", "min_agreement_rate")},
-            "domains": domains, "flags": flags}
+    return {
+        "run_dir": str(store.run_dir),
+        "dataset_name": combined.get("dataset_name"),
+        "loop_savings": loop_savings_lines(summary) if summary else [],
+        "gpu_hours": cost_lines(summary) if summary else [],
+        "thresholds": {
+            k: getattr(cfg.quality, k) for k in ("max_truncation_rate", "max_duplicate_rate", "min_agreement_rate")
+        },
+        "domains": domains,
+        "flags": flags,
+    }
 
 
 _COLUMNS = (  # header, width, formatter
@@ -158,23 +185,38 @@ def format_report(data: dict) -> str:
     lines = [f"quality report: {data['run_dir']} ({data['dataset_name']})", ""]
     lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w, _) in enumerate(_COLUMNS)))
     for domain, figures in data["domains"].items():
-        lines.append("  ".join(fmt(domain, figures).ljust(w) if i == 0 else fmt(domain, figures).rjust(w)
-                               for i, (_, w, fmt) in enumerate(_COLUMNS)))
-    lines += ["", "dup_exact: exact duplicates dropped (in-shard + across shards at select); dup_near: near "
-              "duplicates dropped at select; truncated: share of preference responses cut off; loops: responses "
-              "vLLM stopped as loops (finish reason repetition), SFT/preference; agree: share of "
-              f"problems whose majority final answer has agreement >= {AGREEMENT_LEVEL:g}.", ""]
+        lines.append(
+            "  ".join(
+                fmt(domain, figures).ljust(w) if i == 0 else fmt(domain, figures).rjust(w)
+                for i, (_, w, fmt) in enumerate(_COLUMNS)
+            )
+        )
+    lines += [
+        "",
+        "dup_exact: exact duplicates dropped (in-shard + across shards at select); dup_near: near "
+        "duplicates dropped at select; truncated: share of preference responses cut off; loops: responses "
+        "vLLM stopped as loops (finish reason repetition), SFT/preference; agree: share of "
+        f"problems whose majority final answer has agreement >= {AGREEMENT_LEVEL:g}.",
+        "",
+    ]
     for domain, figures in data["domains"].items():
         reasons = ", ".join(f"{k} {v}" for k, v in figures["instruction_drop_reasons"].items()) or "none"
         skipped = ", ".join(f"{k} {v}" for k, v in figures["dpo_skipped"].items() if v) or "none"
-        lines.append(f"{domain}: instruction drops: {reasons}; DPO skipped: {skipped}"
-                     + (f"; left out (answers disagree): {figures['dropped_disagreeing']}"
-                        if figures["dropped_disagreeing"] else ""))
+        lines.append(
+            f"{domain}: instruction drops: {reasons}; DPO skipped: {skipped}"
+            + (
+                f"; left out (answers disagree): {figures['dropped_disagreeing']}"
+                if figures["dropped_disagreeing"]
+                else ""
+            )
+        )
         if figures.get("loops"):
             detection = figures["loops"].get("detection", {})
-            lines.append(f"{domain}: cut off (SFT/preference): {_loops(figures, 'cut_off_looping')} ending in a "
-                         f"repeated block, {_loops(figures, 'cut_off_long')} merely long; loop stop "
-                         + "/".join("on" if detection.get(k) else "off" for k in ("sft", "preference")))
+            lines.append(
+                f"{domain}: cut off (SFT/preference): {_loops(figures, 'cut_off_looping')} ending in a "
+                f"repeated block, {_loops(figures, 'cut_off_long')} merely long; loop stop "
+                + "/".join("on" if detection.get(k) else "off" for k in ("sft", "preference"))
+            )
     for domain, figures in data["domains"].items():
         decon = figures.get("decontamination") or {}
         if decon.get("files"):
@@ -182,17 +224,24 @@ def format_report(data: dict) -> str:
             lines.append(f"{domain}: benchmark problems dropped: {decon['dropped']} ({per_file})")
     equivalence = [f.get("answer_equivalence") or {} for f in data["domains"].values()]
     if any(e.get("enabled") for e in equivalence):
-        lines.append(f"answers compared by value (math-verify) {sum(e.get('answers_by_value', 0) for e in equivalence)}, "
-                     f"as strings {sum(e.get('answers_by_string', 0) for e in equivalence)}")
+        lines.append(
+            f"answers compared by value (math-verify) {sum(e.get('answers_by_value', 0) for e in equivalence)}, "
+            f"as strings {sum(e.get('answers_by_string', 0) for e in equivalence)}"
+        )
     lines.append("")
     if data.get("gpu_hours"):
         lines += ["GPU time per stage:", *[f"  {line}" for line in data["gpu_hours"]], ""]
     if data.get("loop_savings"):
-        lines += ["loops stopped by vLLM (tokens not generated, at each stage's own tokens/s):",
-                  *[f"  {line}" for line in data["loop_savings"]], ""]
+        lines += [
+            "loops stopped by vLLM (tokens not generated, at each stage's own tokens/s):",
+            *[f"  {line}" for line in data["loop_savings"]],
+            "",
+        ]
     t = data["thresholds"]
-    lines.append(f"thresholds: max_truncation_rate {t['max_truncation_rate']:g}, max_duplicate_rate "
-                 f"{t['max_duplicate_rate']:g}, min_agreement_rate {t['min_agreement_rate']:g}")
+    lines.append(
+        f"thresholds: max_truncation_rate {t['max_truncation_rate']:g}, max_duplicate_rate "
+        f"{t['max_duplicate_rate']:g}, min_agreement_rate {t['min_agreement_rate']:g}"
+    )
     lines += [f"FLAG: {flag}" for flag in data["flags"]] or ["no flags"]
     return "\n".join(lines) + "\n"
 

@@ -10,8 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-__all__ = ["decontamination_lines", "equivalence_lines", "generation_config_lines", "loops_cell", "loops_note",
-           "provenance_lines", "training_lines"]
+__all__ = [
+    "decontamination_lines",
+    "equivalence_lines",
+    "generation_config_lines",
+    "loops_cell",
+    "loops_note",
+    "provenance_lines",
+    "training_lines",
+]
 
 
 def loops_cell(quality: dict) -> str:
@@ -25,10 +32,14 @@ def loops_note(infos: dict[str, dict]) -> list[str]:
     first = next(iter(infos.values()))["quality"].get("loops") or {}
     detection = first.get("detection", {})
     state = {True: "on", False: "off"}
-    looping = {d: sum(info["quality"].get("loops", {}).get(k, {}).get("cut_off_looping", 0) for k in ("sft", "preference"))
-               for d, info in infos.items()}
-    long = {d: sum(info["quality"].get("loops", {}).get(k, {}).get("cut_off_long", 0) for k in ("sft", "preference"))
-            for d, info in infos.items()}
+    looping = {
+        d: sum(info["quality"].get("loops", {}).get(k, {}).get("cut_off_looping", 0) for k in ("sft", "preference"))
+        for d, info in infos.items()
+    }
+    long = {
+        d: sum(info["quality"].get("loops", {}).get(k, {}).get("cut_off_long", 0) for k in ("sft", "preference"))
+        for d, info in infos.items()
+    }
     return [
         "*stopped as loops*: responses that vLLM ended itself because their last tokens were one block "
         "repeated (finish reason `repetition`; detection was "
@@ -36,8 +47,10 @@ def loops_note(infos: dict[str, dict]) -> list[str]:
         "for preference responses). They are incomplete like cut-off ones: not in the SFT file, never a DPO side. "
         "`repetition_detection.enabled = false` under `[responses]` and `[multi_responses]` (and `[instructions]`, "
         "where a looping sample is dropped as `repetition`) turns the detection off.",
-        "*cut off*, of all responses: " + "; ".join(f"{d} {looping[d]} ending in a repeated block, {long[d]} merely long"
-                                                   for d in infos) + ".", "",
+        "*cut off*, of all responses: "
+        + "; ".join(f"{d} {looping[d]} ending in a repeated block, {long[d]} merely long" for d in infos)
+        + ".",
+        "",
     ]
 
 
@@ -56,13 +69,22 @@ def provenance_lines(prov: dict) -> list[str]:
 
     packages = prov.get("packages") or {}
     git = prov.get("magpie_hpc_git")
-    lines = ["", "## Provenance", "",
-             f"- Generator revision: {revision(prov.get('model'))}.",
-             f"- Reward model revision: {revision(prov.get('reward_model'))}.",
-             "- Packages at launch: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in packages.items())
-             + (f"; magpie-hpc from git commit `{git['commit']}`" + (" (with local changes)" if git.get("dirty") else "")
-                if git else "") + ".",
-             f"- SLURM: {prov.get('slurm') or 'not installed where the run was launched'}."]
+    lines = [
+        "",
+        "## Provenance",
+        "",
+        f"- Generator revision: {revision(prov.get('model'))}.",
+        f"- Reward model revision: {revision(prov.get('reward_model'))}.",
+        "- Packages at launch: "
+        + ", ".join(f"{k} {v or 'not installed'}" for k, v in packages.items())
+        + (
+            f"; magpie-hpc from git commit `{git['commit']}`" + (" (with local changes)" if git.get("dirty") else "")
+            if git
+            else ""
+        )
+        + ".",
+        f"- SLURM: {prov.get('slurm') or 'not installed where the run was launched'}.",
+    ]
     gpus = prov.get("stage_gpus") or {}
     if gpus:
         lines += ["", "| stage | GPU types |", "| --- | --- |"]
@@ -75,15 +97,21 @@ def decontamination_lines(infos: dict[str, dict]) -> list[str]:
     sections = {d: info["quality"].get("decontamination") or {} for d, info in infos.items()}
     files = sorted({f for s in sections.values() for f in s.get("files", {})})
     if not files:
-        return ["**Decontamination**: none (no `quality.decontamination_files` were given), so nothing checks "
-                "these problems against evaluation benchmarks.", ""]
+        return [
+            "**Decontamination**: none (no `quality.decontamination_files` were given), so nothing checks "
+            "these problems against evaluation benchmarks.",
+            "",
+        ]
     first = next(s for s in sections.values() if s.get("files"))
-    lines = [f"**Decontamination** against evaluation benchmarks, at selection (before any response was "
-             f"generated): instructions sharing a {first['ngram']}-word n-gram with a benchmark problem, or with "
-             f"an estimated Jaccard similarity >= {first['threshold']:g} (character 5-grams, MinHash), were dropped "
-             "and replaced.", "",
-             "| benchmark file | problems | " + " | ".join(infos) + " |",
-             "| --- | --- | " + " | ".join("---" for _ in infos) + " |"]
+    lines = [
+        f"**Decontamination** against evaluation benchmarks, at selection (before any response was "
+        f"generated): instructions sharing a {first['ngram']}-word n-gram with a benchmark problem, or with "
+        f"an estimated Jaccard similarity >= {first['threshold']:g} (character 5-grams, MinHash), were dropped "
+        "and replaced.",
+        "",
+        "| benchmark file | problems | " + " | ".join(infos) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in infos) + " |",
+    ]
     for f in files:
         size = next(s["files"][f]["problems"] for s in sections.values() if f in s.get("files", {}))
         counts = [str(sections[d].get("files", {}).get(f, {}).get("dropped", "-")) for d in infos]
@@ -103,7 +131,9 @@ def equivalence_lines(infos: dict[str, dict]) -> list[str]:
         f"{total('answers_by_value')} were compared by value ({total('answers_by_exact_rational')} of them exactly "
         f"as integers or fractions) and {total('answers_by_string')} as normalised strings (unparsable, or past "
         f"the time limit: {total('parse_timeouts')} parse and {total('comparison_timeouts')} comparison "
-        f"timeouts); equivalence joined differently written answers in {total('problems_merged')} problems.", ""]
+        f"timeouts); equivalence joined differently written answers in {total('problems_merged')} problems.",
+        "",
+    ]
 
 
 def generation_config_lines(configs: dict[str, dict[str, list[dict]]]) -> list[str]:
@@ -111,31 +141,48 @@ def generation_config_lines(configs: dict[str, dict[str, list[dict]]]) -> list[s
     chunk at commit); more than one where the run was resumed with --force after a change."""
     if not configs:
         return []
-    lines = ["", "## Generation configurations", "",
-             "The settings recorded with every committed chunk, per stage and domain; each record states "
-             "its own in `gen_input_configs` / `gen_response_configs`.", ""]
+    lines = [
+        "",
+        "## Generation configurations",
+        "",
+        "The settings recorded with every committed chunk, per stage and domain; each record states "
+        "its own in `gen_input_configs` / `gen_response_configs`.",
+        "",
+    ]
     for stage, domains in configs.items():
         for d, settings in domains.items():
             if not settings:
                 lines.append(f"- {stage} / {d}: not recorded (chunks written before settings were recorded)")
                 continue
             label = f"{len(settings)} configurations" if len(settings) > 1 else "1 configuration"
-            lines.append(f"- {stage} / {d} ({label}): " + "; ".join(f"`{json.dumps(c, sort_keys=True)}`"
-                                                                     for c in settings))
+            lines.append(
+                f"- {stage} / {d} ({label}): " + "; ".join(f"`{json.dumps(c, sort_keys=True)}`" for c in settings)
+            )
     return lines
 
 
-def training_lines(files: dict[str, str], scored_part: str, first: str, model: str,
-                   default_config: str | None, empty: dict[str, list[str]]) -> list[str]:
+def training_lines(
+    files: dict[str, str],
+    scored_part: str,
+    first: str,
+    model: str,
+    default_config: str | None,
+    empty: dict[str, list[str]],
+) -> list[str]:
     """The card's section on which file to train on with which TRL trainer and chat template."""
+
     def name(key: str) -> str:
         return files[key].replace("<domain>", first)
 
-    scored = ("the reasoning and the answer (the whole response)" if scored_part == "full" else
-              "the answer part only: the text after `</think>`, without the reasoning (the default, "
-              "`[rewards] score_reasoning = false`)")
+    scored = (
+        "the reasoning and the answer (the whole response)"
+        if scored_part == "full"
+        else "the answer part only: the text after `</think>`, without the reasoning (the default, "
+        "`[rewards] score_reasoning = false`)"
+    )
     lines = [
-        "## Training with TRL", "",
+        "## Training with TRL",
+        "",
         f"- **SFT** (`SFTTrainer`, `trl sft`): `{files['sft_text']}` (config `<domain>_sft_text`), TRL's standard "
         "prompt-completion format. `prompt` is the exact text the generator was given: its chat template around "
         "the instruction, up to and including what follows the assistant header (`<think>\\n` for DeepSeek-R1), "
@@ -157,19 +204,26 @@ def training_lines(files: dict[str, str], scored_part: str, first: str, model: s
         "- **Reward models** (`RewardTrainer`): either DPO file. Both carry `margin` = `score_chosen - "
         "score_rejected` (reward-model score difference, never below `[quality] dpo_min_margin`), and "
         "`RewardTrainer` uses a `margin` column in its loss by itself: `-logsigmoid(r_chosen - r_rejected - "
-        "margin)`; drop the column (`dataset.remove_columns(\"margin\")`) for the plain Bradley-Terry loss.",
+        'margin)`; drop the column (`dataset.remove_columns("margin")`) for the plain Bradley-Terry loss.',
         f"- **What the reward model scored**: {scored}. The DPO texts hold the reasoning too, so a pair's "
         "order reflects the answers' scores, not the reasoning's.",
         "- Extra columns (`id`, scores, indices) are left alone by the trainers.",
     ]
     if default_config:
-        lines.append(f"- `load_dataset(\"path/to/this/folder\")` loads the default config `{default_config}`.")
+        lines.append(f'- `load_dataset("path/to/this/folder")` loads the default config `{default_config}`.')
     if empty:
         shown = "; ".join(f"{d}: {', '.join(f'`{n}`' for n in names)}" for d, names in empty.items())
         lines.append(f"- Empty tables (no records; the JSON file is `[]`, no Parquet file, no config): {shown}.")
-    lines += ["", "```python", "from datasets import load_dataset", "from trl import SFTConfig, SFTTrainer", "",
-              f"train = load_dataset(\"parquet\", data_files=\"{first}/{name('sft_text').replace('.json', '.parquet')}\")"
-              "[\"train\"]",
-              f"trainer = SFTTrainer(model={model!r}, args=SFTConfig(output_dir=\"out\"), train_dataset=train)",
-              "```", ""]
+    lines += [
+        "",
+        "```python",
+        "from datasets import load_dataset",
+        "from trl import SFTConfig, SFTTrainer",
+        "",
+        f'train = load_dataset("parquet", data_files="{first}/{name("sft_text").replace(".json", ".parquet")}")'
+        '["train"]',
+        f'trainer = SFTTrainer(model={model!r}, args=SFTConfig(output_dir="out"), train_dataset=train)',
+        "```",
+        "",
+    ]
     return lines

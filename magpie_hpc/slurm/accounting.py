@@ -26,8 +26,18 @@ from .states import ACTIVE, ENDED, REQUEUE, RUNNING, UNKNOWN
 
 Key = tuple[str, str, int]
 
-SACCT_FIELDS = ["JobID", "State", "ExitCode", "Start", "End", "Elapsed", "ElapsedRaw", "NodeList", "Reason",
-                "AllocTRES"]
+SACCT_FIELDS = [
+    "JobID",
+    "State",
+    "ExitCode",
+    "Start",
+    "End",
+    "Elapsed",
+    "ElapsedRaw",
+    "NodeList",
+    "Reason",
+    "AllocTRES",
+]
 
 
 def _gpus(tres: str) -> int:
@@ -93,7 +103,8 @@ class ShardState(TaskRecord):
     def requeued(self) -> bool:
         """Preempted (or its node failed) and waiting to run again under the same job."""
         return self.state in REQUEUE or (
-            self.active and self.state != "RUNNING" and any(s in REQUEUE for s in self.job_history))
+            self.active and self.state != "RUNNING" and any(s in REQUEUE for s in self.job_history)
+        )
 
     @property
     def running(self) -> bool:
@@ -157,8 +168,9 @@ def _state(raw: str) -> str:
 
 def _sacct(job_ids: list[str]) -> list[dict]:
     # --duplicates: a requeued task keeps one record per run, so PREEMPTED then COMPLETED both show.
-    out = cluster.run_cmd(["sacct", "-X", "-n", "-P", "--duplicates", "-j", ",".join(job_ids),
-                           "-o", ",".join(SACCT_FIELDS)])
+    out = cluster.run_cmd(
+        ["sacct", "-X", "-n", "-P", "--duplicates", "-j", ",".join(job_ids), "-o", ",".join(SACCT_FIELDS)]
+    )
     return [dict(zip(SACCT_FIELDS, line.split("|"))) for line in out.splitlines() if line.strip()]
 
 
@@ -184,11 +196,16 @@ def _records(rows: list[dict], pieces: dict[str, list[Key]]) -> list[TaskRecord]
     for row in rows:
         job_id = row["JobID"]
         targets = _resolve(job_id, pieces)
-        kwargs = dict(state=_state(row["State"]), exit_code=row.get("ExitCode", ""),
-                      node=row.get("NodeList", "") if row.get("NodeList") != "None assigned" else "",
-                      reason=row.get("Reason", "") if row.get("Reason") != "None" else "",
-                      elapsed_seconds=int(row.get("ElapsedRaw") or 0), start=row.get("Start", ""),
-                      end=row.get("End", ""), gpus=_gpus(row.get("AllocTRES", "")))
+        kwargs = dict(
+            state=_state(row["State"]),
+            exit_code=row.get("ExitCode", ""),
+            node=row.get("NodeList", "") if row.get("NodeList") != "None assigned" else "",
+            reason=row.get("Reason", "") if row.get("Reason") != "None" else "",
+            elapsed_seconds=int(row.get("ElapsedRaw") or 0),
+            start=row.get("Start", ""),
+            end=row.get("End", ""),
+            gpus=_gpus(row.get("AllocTRES", "")),
+        )
         is_group = "[" in job_id or len(targets) > 1
         for task_id, key in targets:
             (grouped if is_group else own).append(TaskRecord(*key, job_id=task_id, **kwargs))
@@ -210,9 +227,19 @@ def _latest(records: list[TaskRecord]) -> dict[Key, ShardState]:
             continue  # an older submission's record: keep the newer one
         job_history = (prev.job_history if prev is not None and prev.job_id == rec.job_id else []) + [rec.state]
         states[rec.key] = ShardState(
-            *rec.key, job_id=rec.job_id, state=rec.state, exit_code=rec.exit_code, node=rec.node,
-            reason=rec.reason, elapsed_seconds=rec.elapsed_seconds, start=rec.start, end=rec.end,
-            gpus=rec.gpus, history=history, job_history=job_history)
+            *rec.key,
+            job_id=rec.job_id,
+            state=rec.state,
+            exit_code=rec.exit_code,
+            node=rec.node,
+            reason=rec.reason,
+            elapsed_seconds=rec.elapsed_seconds,
+            start=rec.start,
+            end=rec.end,
+            gpus=rec.gpus,
+            history=history,
+            job_history=job_history,
+        )
     return states
 
 

@@ -32,10 +32,14 @@ class Cancellation:
             return ["nothing to cancel: this run uses the local executor (stop its process with Ctrl-C)"]
         if not self.cancelled:
             return ["nothing to cancel: no job of this run that matches is queued or running"]
-        out = [f"cancelled {stage} {domain} shard {shard} (job {job_id})"
-               for (stage, domain, shard), job_id in sorted(self.cancelled.items())]
-        out.append(f"{len(self.cancelled)} task(s) cancelled; committed chunks are kept. "
-                   "Finish the run with: python -m magpie_hpc resubmit RUN_DIR")
+        out = [
+            f"cancelled {stage} {domain} shard {shard} (job {job_id})"
+            for (stage, domain, shard), job_id in sorted(self.cancelled.items())
+        ]
+        out.append(
+            f"{len(self.cancelled)} task(s) cancelled; committed chunks are kept. "
+            "Finish the run with: python -m magpie_hpc resubmit RUN_DIR"
+        )
         return out
 
 
@@ -64,8 +68,9 @@ def cancel_run(run_dir: Path | str, *, stage: str | None = None, domain: str | N
     if _is_local(store):
         return Cancellation(local=True)
     states = accounting.shard_states(store).shards
-    chosen = {key: st.job_id for key, st in states.items()
-              if st.active and key[0] != MERGE and _matches(key, stage, domain)}
+    chosen = {
+        key: st.job_id for key, st in states.items() if st.active and key[0] != MERGE and _matches(key, stage, domain)
+    }
     merge = states.get(MERGE_KEY)
     if merge is not None and merge.active and (chosen or stage in (None, MERGE)):
         chosen[MERGE_KEY] = merge.job_id
@@ -88,8 +93,10 @@ class TaskLog:
 
     def header(self) -> str:
         stage, domain, shard = self.key
-        return (f"== {stage} {domain} shard {shard}: job {self.job_id or '-'}, state {self.state or '-'}, "
-                f"exit {self.exit_code or '-'}, node {self.node or '-'}, attempt {self.attempt}")
+        return (
+            f"== {stage} {domain} shard {shard}: job {self.job_id or '-'}, state {self.state or '-'}, "
+            f"exit {self.exit_code or '-'}, node {self.node or '-'}, attempt {self.attempt}"
+        )
 
 
 def task_logs(run_dir: Path | str, *, failed: bool = False, key: Key | None = None) -> list[TaskLog]:
@@ -105,19 +112,27 @@ def task_logs(run_dir: Path | str, *, failed: bool = False, key: Key | None = No
         st = states.get(k)
         ids = tasks_that_ran(store, k, st.job_id if st is not None else None)
         if not ids:
-            raise ConfigError(f"logs: {k[0]} {k[1]} shard {k[2]} was never submitted in this run; "
-                              "see `status RUN_DIR` for the shards it has")
+            raise ConfigError(
+                f"logs: {k[0]} {k[1]} shard {k[2]} was never submitted in this run; "
+                "see `status RUN_DIR` for the shards it has"
+            )
         disk = view.shard(*k, progress=False)
         if failed and not _failed(st, disk):
             continue
         task = ids[0]
         paths = task_paths(store, task)
-        out.append(TaskLog(
-            key=k, job_id=task, state=st.state if st else None, exit_code=(st.exit_code or None) if st else None,
-            node=(st.node or None) if st else None, attempt=len(disk.starts),
-            stderr=paths.stderr if paths.stderr.exists() else None,
-            stdout=paths.stdout if paths.stdout.exists() else None,
-        ))
+        out.append(
+            TaskLog(
+                key=k,
+                job_id=task,
+                state=st.state if st else None,
+                exit_code=(st.exit_code or None) if st else None,
+                node=(st.node or None) if st else None,
+                attempt=len(disk.starts),
+                stderr=paths.stderr if paths.stderr.exists() else None,
+                stdout=paths.stdout if paths.stdout.exists() else None,
+            )
+        )
     return out
 
 

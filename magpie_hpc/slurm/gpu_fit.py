@@ -24,9 +24,28 @@ GIB = 1024**3
 RUNTIME_GIB = 2.0
 # Gres types by their smallest memory (GiB). Ambiguous names take the smaller variant.
 GRES_GPU_GIB = {
-    "a100": 40, "a100_40g": 40, "a100_80g": 80, "a100_80gb": 80, "a100-80gb": 80, "a100-sxm4-80gb": 80,
-    "h100": 80, "h100_80g": 80, "h200": 141, "gh200": 96, "a40": 48, "l40": 48, "l40s": 48, "a6000": 48,
-    "a10": 24, "l4": 24, "v100": 16, "v100_32g": 32, "rtx6000": 24, "t4": 16, "mi250": 64, "mi300x": 192,
+    "a100": 40,
+    "a100_40g": 40,
+    "a100_80g": 80,
+    "a100_80gb": 80,
+    "a100-80gb": 80,
+    "a100-sxm4-80gb": 80,
+    "h100": 80,
+    "h100_80g": 80,
+    "h200": 141,
+    "gh200": 96,
+    "a40": 48,
+    "l40": 48,
+    "l40s": 48,
+    "a6000": 48,
+    "a10": 24,
+    "l4": 24,
+    "v100": 16,
+    "v100_32g": 32,
+    "rtx6000": 24,
+    "t4": 16,
+    "mi250": 64,
+    "mi300x": 192,
 }
 _FEATURE_GB = re.compile(r"(?i)(?:^|[_-]|gpu)(\d{2,3})g(?:b)?$")
 TENSOR_PARALLEL_SIZES = (1, 2, 4, 8)
@@ -93,8 +112,11 @@ def matches_constraint(features: str, constraint: str | None) -> bool:
 
 def smallest_gpu_gib(node_groups: list[tuple[str, str]], constraint: str | None) -> float | None:
     """The smallest known GPU among the node groups (gres, features) the constraint admits."""
-    sizes = [gpu_gib_of(gres, feats) for gres, feats in node_groups if matches_constraint(feats, constraint)
-             and "gpu" in gres]
+    sizes = [
+        gpu_gib_of(gres, feats)
+        for gres, feats in node_groups
+        if matches_constraint(feats, constraint) and "gpu" in gres
+    ]
     known = [s for s in sizes if s is not None]
     return min(known) if known else None
 
@@ -108,23 +130,30 @@ def fitting_layout(need: ModelNeed, gpu_gib: float, utilization: float, max_gpus
     return None
 
 
-def fit_error(need: ModelNeed, tensor_parallel: int, gpu_gib: float, utilization: float, max_gpus: int,
-              where: str) -> str | None:
+def fit_error(
+    need: ModelNeed, tensor_parallel: int, gpu_gib: float, utilization: float, max_gpus: int, where: str
+) -> str | None:
     """One line refusing the layout, naming one that fits; None when it fits."""
     usable = gpu_gib * utilization
     per_gpu = need.per_gpu_gib(tensor_parallel)
     if per_gpu <= usable:
         return None
     kv = need.kv_bytes_per_token * need.max_model_len / GIB
-    what = (f"the generator needs ~{per_gpu:.1f} GiB per GPU at tensor_parallel_size {tensor_parallel} "
-            f"(weights {need.weights_bytes / GIB:.1f} GiB + one {need.max_model_len}-token sequence's KV cache "
-            f"{kv:.1f} GiB, split over {tensor_parallel}, + {RUNTIME_GIB:g} GiB runtime) and {where} has "
-            f"{gpu_gib:g} GB GPUs ({usable:.1f} GiB at gpu_memory_utilization {utilization:g})")
+    what = (
+        f"the generator needs ~{per_gpu:.1f} GiB per GPU at tensor_parallel_size {tensor_parallel} "
+        f"(weights {need.weights_bytes / GIB:.1f} GiB + one {need.max_model_len}-token sequence's KV cache "
+        f"{kv:.1f} GiB, split over {tensor_parallel}, + {RUNTIME_GIB:g} GiB runtime) and {where} has "
+        f"{gpu_gib:g} GB GPUs ({usable:.1f} GiB at gpu_memory_utilization {utilization:g})"
+    )
     tp = fitting_layout(need, gpu_gib, utilization, max_gpus)
     if tp is not None and tp > tensor_parallel:
         return f"engine.tensor_parallel_size: {what}; set engine.tensor_parallel_size = {tp} (or a partition with bigger GPUs)"
     if tp is None:
-        return (f"engine.tensor_parallel_size: {what}; no split over the {max_gpus} GPUs of one node fits: choose a "
-                "partition with bigger GPUs, a smaller model, or a smaller engine.max_model_len")
-    return (f"engine.tensor_parallel_size: {what}; choose a partition with bigger GPUs, a smaller model, or a smaller "
-            "engine.max_model_len")
+        return (
+            f"engine.tensor_parallel_size: {what}; no split over the {max_gpus} GPUs of one node fits: choose a "
+            "partition with bigger GPUs, a smaller model, or a smaller engine.max_model_len"
+        )
+    return (
+        f"engine.tensor_parallel_size: {what}; choose a partition with bigger GPUs, a smaller model, or a smaller "
+        "engine.max_model_len"
+    )

@@ -8,8 +8,22 @@ all ask these sets; none keeps a list of its own.
 from __future__ import annotations
 
 # A task in one of these will still run or is running: its shard is not resubmitted.
-ACTIVE = frozenset({"PENDING", "RUNNING", "REQUEUED", "REQUEUE_FED", "REQUEUE_HOLD", "CONFIGURING", "COMPLETING",
-                    "RESIZING", "SUSPENDED", "SIGNALING", "STAGE_OUT", "PREEMPTED"})
+ACTIVE = frozenset(
+    {
+        "PENDING",
+        "RUNNING",
+        "REQUEUED",
+        "REQUEUE_FED",
+        "REQUEUE_HOLD",
+        "CONFIGURING",
+        "COMPLETING",
+        "RESIZING",
+        "SUSPENDED",
+        "SIGNALING",
+        "STAGE_OUT",
+        "PREEMPTED",
+    }
+)
 # Of the active ones, those in which the task holds its allocation now.
 RUNNING = frozenset({"RUNNING", "COMPLETING", "CONFIGURING", "STAGE_OUT", "SIGNALING", "RESIZING"})
 # After these SLURM runs the task again by itself (requeue).
@@ -22,8 +36,9 @@ PREEMPTED = frozenset({"PREEMPTED", "NODE_FAIL", "REQUEUED"})
 FAILED = frozenset({"FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL"})
 # A run that did not finish its work: a preemption, a kill, a time limit, a dead node or a failure cut
 # it short, and its GPU time bought only the chunks it committed.
-CUT_SHORT = frozenset({"PREEMPTED", "NODE_FAIL", "REQUEUED", "TIMEOUT", "CANCELLED", "FAILED", "OUT_OF_MEMORY",
-                       "BOOT_FAIL", "DEADLINE"})
+CUT_SHORT = frozenset(
+    {"PREEMPTED", "NODE_FAIL", "REQUEUED", "TIMEOUT", "CANCELLED", "FAILED", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+)
 COMPLETED = "COMPLETED"
 CANCELLED = "CANCELLED"
 PENDING = "PENDING"
@@ -37,9 +52,16 @@ UNTOLD = frozenset({ENDED, UNKNOWN})
 
 # What slurmctld itself gives as the reason of a job that ended so (sacct's Reason column keeps the
 # last pending reason, e.g. "Dependency", which says nothing about why a task ended).
-END_REASONS = {"FAILED": "NonZeroExitCode", "TIMEOUT": "TimeLimit", "OUT_OF_MEMORY": "OutOfMemory",
-               "NODE_FAIL": "NodeFail", "BOOT_FAIL": "BootFail", "DEADLINE": "Deadline",
-               "PREEMPTED": "Preempted", "CANCELLED": "Cancelled"}
+END_REASONS = {
+    "FAILED": "NonZeroExitCode",
+    "TIMEOUT": "TimeLimit",
+    "OUT_OF_MEMORY": "OutOfMemory",
+    "NODE_FAIL": "NodeFail",
+    "BOOT_FAIL": "BootFail",
+    "DEADLINE": "Deadline",
+    "PREEMPTED": "Preempted",
+    "CANCELLED": "Cancelled",
+}
 # Reasons left over from the task's time in the queue: no reason it ended.
 QUEUE_REASONS = frozenset({"", "None", "Dependency", "JobArrayTaskLimit", "BeginTime", "Priority", "Resources"})
 

@@ -21,14 +21,12 @@ import submitit
 
 import re
 
-from ..config import (SAFE_PATH, SLURM_CONSTRAINT, SLURM_NAME, SLURM_NAME_LIST, RunConfig,
-                      SlurmStageResources)
+from ..config import SAFE_PATH, SLURM_CONSTRAINT, SLURM_NAME, SLURM_NAME_LIST, RunConfig, SlurmStageResources
 from ..context import RunContext
 from ..errors import ConfigError
 from ..pipeline import MERGE, PIPELINE, stage as stage_spec
 from . import cluster
 from .task import MergeTask, ShardTask
-
 
 
 @dataclass
@@ -50,7 +48,7 @@ class SubmitPlan:
 
 
 def split(shards: Sequence[int], max_array_size: int) -> list[list[int]]:
-    return [list(shards[i: i + max_array_size]) for i in range(0, len(shards), max_array_size)]
+    return [list(shards[i : i + max_array_size]) for i in range(0, len(shards), max_array_size)]
 
 
 def job_name(run_name: str, stage: str, domain: str | None) -> str:
@@ -76,8 +74,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What each value that becomes an `#SBATCH` line (or the interpreter line) may look like. A newline
 # in any of them would end sbatch's reading of `#SBATCH` lines there and run the rest as shell.
 SUBMISSION_SYNTAX = {
-    "slurm.partition": SLURM_NAME_LIST, "slurm.account": SLURM_NAME, "slurm.qos": SLURM_NAME_LIST,
-    "slurm.constraint": SLURM_CONSTRAINT, "slurm.python": SAFE_PATH, "job_name": re.compile(r"^[A-Za-z0-9._-]+$"),
+    "slurm.partition": SLURM_NAME_LIST,
+    "slurm.account": SLURM_NAME,
+    "slurm.qos": SLURM_NAME_LIST,
+    "slurm.constraint": SLURM_CONSTRAINT,
+    "slurm.python": SAFE_PATH,
+    "job_name": re.compile(r"^[A-Za-z0-9._-]+$"),
 }
 
 
@@ -90,17 +92,26 @@ def check_submission(values: dict[str, str | None]) -> None:
             continue
         text = str(value)
         syntax = SUBMISSION_SYNTAX.get(field_name)
-        if _CONTROL.search(text) and not (field_name.startswith("slurm.setup") and "\n" not in text and "\r" not in text):
-            raise ConfigError(f"{field_name}: {text!r} contains a control character (newline, tab, ...); it would "
-                              "break the batch script; remove it")
+        if _CONTROL.search(text) and not (
+            field_name.startswith("slurm.setup") and "\n" not in text and "\r" not in text
+        ):
+            raise ConfigError(
+                f"{field_name}: {text!r} contains a control character (newline, tab, ...); it would "
+                "break the batch script; remove it"
+            )
         if syntax is not None and not syntax.fullmatch(text):
             raise ConfigError(f"{field_name}: {text!r} does not follow SLURM's syntax for it; fix {field_name}")
 
 
 def submission_values(cfg: RunConfig, run_dir: str | None = None, run_name: str | None = None) -> dict[str, str | None]:
     s = cfg.slurm
-    values: dict[str, str | None] = {"slurm.partition": s.partition, "slurm.account": s.account, "slurm.qos": s.qos,
-                                     "slurm.constraint": s.constraint, "slurm.python": s.python}
+    values: dict[str, str | None] = {
+        "slurm.partition": s.partition,
+        "slurm.account": s.account,
+        "slurm.qos": s.qos,
+        "slurm.constraint": s.constraint,
+        "slurm.python": s.python,
+    }
     values.update({f"slurm.setup[{i}]": line for i, line in enumerate(s.setup)})
     if run_dir is not None:
         values["run directory"] = run_dir
@@ -109,6 +120,8 @@ def submission_values(cfg: RunConfig, run_dir: str | None = None, run_name: str 
     for domain in cfg.domains:
         values[f"domains ({domain})"] = domain
     return values
+
+
 # Each task's own copy of Hugging Face's dynamic-module cache: concurrent tasks copying a checkpoint's
 # remote code into one shared cache race. The package never runs remote code (trust_remote_code is
 # never true), so this is a defence only; SLURM_JOB_ID is distinct per array task.
@@ -135,13 +148,25 @@ class Submitter:
     def _executor(self, stage: str, domain: str | None, dependency: str | None) -> submitit.SlurmExecutor:
         s = self.cfg.slurm
         res = stage_resources(self.cfg, stage, self.ctx.model.tensor_parallel_size)
-        ex = submitit.SlurmExecutor(folder=self.ctx.store.logs / "%j", python=s.python or sys.executable,
-                                    max_num_timeout=self.cfg.fault_tolerance.time_limit_requeues)
+        ex = submitit.SlurmExecutor(
+            folder=self.ctx.store.logs / "%j",
+            python=s.python or sys.executable,
+            max_num_timeout=self.cfg.fault_tolerance.time_limit_requeues,
+        )
         ex.update_parameters(
-            job_name=job_name(self.run_name, stage, domain), partition=s.partition, account=s.account,
-            qos=s.qos, constraint=s.constraint, gres=f"gpu:{res.gpus}" if res.gpus else None,
-            cpus_per_task=res.cpus, mem=f"{res.mem_gb}G", time=res.time_min, signal_delay_s=res.signal_delay_s,
-            array_parallelism=s.stage_array_parallelism.get(stage, s.array_parallelism), setup=setup_lines(self.cfg), dependency=dependency,
+            job_name=job_name(self.run_name, stage, domain),
+            partition=s.partition,
+            account=s.account,
+            qos=s.qos,
+            constraint=s.constraint,
+            gres=f"gpu:{res.gpus}" if res.gpus else None,
+            cpus_per_task=res.cpus,
+            mem=f"{res.mem_gb}G",
+            time=res.time_min,
+            signal_delay_s=res.signal_delay_s,
+            array_parallelism=s.stage_array_parallelism.get(stage, s.array_parallelism),
+            setup=setup_lines(self.cfg),
+            dependency=dependency,
             additional_parameters={"kill-on-invalid-dep": "yes", "requeue": True},
         )
         if s.mail_user and (stage == MERGE or s.mail_every_array):
@@ -149,11 +174,17 @@ class Submitter:
         return ex
 
     def _record(self, piece: Piece) -> None:
-        self.ctx.store.append_job({
-            "stage": piece.stage, "domain": piece.domain, "shards": piece.shards, "job_id": piece.job_id,
-            "dependency": piece.dependency, "name": job_name(self.run_name, piece.stage, piece.domain),
-            "submitted": time.time(),
-        })
+        self.ctx.store.append_job(
+            {
+                "stage": piece.stage,
+                "domain": piece.domain,
+                "shards": piece.shards,
+                "job_id": piece.job_id,
+                "dependency": piece.dependency,
+                "name": job_name(self.run_name, piece.stage, piece.domain),
+                "submitted": time.time(),
+            }
+        )
 
     def submit_piece(self, piece: Piece) -> Piece:
         ex = self._executor(piece.stage, piece.domain, piece.dependency)
@@ -209,21 +240,30 @@ def describe_plan(cfg: RunConfig, max_array_size: int, tensor_parallel_size: int
     for spec in PIPELINE:
         stage = spec.name
         depends_on = spec.upstream and f"{spec.dependency}: {spec.upstream}" + (
-            " (task i after task i)" if spec.dependency == "aftercorr" else "")
+            " (task i after task i)" if spec.dependency == "aftercorr" else ""
+        )
         res = stage_resources(cfg, stage, tensor_parallel_size)
         for domain in cfg.domains:
             shards = stage_shards(cfg, stage, domain)
             gpu_h = estimated_gpu_hours(cfg, stage, domain)
             hours[stage] = round(hours.get(stage, 0.0) + gpu_h, 2)
-            arrays.append({
-                "stage": stage, "domain": domain, "tasks": len(shards),
-                "arrays": [len(p) for p in split(list(range(len(shards))), max_array_size)],
-                "problems_per_task": max(s.size for s in shards), "depends_on": depends_on,
-                "resources": f"gpus={res.gpus} cpus={res.cpus} mem={res.mem_gb}G time={res.time_min}min",
-                "estimated_gpu_hours": round(gpu_h, 2),
-            })
+            arrays.append(
+                {
+                    "stage": stage,
+                    "domain": domain,
+                    "tasks": len(shards),
+                    "arrays": [len(p) for p in split(list(range(len(shards))), max_array_size)],
+                    "problems_per_task": max(s.size for s in shards),
+                    "depends_on": depends_on,
+                    "resources": f"gpus={res.gpus} cpus={res.cpus} mem={res.mem_gb}G time={res.time_min}min",
+                    "estimated_gpu_hours": round(gpu_h, 2),
+                }
+            )
     return {
-        "total_problems": cfg.total_problems, "domains": cfg.domains, "max_array_size": max_array_size,
-        "arrays": arrays, "merge": "1 job, afterany: everything; refuses incomplete data",
+        "total_problems": cfg.total_problems,
+        "domains": cfg.domains,
+        "max_array_size": max_array_size,
+        "arrays": arrays,
+        "merge": "1 job, afterany: everything; refuses incomplete data",
         "estimated_gpu_hours": {**hours, "total": round(sum(hours.values()), 1)},
     }

@@ -55,8 +55,14 @@ class ShardTask(submitit.helpers.Checkpointable):
         if jitter and ctx.store.shard(stage, domain, shard).done() is None:
             time.sleep(random.uniform(0, jitter))  # no start-up stampede on the filesystem and caches
         _compile_caches(run_dir)
-        log.info("task: %s %s shard %d in %s (restart %s)", stage, domain, shard, run_dir,
-                 slurm_task_identity().restart_count or 0)
+        log.info(
+            "task: %s %s shard %d in %s (restart %s)",
+            stage,
+            domain,
+            shard,
+            run_dir,
+            slurm_task_identity().restart_count or 0,
+        )
         warning = stage_resources(ctx.cfg, stage, ctx.model.tensor_parallel_size).signal_delay_s
         try:
             return run_shard(ctx, stage, domain, shard, time_limit_drain=warning - REQUEUE_MARGIN_SECONDS)
@@ -84,7 +90,8 @@ class ShardTask(submitit.helpers.Checkpointable):
         if slurm_task_identity().in_slurm and shutil.which("scontrol") is None:
             logging.getLogger("magpie_hpc").warning(
                 "time limit: cannot requeue from this node (no scontrol); the shard keeps its committed "
-                "chunks and is left for `python -m magpie_hpc resubmit RUN_DIR`")
+                "chunks and is left for `python -m magpie_hpc resubmit RUN_DIR`"
+            )
             return None
         return super().checkpoint(run_dir, stage, domain, shard)
 

@@ -56,10 +56,15 @@ class InstructionsWork(ShardWork):
     @classmethod
     def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
         d = cfg.domain(domain)
-        return {"temperature": d.instruction_temperature, "top_p": cfg.instructions.top_p,
-                "max_tokens": d.max_tokens_instruction, "samples_per_prompt": cfg.instructions.samples_per_prompt,
-                "max_difficulty": cfg.instructions.max_difficulty, "input_generator": generator,
-                "engine": cfg.engine.kind}
+        return {
+            "temperature": d.instruction_temperature,
+            "top_p": cfg.instructions.top_p,
+            "max_tokens": d.max_tokens_instruction,
+            "samples_per_prompt": cfg.instructions.samples_per_prompt,
+            "max_difficulty": cfg.instructions.max_difficulty,
+            "input_generator": generator,
+            "engine": cfg.engine.kind,
+        }
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -109,13 +114,16 @@ class InstructionsWork(ShardWork):
             raise self._out_of_rounds(committed, kept, sampled)
         # Before any sample the planning estimate is the best guess; after, what this shard kept.
         keep_rate = max(kept / sampled, 0.05) if sampled else self.cfg.throughput.keep_rate
-        return min(plan_chunk(self.target - kept, keep_rate, self.cfg.sharding.chunk_size,
-                              self.cfg.instructions.samples_per_prompt), budget)
+        return min(
+            plan_chunk(
+                self.target - kept, keep_rate, self.cfg.sharding.chunk_size, self.cfg.instructions.samples_per_prompt
+            ),
+            budget,
+        )
 
     def _seen(self, committed: list[pa.Table]) -> set[str]:
         return {
-            normalize_for_dedup(text)
-            for t in committed for text in t["instruction"].to_pylist() if text is not None
+            normalize_for_dedup(text) for t in committed for text in t["instruction"].to_pylist() if text is not None
         }
 
     def run_chunk(self, engine, samples: int, index: int, committed: list[pa.Table]) -> pa.Table:
@@ -128,21 +136,38 @@ class InstructionsWork(ShardWork):
         # (there the engine-level seed, which depends on the resume point, decides).
         seeds = [seed + r * per_prompt for r in range(requests)]
         sampling = Sampling(
-            temperature=self.settings.instruction_temperature, top_p=self.cfg.instructions.top_p,
-            max_tokens=self.settings.max_tokens_instruction, n=per_prompt,
-            stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids,
+            temperature=self.settings.instruction_temperature,
+            top_p=self.cfg.instructions.top_p,
+            max_tokens=self.settings.max_tokens_instruction,
+            n=per_prompt,
+            stop=self.ctx.prompts.stop_strings,
+            stop_token_ids=self.ctx.prompts.stop_token_ids,
             repetition_detection=RepetitionDetection.from_settings(self.cfg.instructions.repetition_detection),
         )
         results = engine.generate([self.prompt_ids] * requests, sampling, seeds)
         seen = self._seen(committed)
         first_sample = sum(t.num_rows for t in committed)
         created = int(time.time())
-        rows: dict[str, list] = {k: [] for k in (
-            "sample", "instruction", "raw", "drop_reason", "answer_cut", "finish_reason",
-            "prompt_tokens", "output_tokens", "seed", "chunk", "created")}
+        rows: dict[str, list] = {
+            k: []
+            for k in (
+                "sample",
+                "instruction",
+                "raw",
+                "drop_reason",
+                "answer_cut",
+                "finish_reason",
+                "prompt_tokens",
+                "output_tokens",
+                "seed",
+                "chunk",
+                "created",
+            )
+        }
         # Each sample with the seed that produced it on a GPU (what gen_input_configs.seed records).
-        completions = [(r.prompt_tokens, s + k, c) for r, s in zip(results, seeds)
-                       for k, c in enumerate(r.completions)][:samples]
+        completions = [
+            (r.prompt_tokens, s + k, c) for r, s in zip(results, seeds) for k, c in enumerate(r.completions)
+        ][:samples]
         for offset, (prompt_tokens, sample_seed, comp) in enumerate(completions):
             cleaned = clean_instruction(comp.text, comp.finish_reason)
             text, reason = cleaned.text, cleaned.dropped
@@ -153,19 +178,34 @@ class InstructionsWork(ShardWork):
                 else:
                     seen.add(key)
             for key, value in (
-                ("sample", first_sample + offset), ("instruction", text), ("raw", comp.text),
-                ("drop_reason", reason), ("answer_cut", cleaned.answer_cut),
-                ("finish_reason", comp.finish_reason), ("prompt_tokens", prompt_tokens),
-                ("output_tokens", comp.output_tokens), ("seed", sample_seed), ("chunk", index),
+                ("sample", first_sample + offset),
+                ("instruction", text),
+                ("raw", comp.text),
+                ("drop_reason", reason),
+                ("answer_cut", cleaned.answer_cut),
+                ("finish_reason", comp.finish_reason),
+                ("prompt_tokens", prompt_tokens),
+                ("output_tokens", comp.output_tokens),
+                ("seed", sample_seed),
+                ("chunk", index),
                 ("created", created),
             ):
                 rows[key].append(value)
         return pa.table(rows, schema=INSTRUCTION_SCHEMA)
 
 
-INSTRUCTION_SCHEMA = pa.schema([
-    ("sample", pa.int64()), ("instruction", pa.string()), ("raw", pa.string()),
-    ("drop_reason", pa.string()), ("answer_cut", pa.bool_()), ("finish_reason", pa.string()),
-    ("prompt_tokens", pa.int64()), ("output_tokens", pa.int64()), ("seed", pa.int64()),
-    ("chunk", pa.int64()), ("created", pa.int64()),
-])
+INSTRUCTION_SCHEMA = pa.schema(
+    [
+        ("sample", pa.int64()),
+        ("instruction", pa.string()),
+        ("raw", pa.string()),
+        ("drop_reason", pa.string()),
+        ("answer_cut", pa.bool_()),
+        ("finish_reason", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("output_tokens", pa.int64()),
+        ("seed", pa.int64()),
+        ("chunk", pa.int64()),
+        ("created", pa.int64()),
+    ]
+)

@@ -48,8 +48,9 @@ class Signals:
     the handlers set flags that the chunk loop reads, and the drain deadline raises `Interrupted`
     into the main thread, deferred to the end of any `protected()` block (a commit in progress)."""
 
-    def __init__(self, where: str, on_signal: Callable[[str], None] | None = None,
-                 time_limit_drain: float | None = None) -> None:
+    def __init__(
+        self, where: str, on_signal: Callable[[str], None] | None = None, time_limit_drain: float | None = None
+    ) -> None:
         self.where, self.on_signal, self.time_limit_drain = where, on_signal, time_limit_drain
         self.received: str | None = None
         self.time_limit = False
@@ -74,8 +75,9 @@ class Signals:
         if signum == signal.SIGUSR2 and not self.time_limit:
             self.time_limit = True
             drain = max(self.time_limit_drain or 0.0, 0.0)
-            log.warning("%s received: no new requests; finishing those in flight for %.0fs, then requeueing",
-                        name, drain)
+            log.warning(
+                "%s received: no new requests; finishing those in flight for %.0fs, then requeueing", name, drain
+            )
             self._timer = threading.Timer(drain, self._wake)
             self._timer.daemon = True
             self._timer.start()
@@ -98,8 +100,10 @@ class Signals:
 
     def _stop_now(self):
         self._settled = True
-        raise Interrupted(f"{self.where}: {self.received}, the {self.time_limit_drain:g}s drain ran out; "
-                          "the rest resumes on requeue", time_limit=self.time_limit)
+        raise Interrupted(
+            f"{self.where}: {self.received}, the {self.time_limit_drain:g}s drain ran out; the rest resumes on requeue",
+            time_limit=self.time_limit,
+        )
 
     @contextmanager
     def protected(self) -> Iterator[None]:
@@ -116,8 +120,10 @@ class Signals:
         """At a chunk boundary: stop if a signal came."""
         if self.received:
             self._settled = True  # stopping anyway: a drain deadline must not cut the clean-up
-            raise Interrupted(f"{self.where}: {self.received} after {chunks} chunks; the rest resumes on requeue "
-                              "or resubmit", time_limit=self.time_limit)
+            raise Interrupted(
+                f"{self.where}: {self.received} after {chunks} chunks; the rest resumes on requeue or resubmit",
+                time_limit=self.time_limit,
+            )
 
     def settle(self) -> None:
         """The loop is over (the shard is complete, or stopping anyway): no deadline may cut it now."""

@@ -29,16 +29,27 @@ class ResponsesWork(ShardWork):
     @classmethod
     def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
         d = cfg.domain(domain)
-        return {"temperature": d.response_temperature, "top_p": cfg.responses.top_p,
-                "repetition_penalty": cfg.responses.repetition_penalty, "max_tokens": d.max_tokens_response,
-                "n": 1, "output_generator": generator, "engine": cfg.engine.kind}
+        return {
+            "temperature": d.response_temperature,
+            "top_p": cfg.responses.top_p,
+            "repetition_penalty": cfg.responses.repetition_penalty,
+            "max_tokens": d.max_tokens_response,
+            "n": 1,
+            "output_generator": generator,
+            "engine": cfg.engine.kind,
+        }
 
     def sampling(self, seed: int) -> Sampling:
         d = self.cfg.domain(self.domain)
         return Sampling(
-            temperature=d.response_temperature, top_p=self.cfg.responses.top_p,
-            max_tokens=d.max_tokens_response, n=1, repetition_penalty=self.cfg.responses.repetition_penalty,
-            stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
+            temperature=d.response_temperature,
+            top_p=self.cfg.responses.top_p,
+            max_tokens=d.max_tokens_response,
+            n=1,
+            repetition_penalty=self.cfg.responses.repetition_penalty,
+            stop=self.ctx.prompts.stop_strings,
+            stop_token_ids=self.ctx.prompts.stop_token_ids,
+            seed=seed,
             repetition_detection=RepetitionDetection.from_settings(self.cfg.responses.repetition_detection),
         )
 
@@ -82,12 +93,17 @@ class ResponsesWork(ShardWork):
             # "length" (cut off) and "repetition" (stopped as a loop) are not answers either.
             complete = [f == FINISH_STOP and (r is not None or not reasoning_model) for f, (r, _) in zip(finish, split)]
             for key, value in (
-                ("id", item["id"]), ("prompt_tokens", result.prompt_tokens),
+                ("id", item["id"]),
+                ("prompt_tokens", result.prompt_tokens),
                 ("responses", [c.text for c in result.completions]),
-                ("reasonings", [r for r, _ in split]), ("answers", [a for _, a in split]),
-                ("finish_reasons", finish), ("output_tokens", [c.output_tokens for c in result.completions]),
+                ("reasonings", [r for r, _ in split]),
+                ("answers", [a for _, a in split]),
+                ("finish_reasons", finish),
+                ("output_tokens", [c.output_tokens for c in result.completions]),
                 ("truncated", [f == FINISH_LENGTH for f in finish]),
-                ("looped", [f == FINISH_REPETITION for f in finish]), ("complete", complete), ("seed", seed),
+                ("looped", [f == FINISH_REPETITION for f in finish]),
+                ("complete", complete),
+                ("seed", seed),
             ):
                 rows[key].append(value)
         return pa.table(rows, schema=RESPONSE_SCHEMA)
@@ -99,21 +115,42 @@ class MultiResponsesWork(ResponsesWork):
     @classmethod
     def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
         m = cfg.multi_responses
-        return {"temperature": m.temperature, "top_p": m.top_p, "repetition_penalty": cfg.responses.repetition_penalty,
-                "max_tokens": m.max_tokens, "n": m.num_responses, "output_generator": generator,
-                "engine": cfg.engine.kind}
+        return {
+            "temperature": m.temperature,
+            "top_p": m.top_p,
+            "repetition_penalty": cfg.responses.repetition_penalty,
+            "max_tokens": m.max_tokens,
+            "n": m.num_responses,
+            "output_generator": generator,
+            "engine": cfg.engine.kind,
+        }
 
     def sampling(self, seed: int) -> Sampling:
         m = self.cfg.multi_responses
-        return Sampling(temperature=m.temperature, top_p=m.top_p, max_tokens=m.max_tokens, n=m.num_responses,
-                        stop=self.ctx.prompts.stop_strings, stop_token_ids=self.ctx.prompts.stop_token_ids, seed=seed,
-                        repetition_detection=RepetitionDetection.from_settings(m.repetition_detection))
+        return Sampling(
+            temperature=m.temperature,
+            top_p=m.top_p,
+            max_tokens=m.max_tokens,
+            n=m.num_responses,
+            stop=self.ctx.prompts.stop_strings,
+            stop_token_ids=self.ctx.prompts.stop_token_ids,
+            seed=seed,
+            repetition_detection=RepetitionDetection.from_settings(m.repetition_detection),
+        )
 
 
-RESPONSE_SCHEMA = pa.schema([
-    ("id", pa.string()), ("prompt_tokens", pa.int64()), ("responses", pa.list_(pa.string())),
-    ("reasonings", pa.list_(pa.string())), ("answers", pa.list_(pa.string())),
-    ("finish_reasons", pa.list_(pa.string())), ("output_tokens", pa.list_(pa.int64())),
-    ("truncated", pa.list_(pa.bool_())), ("complete", pa.list_(pa.bool_())), ("seed", pa.int64()),
-    ("looped", pa.list_(pa.bool_())),  # finish reason "repetition": the engine stopped a loop
-])
+RESPONSE_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("prompt_tokens", pa.int64()),
+        ("responses", pa.list_(pa.string())),
+        ("reasonings", pa.list_(pa.string())),
+        ("answers", pa.list_(pa.string())),
+        ("finish_reasons", pa.list_(pa.string())),
+        ("output_tokens", pa.list_(pa.int64())),
+        ("truncated", pa.list_(pa.bool_())),
+        ("complete", pa.list_(pa.bool_())),
+        ("seed", pa.int64()),
+        ("looped", pa.list_(pa.bool_())),  # finish reason "repetition": the engine stopped a loop
+    ]
+)

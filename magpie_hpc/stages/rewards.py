@@ -25,8 +25,12 @@ class RewardsWork(ShardWork):
 
     @classmethod
     def recorded_settings(cls, cfg, generator: str, domain: str) -> dict:
-        return {"reward_model": model_label(cfg.reward_model), "max_length": cfg.rewards.max_length,
-                "score_reasoning": cfg.rewards.score_reasoning, "engine": cfg.engine.reward_kind}
+        return {
+            "reward_model": model_label(cfg.reward_model),
+            "max_length": cfg.rewards.max_length,
+            "score_reasoning": cfg.rewards.score_reasoning,
+            "engine": cfg.engine.reward_kind,
+        }
 
     def __init__(self, *args):
         super().__init__(*args)
@@ -55,19 +59,23 @@ class RewardsWork(ShardWork):
     def run_chunk(self, engine, chunk: slice, index: int, committed: list[pa.Table]) -> pa.Table:
         items = self.items[chunk]
         conversations = [
-            [{"role": "user", "content": item["instruction"]},
-             {"role": "assistant", "content": self._scored_text(full, answer)}]
-            for item in items for full, answer in zip(item["responses"], item["answers"])
+            [
+                {"role": "user", "content": item["instruction"]},
+                {"role": "assistant", "content": self._scored_text(full, answer)},
+            ]
+            for item in items
+            for full, answer in zip(item["responses"], item["answers"])
         ]
         try:
             flat = engine.score(conversations)
         except MissingGatingPattern as exc:
             item, response = _locate(items, exc.index)
-            raise MagpieError(f"rewards {self.domain} shard {self.shard.shard}: record {item['id']} response "
-                             f"{response}: {exc}") from None
+            raise MagpieError(
+                f"rewards {self.domain} shard {self.shard.shard}: record {item['id']} response {response}: {exc}"
+            ) from None
         scores, at = [], 0
         for item in items:
-            scores.append(flat[at: at + len(item["responses"])])
+            scores.append(flat[at : at + len(item["responses"])])
             at += len(item["responses"])
         return pa.table(
             {"id": [i["id"] for i in items], "scores": scores, "scored_part": [self.part] * len(items)},

@@ -35,7 +35,6 @@ from .interrupts import Signals, Watchdog
 log = logging.getLogger("magpie_hpc")
 
 
-
 def _open_engine(work: ShardWork, ctx: RunContext, task: TaskRef, resume_chunk: int, engines: EngineCache | None):
     if work.engine_kind is None:
         return None
@@ -55,8 +54,9 @@ def _tokens(table: pa.Table) -> int:
     return int(sum(sum(v) if isinstance(v, list) else v for v in table["output_tokens"].to_pylist()))
 
 
-def _log_progress(stage: str, where: str, shard_range: ShardRange, committed: list[pa.Table], table: pa.Table,
-                  chunk_seconds: float) -> None:
+def _log_progress(
+    stage: str, where: str, shard_range: ShardRange, committed: list[pa.Table], table: pa.Table, chunk_seconds: float
+) -> None:
     """One line per chunk in the job log: rows and tokens per second, and the shard's ETA."""
     rows = sum(t.num_rows for t in committed)
     rate = table.num_rows / chunk_seconds if chunk_seconds > 0 else 0.0
@@ -65,8 +65,16 @@ def _log_progress(stage: str, where: str, shard_range: ShardRange, committed: li
     spec = stage_spec(stage)
     if spec.gpu and spec.upstream is not None and rate > 0:  # a shard of problems (instructions: candidates)
         eta = f", ETA {max(shard_range.size - rows, 0) / rate:.0f}s"
-    log.info("%s: chunk %d committed (%d rows, %.1fs, %.2f rows/s, %.0f tokens/s%s)", where, len(committed) - 1,
-             table.num_rows, chunk_seconds, rate, tokens_rate, eta)
+    log.info(
+        "%s: chunk %d committed (%d rows, %.1fs, %.2f rows/s, %.0f tokens/s%s)",
+        where,
+        len(committed) - 1,
+        table.num_rows,
+        chunk_seconds,
+        rate,
+        tokens_rate,
+        eta,
+    )
 
 
 def _gpu_name() -> str | None:
@@ -82,8 +90,14 @@ def _loop_tokens(table: pa.Table) -> int:
     """Output tokens of the completions that ended with finish reason "repetition"."""
     tokens = table["output_tokens"].to_pylist()
     if "finish_reasons" in table.column_names:
-        return int(sum(t for fs, ts in zip(table["finish_reasons"].to_pylist(), tokens)
-                       for f, t in zip(fs, ts) if f == "repetition"))
+        return int(
+            sum(
+                t
+                for fs, ts in zip(table["finish_reasons"].to_pylist(), tokens)
+                for f, t in zip(fs, ts)
+                if f == "repetition"
+            )
+        )
     return int(sum(t for f, t in zip(table["finish_reason"].to_pylist(), tokens) if f == "repetition"))
 
 
@@ -152,8 +166,15 @@ def _acquire(lock: ShardLock, store, ft) -> dict | None:
     return None
 
 
-def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: EngineCache | None = None,
-              time_limit_drain: float | None = None) -> dict:
+def run_shard(
+    ctx: RunContext,
+    stage: str,
+    domain: str,
+    shard: int,
+    *,
+    engines: EngineCache | None = None,
+    time_limit_drain: float | None = None,
+) -> dict:
     """Bring one shard to done; returns its done marker. Safe to call any number of times, from any
     number of processes at once. `time_limit_drain`: seconds a USR2 (the time-limit warning) leaves
     to finish the requests in flight before `Interrupted(time_limit=True)` stops the attempt, for
@@ -165,8 +186,9 @@ def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: 
     ranges = stage_shards(ctx.cfg, stage, domain)
     if not 0 <= shard < len(ranges):
         raise MagpieError(f"{stage} {domain}: no shard {shard} (this run has {len(ranges)})")
-    lock = ShardLock(store.path, heartbeat_seconds=ft.heartbeat_seconds, stale_seconds=ft.stale_seconds,
-                     enabled=ft.lock)
+    lock = ShardLock(
+        store.path, heartbeat_seconds=ft.heartbeat_seconds, stale_seconds=ft.stale_seconds, enabled=ft.lock
+    )
     if (done := _acquire(lock, store, ft)) is not None:
         return done
     try:
@@ -176,16 +198,24 @@ def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: 
         failed = counted_starts(history)
         if len(failed) >= ft.max_attempts:
             errors = [a["error"] for a in history if a.get("error")]
-            raise ShardFailed(f"{stage} {domain} shard {shard} failed {len(failed)} attempts (cap "
-                              f"fault_tolerance.max_attempts={ft.max_attempts}; preemptions and time limits "
-                              f"do not count); last error: {errors[-1] if errors else 'none recorded (killed)'}")
+            raise ShardFailed(
+                f"{stage} {domain} shard {shard} failed {len(failed)} attempts (cap "
+                f"fault_tolerance.max_attempts={ft.max_attempts}; preemptions and time limits "
+                f"do not count); last error: {errors[-1] if errors else 'none recorded (killed)'}"
+            )
         attempt = sum(1 for a in history if a.get("event") == "start") + 1
-        identity = {"attempt": attempt, "host": socket.gethostname(), "pid": os.getpid(),
-                    **slurm_task_identity().record()}
+        identity = {
+            "attempt": attempt,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **slurm_task_identity().record(),
+        }
 
         def on_stall(idle: float) -> None:
-            msg = (f"{stage} {domain} shard {shard}: no chunk committed for {idle:.0f}s "
-                   f"(fault_tolerance.stall_seconds={ft.stall_seconds:g}); the engine looks hung, exiting")
+            msg = (
+                f"{stage} {domain} shard {shard}: no chunk committed for {idle:.0f}s "
+                f"(fault_tolerance.stall_seconds={ft.stall_seconds:g}); the engine looks hung, exiting"
+            )
             log.error(msg)
             store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "error": msg})
 
@@ -194,15 +224,24 @@ def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: 
             store.log_interruption(name, attempt)
 
         try:
-            with Signals(f"{stage} {domain} shard {shard}", on_signal, time_limit_drain) as signals, \
-                    Watchdog(ft.stall_seconds, on_stall) as watchdog:
+            with (
+                Signals(f"{stage} {domain} shard {shard}", on_signal, time_limit_drain) as signals,
+                Watchdog(ft.stall_seconds, on_stall) as watchdog,
+            ):
                 # logged once the handlers are in: a signal that a start on record may draw is caught
                 store.log_attempt({"event": "start", "time": time.time(), **identity})
-                summary = _run_chunks(_Attempt(ctx, stage, domain, ranges[shard], store, lock, engines, attempt,
-                                               signals, watchdog))
+                summary = _run_chunks(
+                    _Attempt(ctx, stage, domain, ranges[shard], store, lock, engines, attempt, signals, watchdog)
+                )
         except BaseException as exc:
-            store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt,
-                               "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            store.log_attempt(
+                {
+                    "event": "end",
+                    "time": time.time(),
+                    "attempt": attempt,
+                    "error": f"{type(exc).__name__}: {exc}"[:2000],
+                }
+            )
             raise
         store.log_attempt({"event": "end", "time": time.time(), "attempt": attempt, "done": True})
         return summary
@@ -210,8 +249,13 @@ def run_shard(ctx: RunContext, stage: str, domain: str, shard: int, *, engines: 
         lock.release()
 
 
-def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine: Callable[[], object],
-                     signals: Signals, journal: RequestJournal | None = None) -> Iterator[tuple[pa.Table, float]]:
+def _computed_chunks(
+    work: ShardWork,
+    committed: list[pa.Table],
+    open_engine: Callable[[], object],
+    signals: Signals,
+    journal: RequestJournal | None = None,
+) -> Iterator[tuple[pa.Table, float]]:
     """(table, seconds) of each remaining chunk, in order, for the caller to commit before asking
     for the next. Work whose chunks are all known ahead streams them through the engine, the next
     chunk queued before the current one is done, so a GPU never drains at a chunk boundary nor
@@ -237,6 +281,7 @@ def _computed_chunks(work: ShardWork, committed: list[pa.Table], open_engine: Ca
 
     on_finished = None
     if journal is not None:
+
         def on_finished(ordinal: int, position: int, result) -> None:
             if signals.received:
                 journal.sync_seconds = 0.0  # a SIGKILL may follow at any moment: every request to disk at once
@@ -284,13 +329,17 @@ def _run_chunks(a: _Attempt) -> dict:
         work.journaled = read_journals(store.path, from_chunk=len(committed))
         journal = RequestJournal(store.path / f"journal-{a.number:03d}.jsonl")
     # closing: whatever ends the loop also ends the engine stream (what it queued is aborted)
-    with closing(journal) if journal is not None else nullcontext(), \
-            closing(_computed_chunks(work, committed, open_engine, a.signals, journal)) as chunks:
+    with (
+        closing(journal) if journal is not None else nullcontext(),
+        closing(_computed_chunks(work, committed, open_engine, a.signals, journal)) as chunks,
+    ):
         for table, seconds in chunks:
             with a.signals.protected():  # a USR2 drain that runs out now stops after the commit
                 if not a.lock.still_held():
-                    raise MagpieError(f"{a.where}: lost the shard's lock to another task (this one was presumed "
-                                      "dead); leaving the shard to it")
+                    raise MagpieError(
+                        f"{a.where}: lost the shard's lock to another task (this one was presumed "
+                        "dead); leaving the shard to it"
+                    )
                 store.commit(len(committed), table, settings=settings)
                 committed.append(table)
                 a.watchdog.progress()
@@ -300,11 +349,20 @@ def _run_chunks(a: _Attempt) -> dict:
         raise MagpieError(f"{a.where}: chunks ended before the shard was complete")
     me = slurm_task_identity()
     summary = {
-        "stage": a.stage, "domain": a.domain, "shard": a.shard_range.shard, **_summary(a.stage, committed),
-        "resumed_at_chunk": resumed_at, "attempt": a.number, "model_load_seconds": round(load_seconds, 3),
+        "stage": a.stage,
+        "domain": a.domain,
+        "shard": a.shard_range.shard,
+        **_summary(a.stage, committed),
+        "resumed_at_chunk": resumed_at,
+        "attempt": a.number,
+        "model_load_seconds": round(load_seconds, 3),
         "gpu": _gpu_name(),
-        "seconds": round(time.monotonic() - started, 3), "host": socket.gethostname(),
-        "job_id": me.job_id, "array_job_id": me.array_job_id, "array_task": me.array_task, "finished": time.time(),
+        "seconds": round(time.monotonic() - started, 3),
+        "host": socket.gethostname(),
+        "job_id": me.job_id,
+        "array_job_id": me.array_job_id,
+        "array_task": me.array_task,
+        "finished": time.time(),
     }
     if journal is not None:
         summary["journal_reused_requests"] = work.reused

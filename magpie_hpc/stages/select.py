@@ -54,19 +54,29 @@ class SelectWork(ShardWork):
         """work/select/<domain>/near_duplicates.json: the counts the merge and `report` read, and
         every near-duplicate dropped with the instruction it duplicates."""
         q = self.cfg.quality
-        self.ctx.view.write_duplicates(self.domain, {
-            "domain": self.domain, "near_dedup": q.near_dedup, "threshold": q.near_dup_threshold,
-            "candidates": candidates, "exact_duplicates": exact, "near_duplicates_dropped": len(near),
-            "near_duplicates": [
-                {"instruction": unique[d.index]["instruction"],
-                 "duplicate_of_instruction": unique[d.duplicate_of]["instruction"],
-                 "similarity": round(d.similarity, 4),
-                 "source_shard": unique[d.index]["source_shard"], "source_sample": unique[d.index]["sample"],
-                 "duplicate_of_source_shard": unique[d.duplicate_of]["source_shard"],
-                 "duplicate_of_source_sample": unique[d.duplicate_of]["sample"]}
-                for d in near
-            ],
-        })
+        self.ctx.view.write_duplicates(
+            self.domain,
+            {
+                "domain": self.domain,
+                "near_dedup": q.near_dedup,
+                "threshold": q.near_dup_threshold,
+                "candidates": candidates,
+                "exact_duplicates": exact,
+                "near_duplicates_dropped": len(near),
+                "near_duplicates": [
+                    {
+                        "instruction": unique[d.index]["instruction"],
+                        "duplicate_of_instruction": unique[d.duplicate_of]["instruction"],
+                        "similarity": round(d.similarity, 4),
+                        "source_shard": unique[d.index]["source_shard"],
+                        "source_sample": unique[d.index]["sample"],
+                        "duplicate_of_source_shard": unique[d.duplicate_of]["source_shard"],
+                        "duplicate_of_source_sample": unique[d.duplicate_of]["sample"],
+                    }
+                    for d in near
+                ],
+            },
+        )
 
     def _drop_contaminated(self, chosen: list[dict]) -> tuple[list[dict], int]:
         """Instructions that reproduce a problem of `quality.decontamination_files` (quality/decontam.py),
@@ -77,22 +87,39 @@ class SelectWork(ShardWork):
             return chosen, 0
         from ..quality.decontam import Decontaminator
 
-        bench = Decontaminator(q.decontamination_files, q.decontamination_field, ngram=q.decontamination_ngram,
-                               threshold=q.decontamination_threshold)
+        bench = Decontaminator(
+            q.decontamination_files,
+            q.decontamination_field,
+            ngram=q.decontamination_ngram,
+            threshold=q.decontamination_threshold,
+        )
         matches = bench.match([r["instruction"] for r in chosen])
         per_file = {f: 0 for f in bench.files}
         for m in matches:
             per_file[bench.files[m.file]] += 1
-        self.ctx.view.write_decontamination(self.domain, {
-            "domain": self.domain, "field": q.decontamination_field, "ngram": q.decontamination_ngram,
-            "threshold": q.decontamination_threshold,
-            "files": {f: {"problems": n, "dropped": per_file[f]} for f, n in zip(bench.files, bench.sizes)},
-            "dropped": len(matches),
-            "matches": [{"instruction": chosen[m.index]["instruction"], "benchmark_file": bench.files[m.file],
-                         "benchmark_index": m.problem, "method": m.method, "similarity": m.similarity,
-                         "source_shard": chosen[m.index]["source_shard"], "source_sample": chosen[m.index]["sample"]}
-                        for m in matches],
-        })
+        self.ctx.view.write_decontamination(
+            self.domain,
+            {
+                "domain": self.domain,
+                "field": q.decontamination_field,
+                "ngram": q.decontamination_ngram,
+                "threshold": q.decontamination_threshold,
+                "files": {f: {"problems": n, "dropped": per_file[f]} for f, n in zip(bench.files, bench.sizes)},
+                "dropped": len(matches),
+                "matches": [
+                    {
+                        "instruction": chosen[m.index]["instruction"],
+                        "benchmark_file": bench.files[m.file],
+                        "benchmark_index": m.problem,
+                        "method": m.method,
+                        "similarity": m.similarity,
+                        "source_shard": chosen[m.index]["source_shard"],
+                        "source_sample": chosen[m.index]["sample"],
+                    }
+                    for m in matches
+                ],
+            },
+        )
         dropped = {m.index for m in matches}
         return [r for i, r in enumerate(chosen) if i not in dropped], len(matches)
 
@@ -104,8 +131,8 @@ class SelectWork(ShardWork):
             table = self.ctx.store.shard(INSTRUCTIONS, self.domain, shard.shard).read_all()
             table = table.filter(pc.is_valid(table["instruction"]))
             candidates.extend(
-                dict(row, source_shard=shard.shard) for row in table.select(
-                    ["instruction", "sample", "seed", "created", "output_tokens"]).to_pylist()
+                dict(row, source_shard=shard.shard)
+                for row in table.select(["instruction", "sample", "seed", "created", "output_tokens"]).to_pylist()
             )
         seen: set[str] = set()
         unique = []
@@ -128,15 +155,19 @@ class SelectWork(ShardWork):
                 "benchmark problems dropped, see "
                 f"{self._duplicates_path()}); reopened instructions shard {shards[-1].shard} for {extra} more: "
                 "run `python -m magpie_hpc resubmit RUN_DIR`",
-                stage=INSTRUCTIONS, domain=self.domain, shards=[shards[-1].shard],
+                stage=INSTRUCTIONS,
+                domain=self.domain,
+                shards=[shards[-1].shard],
             )
-        return pa.table({
-            "id": [instruction_id(self.domain, i) for i in range(count)],
-            "index": list(range(count)),
-            "instruction": [r["instruction"] for r in chosen],
-            "seed": [r["seed"] for r in chosen],
-            "created": [r["created"] for r in chosen],
-            "instruction_tokens": [r["output_tokens"] for r in chosen],
-            "source_shard": [r["source_shard"] for r in chosen],
-            "source_sample": [r["sample"] for r in chosen],
-        })
+        return pa.table(
+            {
+                "id": [instruction_id(self.domain, i) for i in range(count)],
+                "index": list(range(count)),
+                "instruction": [r["instruction"] for r in chosen],
+                "seed": [r["seed"] for r in chosen],
+                "created": [r["created"] for r in chosen],
+                "instruction_tokens": [r["output_tokens"] for r in chosen],
+                "source_shard": [r["source_shard"] for r in chosen],
+                "source_sample": [r["sample"] for r in chosen],
+            }
+        )

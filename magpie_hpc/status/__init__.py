@@ -7,11 +7,35 @@ failures; 1 any shard failed, or the run stopped incomplete; 2 not a run directo
 """
 
 from .collect import collect_status
-from .model import (SCHEMA_PATH, Disagreement, FailedShard, MergeStatus, RunStatus, StageCost, StageStatus,
-                    StageThroughput, Totals, schema_text, write_schema)
+from .model import (
+    SCHEMA_PATH,
+    Disagreement,
+    FailedShard,
+    MergeStatus,
+    RunStatus,
+    StageCost,
+    StageStatus,
+    StageThroughput,
+    Totals,
+    schema_text,
+    write_schema,
+)
 from .render import render_table
 from .watch import status_command
 
-__all__ = ["SCHEMA_PATH", "Disagreement", "FailedShard", "MergeStatus", "RunStatus", "StageCost", "StageStatus",
-           "StageThroughput", "Totals", "collect_status", "render_table", "schema_text", "status_command",
-           "write_schema"]
+__all__ = [
+    "SCHEMA_PATH",
+    "Disagreement",
+    "FailedShard",
+    "MergeStatus",
+    "RunStatus",
+    "StageCost",
+    "StageStatus",
+    "StageThroughput",
+    "Totals",
+    "collect_status",
+    "render_table",
+    "schema_text",
+    "status_command",
+    "write_schema",
+]

@@ -39,33 +39,74 @@ def _duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-COLUMNS = [("domain", "<"), ("stage", "<"), ("shards", ">"), ("done", ">"), ("run", ">"), ("pend", ">"),
-           ("preempt", ">"), ("fail", ">"), ("cancel", ">"), ("records", ">"), ("tokens", ">"), ("tok/s", ">"),
-           ("prob/h", ">"), ("ETA", ">")]
+COLUMNS = [
+    ("domain", "<"),
+    ("stage", "<"),
+    ("shards", ">"),
+    ("done", ">"),
+    ("run", ">"),
+    ("pend", ">"),
+    ("preempt", ">"),
+    ("fail", ">"),
+    ("cancel", ">"),
+    ("records", ">"),
+    ("tokens", ">"),
+    ("tok/s", ">"),
+    ("prob/h", ">"),
+    ("ETA", ">"),
+]
 
 
 def _row_cells(r: StageStatus, first_of_domain: bool) -> list[str]:
     pct = f"{min(r.records_done / r.records_target, 1):.0%}" if r.records_target else "-"
     tokens = stage_spec(r.stage).generates  # what a scorer reads is not output
-    return [r.domain if first_of_domain else "", r.stage, str(r.shards), str(r.done), str(r.running), str(r.pending),
-            str(r.preempted), str(r.failed), str(r.cancelled), f"{r.records_done}/{r.records_target} {pct:>4}",
-            _num(r.output_tokens) if tokens else "-", _num(r.tokens_per_second) if tokens else "-",
-            _num(r.problems_per_hour), _duration(r.eta_seconds)]
+    return [
+        r.domain if first_of_domain else "",
+        r.stage,
+        str(r.shards),
+        str(r.done),
+        str(r.running),
+        str(r.pending),
+        str(r.preempted),
+        str(r.failed),
+        str(r.cancelled),
+        f"{r.records_done}/{r.records_target} {pct:>4}",
+        _num(r.output_tokens) if tokens else "-",
+        _num(r.tokens_per_second) if tokens else "-",
+        _num(r.problems_per_hour),
+        _duration(r.eta_seconds),
+    ]
 
 
 def render_table(status: RunStatus) -> str:
     s, t = status, status.totals
-    source = {"sacct": "SLURM states from sacct + squeue", "squeue": "SLURM states from squeue only",
-              "disk": "local run: disk only"}[s.source]
+    source = {
+        "sacct": "SLURM states from sacct + squeue",
+        "squeue": "SLURM states from squeue only",
+        "disk": "local run: disk only",
+    }[s.source]
     head = f"{s.state.upper()}: {t.done}/{t.shards} shards done"
-    parts = [f"{getattr(t, n)} {label}" for n, label in (("running", "running"), ("pending", "pending"),
-                                                          ("preempted", "preempted"), ("failed", "failed"),
-                                                          ("cancelled", "cancelled")) if getattr(t, n)]
+    parts = [
+        f"{getattr(t, n)} {label}"
+        for n, label in (
+            ("running", "running"),
+            ("pending", "pending"),
+            ("preempted", "preempted"),
+            ("failed", "failed"),
+            ("cancelled", "cancelled"),
+        )
+        if getattr(t, n)
+    ]
     head += (", " + ", ".join(parts) if parts else "") + f"; merge {s.merge.state}"
     if s.eta_seconds and not s.complete:
         head += f"; ETA {_duration(s.eta_seconds)} (running stages)"
-    lines = [f"run {s.run_name}", f"  {s.run_dir}", f"  {s.executor} executor; {source}; checked {s.checked_at}",
-             f"  {head}", ""]
+    lines = [
+        f"run {s.run_name}",
+        f"  {s.run_dir}",
+        f"  {s.executor} executor; {source}; checked {s.checked_at}",
+        f"  {head}",
+        "",
+    ]
     table = [[name for name, _ in COLUMNS]]
     previous = None
     for r in s.stages:
@@ -84,14 +125,20 @@ def render_table(status: RunStatus) -> str:
     m = s.merge
     merge_line = f"merge: {m.state}"
     if m.job_id:
-        merge_line += f" (job {m.job_id}" + (f", {m.slurm_state}" if m.slurm_state else "") + (
-            f", {m.reason}" if m.reason and m.state == "pending" else "") + ")"
+        merge_line += (
+            f" (job {m.job_id}"
+            + (f", {m.slurm_state}" if m.slurm_state else "")
+            + (f", {m.reason}" if m.reason and m.state == "pending" else "")
+            + ")"
+        )
     lines += ["", merge_line]
     if s.throughput:
         lines.append(throughput_line([r.model_dump() for r in s.throughput]))
     if s.gpu_hours:
-        summary = {"gpu_hours_source": s.gpu_hours[0].source,
-                   "stages": {c.stage: {"total": c.model_dump()} for c in s.gpu_hours}}
+        summary = {
+            "gpu_hours_source": s.gpu_hours[0].source,
+            "stages": {c.stage: {"total": c.model_dump()} for c in s.gpu_hours},
+        }
         lines += ["GPU time:", *[f"  {line}" for line in cost_lines(summary)]]
     if t.retries or t.preemptions:
         lines.append(f"retries so far: {t.retries}; preemptions: {t.preemptions}")
@@ -99,9 +146,16 @@ def render_table(status: RunStatus) -> str:
         lines += ["", f"FAILED ({len(s.failed)}):"]
         for f in s.failed:
             what = MERGE if f.stage == MERGE else f"{f.stage} {f.domain} shard {f.shard}"
-            slurm = ", ".join(x for x in (
-                f"job {f.job_id}" if f.job_id else "", f"node {f.node}" if f.node else "",
-                f"exit code {f.exit_code}" if f.exit_code else "", f"reason {f.reason}" if f.reason else "") if x)
+            slurm = ", ".join(
+                x
+                for x in (
+                    f"job {f.job_id}" if f.job_id else "",
+                    f"node {f.node}" if f.node else "",
+                    f"exit code {f.exit_code}" if f.exit_code else "",
+                    f"reason {f.reason}" if f.reason else "",
+                )
+                if x
+            )
             lines.append(f"  {what}: {f.problem}" + (f"; {slurm}" if slurm else ""))
             if f.stage != MERGE:
                 cap = " - failed permanently, resubmit will not retry it" if f.permanent else ""

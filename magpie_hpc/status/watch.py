@@ -12,8 +12,9 @@ from .render import render_table
 CLEAR = "\x1b[H\x1b[2J"
 
 
-def status_command(run_dir: Path | str, *, as_json: bool = False, watch: float | None = None,
-                   use_sacct: bool | None = None, out=None) -> int:
+def status_command(
+    run_dir: Path | str, *, as_json: bool = False, watch: float | None = None, use_sacct: bool | None = None, out=None
+) -> int:
     """What `python -m magpie_hpc status` does; returns the exit code."""
     out = out or sys.stdout
     if watch is None:

@@ -19,9 +19,42 @@ from .files import append_line, file_sha256, inside, read_json_file, read_jsonl,
 from .files import _fsync_dir  # noqa: F401 - publish.py syncs its folder renames with it
 from .run import JOBS_LOG, RUN_MANIFEST, RunStore
 from .view import RunView, ShardView, Submission, done_records, job_keys, kept_instructions
-from .shard import (CHUNK_LOG, CHUNK_NAME, DONE_MARKER, INTERRUPTED, OWN_NAMES, OWN_PATTERN, TOPUP_FILE, ShardStore,
-                    counted_starts)
+from .shard import (
+    CHUNK_LOG,
+    CHUNK_NAME,
+    DONE_MARKER,
+    INTERRUPTED,
+    OWN_NAMES,
+    OWN_PATTERN,
+    TOPUP_FILE,
+    ShardStore,
+    counted_starts,
+)
 
-__all__ = ["CHUNK_LOG", "CHUNK_NAME", "DONE_MARKER", "INTERRUPTED", "JOBS_LOG", "OWN_NAMES", "OWN_PATTERN",
-           "RUN_MANIFEST", "TOPUP_FILE", "RunStore", "RunView", "ShardStore", "ShardView", "Submission", "append_line", "counted_starts", "done_records", "file_sha256", "job_keys", "kept_instructions",
-           "inside", "read_json_file", "read_jsonl", "write_atomic", "write_json_atomic"]
+__all__ = [
+    "CHUNK_LOG",
+    "CHUNK_NAME",
+    "DONE_MARKER",
+    "INTERRUPTED",
+    "JOBS_LOG",
+    "OWN_NAMES",
+    "OWN_PATTERN",
+    "RUN_MANIFEST",
+    "TOPUP_FILE",
+    "RunStore",
+    "RunView",
+    "ShardStore",
+    "ShardView",
+    "Submission",
+    "append_line",
+    "counted_starts",
+    "done_records",
+    "file_sha256",
+    "job_keys",
+    "kept_instructions",
+    "inside",
+    "read_json_file",
+    "read_jsonl",
+    "write_atomic",
+    "write_json_atomic",
+]

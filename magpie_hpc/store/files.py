@@ -26,13 +26,17 @@ def read_json_file(path: Path, what: str = "", *, kind: type = dict) -> Any:
     except FileNotFoundError:
         raise
     except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptFileError(f"{path}: {what} is damaged (not valid JSON: {_short(exc)}); restore it from a "
-                               "copy or move the run aside; nothing was changed") from None
+        raise CorruptFileError(
+            f"{path}: {what} is damaged (not valid JSON: {_short(exc)}); restore it from a "
+            "copy or move the run aside; nothing was changed"
+        ) from None
     except OSError as exc:
         raise CorruptFileError(f"{path}: {what} cannot be read ({exc.strerror or exc})") from None
     if not isinstance(value, kind):
-        raise CorruptFileError(f"{path}: {what} is damaged (a JSON {type(value).__name__}, expected an object); "
-                               "restore it from a copy or move the run aside; nothing was changed")
+        raise CorruptFileError(
+            f"{path}: {what} is damaged (a JSON {type(value).__name__}, expected an object); "
+            "restore it from a copy or move the run aside; nothing was changed"
+        )
     return value
 
 
@@ -56,14 +60,20 @@ def read_jsonl(path: Path, what: str = "", *, required: tuple[str, ...] = ()) ->
             value, problem = None, f"line {number} is not valid JSON: {_short(exc)}"
         else:
             missing = [k for k in required if not isinstance(value, dict) or k not in value]
-            problem = (f"line {number} is not a JSON object" if not isinstance(value, dict)
-                       else f"line {number} lacks {', '.join(missing)}" if missing else None)
+            problem = (
+                f"line {number} is not a JSON object"
+                if not isinstance(value, dict)
+                else f"line {number} lacks {', '.join(missing)}"
+                if missing
+                else None
+            )
         if problem:
-            raise CorruptFileError(f"{path}: {what} is damaged ({problem}); restore it from a copy or move the "
-                                   "run aside; nothing was changed")
+            raise CorruptFileError(
+                f"{path}: {what} is damaged ({problem}); restore it from a copy or move the "
+                "run aside; nothing was changed"
+            )
         out.append(value)
     return out
-
 
 
 def _short(exc: Exception) -> str:
@@ -137,4 +147,3 @@ def append_line(path: Path, record: dict) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
-

@@ -34,12 +34,16 @@ class RunStore:
 
     def read_manifest(self) -> dict:
         if not self.is_run_dir():
-            raise ConfigError(f"{self.run_dir} is not a magpie-hpc run directory (no {RUN_MANIFEST}); pass the folder launch created")
+            raise ConfigError(
+                f"{self.run_dir} is not a magpie-hpc run directory (no {RUN_MANIFEST}); pass the folder launch created"
+            )
         manifest = read_json_file(self.manifest_path, "the run manifest")
         missing = [k for k in ("config", "model", "reward_model_path") if not isinstance(manifest.get(k), (dict, str))]
         if missing or not isinstance(manifest["config"], dict) or not isinstance(manifest["model"], dict):
-            raise CorruptFileError(f"{self.manifest_path}: the run manifest is damaged (missing or wrong "
-                                   f"{', '.join(missing) or 'config/model'}); restore it from a copy; nothing was changed")
+            raise CorruptFileError(
+                f"{self.manifest_path}: the run manifest is damaged (missing or wrong "
+                f"{', '.join(missing) or 'config/model'}); restore it from a copy; nothing was changed"
+            )
         return manifest
 
     def write_manifest(self, manifest: dict) -> None:
@@ -59,6 +63,8 @@ class RunStore:
         jobs = read_jsonl(self.jobs_path, "the job log", required=("stage", "shards", "job_id"))
         for number, job in enumerate(jobs, 1):
             if not isinstance(job["shards"], list) or not all(isinstance(s, int) for s in job["shards"]):
-                raise CorruptFileError(f"{self.jobs_path}: the job log is damaged (entry {number}: shards is not "
-                                       "a list of shard numbers); restore it from a copy; nothing was changed")
+                raise CorruptFileError(
+                    f"{self.jobs_path}: the job log is damaged (entry {number}: shards is not "
+                    "a list of shard numbers); restore it from a copy; nothing was changed"
+                )
         return jobs

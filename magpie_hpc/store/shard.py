@@ -27,8 +27,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import CorruptFileError, DamagedShardError, MagpieError
-from .files import (_cached_sha256, _fsync_dir, _is_disk_full, _short, append_line, file_sha256, read_json_file,
-                    read_jsonl, write_json_atomic)
+from .files import (
+    _cached_sha256,
+    _fsync_dir,
+    _is_disk_full,
+    _short,
+    append_line,
+    file_sha256,
+    read_json_file,
+    read_jsonl,
+    write_json_atomic,
+)
 
 DONE_MARKER = "DONE.json"
 CHUNK_LOG = "chunks.jsonl"
@@ -38,12 +47,24 @@ CHUNK_NAME = re.compile(r"^part-(\d{5})\.parquet$")
 # Everything else the package itself writes in a shard folder (the lock's files, select's top-up
 # note, temp files of a chunk being written, what was set aside): never reported as stray.
 OWN_NAMES = {DONE_MARKER, CHUNK_LOG, ATTEMPT_LOG, "owner.json", ".lock", TOPUP_FILE}
-OWN_PATTERN = re.compile(r"^(\.part-\d{5}\.[0-9a-f]+\.tmp|\..+\.[0-9a-f]{32}\.tmp|part-\d{5}\.parquet\.corrupt-.+"
-                         r"|DONE\.json\.damaged-.+|\.lock.*|owner\.json.*)$")
+OWN_PATTERN = re.compile(
+    r"^(\.part-\d{5}\.[0-9a-f]+\.tmp|\..+\.[0-9a-f]{32}\.tmp|part-\d{5}\.parquet\.corrupt-.+"
+    r"|DONE\.json\.damaged-.+|\.lock.*|owner\.json.*)$"
+)
 
 # DONE.json fields readers add up: a number or absent.
-_DONE_NUMBERS = ("rows", "chunks", "kept", "output_tokens", "prompt_tokens", "seconds",
-                 "model_load_seconds", "resumed_at_chunk", "attempt", "total_problems")
+_DONE_NUMBERS = (
+    "rows",
+    "chunks",
+    "kept",
+    "output_tokens",
+    "prompt_tokens",
+    "seconds",
+    "model_load_seconds",
+    "resumed_at_chunk",
+    "attempt",
+    "total_problems",
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -86,9 +107,11 @@ class ShardStore:
         if not isinstance(reasons, dict) or not all(_is_number(v) for v in reasons.values()):
             wrong.append("finish_reasons")
         if wrong:
-            raise CorruptFileError(f"{self.done_path}: the done marker of {self.label} is damaged ({', '.join(wrong)} "
-                                   "not a number); restore it from a copy, or move it aside to redo the shard; "
-                                   "nothing was changed")
+            raise CorruptFileError(
+                f"{self.done_path}: the done marker of {self.label} is damaged ({', '.join(wrong)} "
+                "not a number); restore it from a copy, or move it aside to redo the shard; "
+                "nothing was changed"
+            )
         return done
 
     def committed_indices(self) -> list[int]:
@@ -103,8 +126,11 @@ class ShardStore:
         read as chunks, never touched, reported by `status`."""
         if not self.path.is_dir():
             return []
-        return sorted(p for p in self.path.iterdir()
-                      if not (CHUNK_NAME.fullmatch(p.name) or p.name in OWN_NAMES or OWN_PATTERN.fullmatch(p.name)))
+        return sorted(
+            p
+            for p in self.path.iterdir()
+            if not (CHUNK_NAME.fullmatch(p.name) or p.name in OWN_NAMES or OWN_PATTERN.fullmatch(p.name))
+        )
 
     def chunk_records(self) -> dict[int, list[dict]] | None:
         """index -> the records appended for it at commit (a redone chunk has several; the file must
@@ -126,8 +152,15 @@ class ShardStore:
                 records.setdefault(index, []).append(rec)
         return records
 
-    def check_chunk(self, index: int, records: dict[int, list[dict]] | None = None, *, full: bool = True,
-                    sha: str | None = None, size: int | None = None) -> tuple[dict | None, str | None]:
+    def check_chunk(
+        self,
+        index: int,
+        records: dict[int, list[dict]] | None = None,
+        *,
+        full: bool = True,
+        sha: str | None = None,
+        size: int | None = None,
+    ) -> tuple[dict | None, str | None]:
         """(matching record, None) for a sound chunk, (None, what is wrong) for a damaged one.
         `full=False` checks presence and size only; `sha`/`size` of bytes already read skip rereading."""
         path = self.chunk_path(index)
@@ -183,8 +216,10 @@ class ShardStore:
                 else:
                     return table, record
         run_dir = self.path.parents[3] if len(self.path.parents) > 3 else "RUN_DIR"
-        raise DamagedShardError(f"{self.label}: {path} {problem}; run `python -m magpie_hpc resubmit {run_dir}` "
-                                "(or launch --resume) to move it aside and redo the shard")
+        raise DamagedShardError(
+            f"{self.label}: {path} {problem}; run `python -m magpie_hpc resubmit {run_dir}` "
+            "(or launch --resume) to move it aside and redo the shard"
+        )
 
     def damage(self, *, full: bool = True) -> list[str]:
         """What is wrong with a done shard's chunks, one message per file naming the shard and the
@@ -215,7 +250,9 @@ class ShardStore:
             sizes = {i: self.chunk_path(i).stat().st_size for i in indices}
             rows = sum(int(next(r for r in records[i] if int(r["bytes"]) == sizes[i])["rows"]) for i in indices)
             if rows != done["rows"]:
-                problems.append((None, f"{self.label}: {self.done_path} says {done['rows']} rows, its chunks hold {rows}"))
+                problems.append(
+                    (None, f"{self.label}: {self.done_path} says {done['rows']} rows, its chunks hold {rows}")
+                )
         return problems
 
     def read_committed(self) -> list[pa.Table]:
@@ -243,8 +280,9 @@ class ShardStore:
         for index in self.committed_indices():
             if index >= first:
                 moved.append(self._set_aside(self.chunk_path(index)))
-        logging.getLogger("magpie_hpc").warning("%s: set aside %s (%s)", self.label,
-                                                ", ".join(p.name for p in moved if p), why)
+        logging.getLogger("magpie_hpc").warning(
+            "%s: set aside %s (%s)", self.label, ", ".join(p.name for p in moved if p), why
+        )
         return [p for p in moved if p]
 
     def set_aside_done(self) -> Path | None:
@@ -281,8 +319,10 @@ class ShardStore:
             os.replace(tmp, target)
         except OSError as exc:
             if _is_disk_full(exc):
-                raise MagpieError(f"disk full writing chunk {index} of {self.path}: free space (or quota) and "
-                                  "rerun; the chunks committed before it are kept") from exc
+                raise MagpieError(
+                    f"disk full writing chunk {index} of {self.path}: free space (or quota) and "
+                    "rerun; the chunks committed before it are kept"
+                ) from exc
             raise
         finally:
             tmp.unlink(missing_ok=True)
@@ -345,6 +385,9 @@ def counted_starts(attempts: list[dict]) -> list[dict]:
     """The starts that count toward fault_tolerance.max_attempts: not those a signal stopped
     (preemption, time limit, scancel), which say nothing about the shard, and of which a long shard
     on a busy cluster may see many."""
-    stopped = {a.get("attempt") for a in attempts
-               if a.get("event") == "interrupted" or str(a.get("error", "")).startswith(INTERRUPTED)}
+    stopped = {
+        a.get("attempt")
+        for a in attempts
+        if a.get("event") == "interrupted" or str(a.get("error", "")).startswith(INTERRUPTED)
+    }
     return [a for a in attempts if a.get("event") == "start" and a.get("attempt") not in stopped]

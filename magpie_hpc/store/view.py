@@ -190,8 +190,10 @@ class RunView:
         except FileNotFoundError:
             return 0
         if not isinstance(extra, int) or isinstance(extra, bool) or extra < 0:
-            raise CorruptFileError(f"{path}: the top-up of instructions {domain} shard {shard} is damaged (`extra` "
-                                   "is not a whole number); restore it from a copy; nothing was changed")
+            raise CorruptFileError(
+                f"{path}: the top-up of instructions {domain} shard {shard} is damaged (`extra` "
+                "is not a whole number); restore it from a copy; nothing was changed"
+            )
         return extra
 
     def raise_topup(self, domain: str, shard: int, missing: int) -> int:
@@ -219,8 +221,10 @@ class RunView:
             return None
         counts = ("candidates", "exact_duplicates", "near_duplicates_dropped")
         if not all(isinstance(found.get(k, 0), int) and not isinstance(found.get(k, 0), bool) for k in counts):
-            raise CorruptFileError(f"{path}: select's duplicate record of {domain} is damaged ({', '.join(counts)} "
-                                   "must be whole numbers); restore it from a copy; nothing was changed")
+            raise CorruptFileError(
+                f"{path}: select's duplicate record of {domain} is damaged ({', '.join(counts)} "
+                "must be whole numbers); restore it from a copy; nothing was changed"
+            )
         return found
 
     def decontamination(self, domain: str) -> dict | None:

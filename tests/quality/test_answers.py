@@ -4,12 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from magpie_hpc.quality.answers import (
-    extract_boxed,
-    majority_answer,
-    normalize_answer,
-    split_reasoning,
-)
+from magpie_hpc.quality.answers import extract_boxed, majority_answer, normalize_answer, split_reasoning
 
 
 def test_split_reasoning_with_think_end() -> None:
@@ -41,7 +36,10 @@ def test_split_reasoning_without_think_end() -> None:
         ("\\boxed {x^{2}}", "x^{2}"),
         ("\\fbox{7}", "7"),
         ("\\boxed{\\boxed{5}}", "\\boxed{5}"),
-        ("$\\boxed{\\begin{pmatrix} 1 & 0 \\\\{0} & 1 \\end{pmatrix}}$", "\\begin{pmatrix} 1 & 0 \\\\{0} & 1 \\end{pmatrix}"),
+        (
+            "$\\boxed{\\begin{pmatrix} 1 & 0 \\\\{0} & 1 \\end{pmatrix}}$",
+            "\\begin{pmatrix} 1 & 0 \\\\{0} & 1 \\end{pmatrix}",
+        ),
         ("no box here, the answer is 4", None),
         ("", None),
         ("\\boxed{1} and then \\boxed{\\frac{1}{2}", None),  # the last box is cut: no answer

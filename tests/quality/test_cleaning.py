@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from magpie_hpc.quality.cleaning import (
-    Cleaned,
-    clean_instruction,
-    normalize_for_dedup,
-)
+from magpie_hpc.quality.cleaning import Cleaned, clean_instruction, normalize_for_dedup
 
 GOOD_PROBLEMS = [
     r"Let $K = \mathbb{Q}(\sqrt[3]{2})$ and let $L$ be the Galois closure of $K$ over "
@@ -218,23 +214,29 @@ def test_user_attempt_and_multi_part_questions_are_not_cut() -> None:
     assert clean_instruction(text, "stop") == Cleaned(text, None, False)
 
 
-@pytest.mark.parametrize("text", [
-    # \end{align} closes the align and the unclosed cases inside it.
-    "Show that the system \\begin{align} x \\begin{cases} y \\end{align} has a unique solution for every x.",
-    # Each \end{align} closes the innermost open align, with what is inside it.
-    "Show that \\begin{align}\\begin{align}\\begin{cases} x \\end{align} y \\end{align} holds for all real x.",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        # \end{align} closes the align and the unclosed cases inside it.
+        "Show that the system \\begin{align} x \\begin{cases} y \\end{align} has a unique solution for every x.",
+        # Each \end{align} closes the innermost open align, with what is inside it.
+        "Show that \\begin{align}\\begin{align}\\begin{cases} x \\end{align} y \\end{align} holds for all real x.",
+    ],
+)
 def test_environments_closed_from_the_inside_out(text) -> None:
     assert clean_instruction(text, "stop") == Cleaned(text, None, False)
 
 
-@pytest.mark.parametrize("text", [
-    "Show that \\begin{align}\\begin{cases}\\begin{align} x \\end{cases} holds for every real number x",
-    # In inline math, '\(' neither closes the formula nor hides the LaTeX before it.
-    "Prove that the value is $\\frac{1}{2} \\( 5 for all the integers we consider here",
-    # '\]' does not close a '\(' formula.
-    "Find the value of \\(x^2 \\] for every real number x that we consider here",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Show that \\begin{align}\\begin{cases}\\begin{align} x \\end{cases} holds for every real number x",
+        # In inline math, '\(' neither closes the formula nor hides the LaTeX before it.
+        "Prove that the value is $\\frac{1}{2} \\( 5 for all the integers we consider here",
+        # '\]' does not close a '\(' formula.
+        "Find the value of \\(x^2 \\] for every real number x that we consider here",
+    ],
+)
 def test_open_math_left_by_a_cut_is_dangling(text) -> None:
     assert clean_instruction(text, "stop").dropped == "dangling"
 
@@ -245,8 +247,10 @@ def test_min_chars_boundary() -> None:
 
 
 def test_own_attempt_at_the_very_start_keeps_its_proof() -> None:
-    text = ("My proof of the claim follows; please check each step.\n\n"
-            "Proof: Suppose $n$ is odd. Then $n^2$ is odd as well.")
+    text = (
+        "My proof of the claim follows; please check each step.\n\n"
+        "Proof: Suppose $n$ is odd. Then $n^2$ is odd as well."
+    )
     assert clean_instruction(text, "stop") == Cleaned(text, None, False)
 
 

@@ -21,8 +21,10 @@ from magpie_hpc.store import RunStore
 
 # The synthetic engine's fixed low-entropy sample (engine/synthetic.py, `_instruction`).
 SYNTHETIC_REPEAT = "Let $G$ be a finite group of order 12. How many Sylow 3-subgroups can $G$ have?"
-LONG = ("Find all positive integers $n$ such that $n^2 + 3n + 5$ is divisible by $121$, and prove that no "
-        "other positive integer has this property, using only congruences modulo $11$.")
+LONG = (
+    "Find all positive integers $n$ such that $n^2 + 3n + 5$ is divisible by $121$, and prove that no "
+    "other positive integer has this property, using only congruences modulo $11$."
+)
 SHORT = "Compute $\\int_0^1 x^2 \\sin(\\pi x)\\,dx$ exactly, in closed form."
 BENCH = [SYNTHETIC_REPEAT, LONG, SHORT]
 UNRELATED = "A fair die is rolled until a six appears. What is the expected number of rolls?"
@@ -87,12 +89,15 @@ def test_counts_per_file_and_formats(tmp_path) -> None:
     assert [(m.index, m.file, m.problem) for m in matches] == [(0, 2, 0), (2, 1, 1), (3, 0, 0)]
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (None, "does not exist"),
-    ("{not json", "cannot read"),
-    ('{"problem": 3}\n', "cannot read|no record"),
-    ('[{"text": "a problem"}]', "no record with a text field 'problem'"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("{not json", "cannot read"),
+        ('{"problem": 3}\n', "cannot read|no record"),
+        ('[{"text": "a problem"}]', "no record with a text field 'problem'"),
+    ],
+)
 def test_unusable_files_are_one_line_errors(tmp_path, content, message) -> None:
     path = tmp_path / ("b.json" if content is None or content.startswith(("[", "{n")) else "b.jsonl")
     if content is not None:
@@ -104,9 +109,27 @@ def test_unusable_files_are_one_line_errors(tmp_path, content, message) -> None:
 
 def test_launch_refuses_a_missing_benchmark_file(tiny_models, tmp_path, capsys) -> None:
     cfg = small_config(tmp_path / "c.toml", quality={"decontamination_files": [str(tmp_path / "missing.jsonl")]})
-    rc = main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-               "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"),
-               "--domains", "algebra", "--count", "2", "--config", str(cfg)])
+    rc = main(
+        [
+            "launch",
+            "--executor",
+            "local",
+            "--engine",
+            "synthetic",
+            "--model",
+            str(tiny_models.deepseek),
+            "--reward-model",
+            str(tiny_models.reward),
+            "--output-root",
+            str(tmp_path / "data"),
+            "--domains",
+            "algebra",
+            "--count",
+            "2",
+            "--config",
+            str(cfg),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "missing.jsonl does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "data").exists()
@@ -116,16 +139,39 @@ def test_planted_benchmark_problem_is_dropped_and_replaced(tiny_models, tmp_path
     count = 24
     bench = _jsonl(tmp_path / "planted.jsonl", [SYNTHETIC_REPEAT, UNRELATED])
     monkeypatch.chdir(tmp_path)  # a relative path is taken from launch's directory, frozen absolute
-    cfg = small_config(tmp_path / "c.toml", max_tokens=(64, 64),
-                       quality={"decontamination_files": ["planted.jsonl"]})
-    assert main(["launch", "--executor", "local", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                 "--reward-model", str(tiny_models.reward), "--output-root", str(tmp_path / "data"),
-                 "--domains", "algebra", "--count", str(count), "--config", str(cfg)]) == 0
+    cfg = small_config(tmp_path / "c.toml", max_tokens=(64, 64), quality={"decontamination_files": ["planted.jsonl"]})
+    assert (
+        main(
+            [
+                "launch",
+                "--executor",
+                "local",
+                "--engine",
+                "synthetic",
+                "--model",
+                str(tiny_models.deepseek),
+                "--reward-model",
+                str(tiny_models.reward),
+                "--output-root",
+                str(tmp_path / "data"),
+                "--domains",
+                "algebra",
+                "--count",
+                str(count),
+                "--config",
+                str(cfg),
+            ]
+        )
+        == 0
+    )
     (run,) = (tmp_path / "data").iterdir()
     store = RunStore(run)
     assert store.read_manifest()["config"]["quality"]["decontamination_files"] == [str(bench)]
-    candidates = [t for shard in stage_shards(RunContext(run).cfg, "instructions", "algebra")
-                  for t in store.shard("instructions", "algebra", shard.shard).read_all()["instruction"].to_pylist()]
+    candidates = [
+        t
+        for shard in stage_shards(RunContext(run).cfg, "instructions", "algebra")
+        for t in store.shard("instructions", "algebra", shard.shard).read_all()["instruction"].to_pylist()
+    ]
     assert SYNTHETIC_REPEAT in candidates  # the engine wrote it: the test is not vacuous
     chosen = store.shard("select", "algebra", 0).read_all()["instruction"].to_pylist()
     assert len(chosen) == count and SYNTHETIC_REPEAT not in chosen

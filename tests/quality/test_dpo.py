@@ -38,13 +38,16 @@ def test_rejected_text_differs_from_chosen():
     assert responses[pair.chosen].strip() != responses[pair.rejected].strip()
 
 
-@pytest.mark.parametrize("responses, scores, complete", [
-    (["x", "x", "x"], [0.9, 0.1, 0.5], [True, True, True]),  # one distinct text
-    (["x", "y", "z"], [0.9, 0.1, 0.5], [True, False, False]),  # one complete response
-    (["x", "y"], [0.9, 0.1], [False, False]),  # none complete
-    (["x", "y"], [0.9, float("nan")], [True, True]),  # a score that is not a number does not compete
-    ([], [], []),
-])
+@pytest.mark.parametrize(
+    "responses, scores, complete",
+    [
+        (["x", "x", "x"], [0.9, 0.1, 0.5], [True, True, True]),  # one distinct text
+        (["x", "y", "z"], [0.9, 0.1, 0.5], [True, False, False]),  # one complete response
+        (["x", "y"], [0.9, 0.1], [False, False]),  # none complete
+        (["x", "y"], [0.9, float("nan")], [True, True]),  # a score that is not a number does not compete
+        ([], [], []),
+    ],
+)
 def test_no_pair(responses, scores, complete):
     assert choose_pair(responses, scores, complete) == (None, "no_pair")
 
@@ -93,7 +96,12 @@ def test_record_is_trl_conversational():
     assert record["prompt"] == [{"role": "user", "content": "What is 1+1?"}]
     assert record["chosen"] == [{"role": "assistant", "content": "good"}]
     assert record["rejected"] == [{"role": "assistant", "content": "bad"}]
-    assert (record["id"], record["score_chosen"], record["score_rejected"], record["margin"]) == ("algebra-3", 1.0, -1.0, 2.0)
+    assert (record["id"], record["score_chosen"], record["score_rejected"], record["margin"]) == (
+        "algebra-3",
+        1.0,
+        -1.0,
+        2.0,
+    )
 
 
 def test_random_sets_keep_the_invariants():
@@ -118,6 +126,7 @@ def test_random_sets_keep_the_invariants():
         assert pair.margin > 0 and pair.margin >= min_margin
         assert pair.score_chosen == max(s for s, ok in zip(scores, complete) if ok)
         assert pair.score_rejected == min(
-            s for r, s, ok in zip(responses, scores, complete) if ok and r.strip() != responses[pair.chosen].strip())
+            s for r, s, ok in zip(responses, scores, complete) if ok and r.strip() != responses[pair.chosen].strip()
+        )
         assert math.isclose(pair.margin, scores[pair.chosen] - scores[pair.rejected])
     assert all(seen.values()), seen  # every outcome was exercised

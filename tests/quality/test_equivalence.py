@@ -23,14 +23,17 @@ def cast(raws, checker, stats=None):
     return vote(raws, [normalize_answer(r) if r is not None else None for r in raws], checker, stats)
 
 
-@pytest.mark.parametrize("pair", [
-    ("0.5", "\\frac{1}{2}"),  # a decimal: decided by math-verify, not the exact-rational shortcut
-    ("x=2", "2"),
-    ("\\{1,2\\}", "\\{2,1\\}"),
-    ("\\sqrt{8}", "2\\sqrt{2}"),
-    ("\\frac{\\pi}{2}", "\\pi/2"),
-    ("(1,2]", "\\left(1, 2\\right]"),
-])
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("0.5", "\\frac{1}{2}"),  # a decimal: decided by math-verify, not the exact-rational shortcut
+        ("x=2", "2"),
+        ("\\{1,2\\}", "\\{2,1\\}"),
+        ("\\sqrt{8}", "2\\sqrt{2}"),
+        ("\\frac{\\pi}{2}", "\\pi/2"),
+        ("(1,2]", "\\left(1, 2\\right]"),
+    ],
+)
 def test_equal_values_in_different_forms_agree(checker, pair) -> None:
     stats = EquivalenceStats()
     v = cast([pair[0], pair[1], "17"], checker, stats)
@@ -42,10 +45,18 @@ def test_equal_values_in_different_forms_agree(checker, pair) -> None:
     assert stats.problems_merged == (distinct == 3)
 
 
-@pytest.mark.parametrize("pair", [
-    ("0.5", "0.25"), ("12", "7"), ("\\{1,2\\}", "\\{1,3\\}"), ("x=2", "x=3"), ("\\sqrt{8}", "3\\sqrt{2}"),
-    ("(1,2]", "[1,2]"), ("\\frac{1}{3}", "0.34"),
-])
+@pytest.mark.parametrize(
+    "pair",
+    [
+        ("0.5", "0.25"),
+        ("12", "7"),
+        ("\\{1,2\\}", "\\{1,3\\}"),
+        ("x=2", "x=3"),
+        ("\\sqrt{8}", "3\\sqrt{2}"),
+        ("(1,2]", "[1,2]"),
+        ("\\frac{1}{3}", "0.34"),
+    ],
+)
 def test_different_values_do_not_agree(checker, pair) -> None:
     v = cast([pair[0], pair[1]], checker)
     assert v.classes == (0, 1)
@@ -112,15 +123,20 @@ def test_a_worker_stuck_where_no_signal_reaches_is_killed(tmp_path, monkeypatch,
         "    if any('hang' in a for p in problems for a in p):\n"
         "        time.sleep(3600)\n"
         "    print(json.dumps({'results': [{'labels': [0] * len(p), 'status': ['parsed'] * len(p),\n"
-        "          'comparison_timeouts': 0} for p in problems]}), flush=True)\n")
+        "          'comparison_timeouts': 0} for p in problems]}), flush=True)\n"
+    )
     monkeypatch.setattr(equivalence, "WORKER", stuck)
     monkeypatch.setattr(equivalence, "HARD_LIMIT_SLACK_S", 0.5)
     monkeypatch.setattr(equivalence, "WALL_PER_CPU", 1.0)
     stats = EquivalenceStats()
     items = [["0.5", "\\frac{1}{2}"], ["hang", "x"], ["0.25", "\\frac{1}{4}"]]
     with EquivalenceChecker(timeout_s=0.1, workers=1) as c:
-        votes = [v for _, v in vote_stream(items, lambda raws: (raws, [normalize_answer(r) for r in raws]),
-                                          c, stats, window=window)]
+        votes = [
+            v
+            for _, v in vote_stream(
+                items, lambda raws: (raws, [normalize_answer(r) for r in raws]), c, stats, window=window
+            )
+        ]
         assert c.restarts == 2  # the batch's worker, then the problem's own retry
     assert [v.classes for v in votes] == [(0, 0), (0, 1), (0, 0)]  # only the stuck problem lost its parses
     assert stats.parse_timeouts == 2 and stats.answers_by_string == 2
@@ -144,9 +160,7 @@ def test_disabled_compares_strings_only() -> None:
 def test_stream_keeps_order_across_windows(checker) -> None:
     items = [[str(i), f"{i}.0", "\\{1,2\\}"] for i in range(50)]
     stats = EquivalenceStats()
-    got = list(vote_stream(items, lambda raws: (raws, [normalize_answer(r) for r in raws]), checker, stats,
-                           window=16))
+    got = list(vote_stream(items, lambda raws: (raws, [normalize_answer(r) for r in raws]), checker, stats, window=16))
     assert [item for item, _ in got] == items
     assert all(v.classes == (0, 0, 2) for _, v in got)
     assert stats.problems == 50 and stats.problems_merged == 50
-

@@ -38,8 +38,11 @@ def _responses_work(reasoning: bool = True) -> ResponsesWork:
 
 def test_a_response_stopped_as_a_loop_is_not_complete():
     done = "<think>\nok\n</think>\n\nThe answer is $\\boxed{2}$."
-    results = [PromptResult(5, [Completion(done, 10, "stop")]), PromptResult(5, [Completion(LOOP, 400, "repetition")]),
-               PromptResult(5, [Completion(LONG, 4096, "length")])]
+    results = [
+        PromptResult(5, [Completion(done, 10, "stop")]),
+        PromptResult(5, [Completion(LOOP, 400, "repetition")]),
+        PromptResult(5, [Completion(LONG, 4096, "length")]),
+    ]
     table = _responses_work().to_table(slice(0, 3), 0, results)
     assert table["complete"].to_pylist() == [[True], [False], [False]]
     assert table["looped"].to_pylist() == [[False], [True], [False]]
@@ -53,8 +56,13 @@ def test_loop_count_tells_stopped_loops_cut_off_loops_and_long_responses_apart()
     count = LoopCount()
     count.add(["stop", "repetition", "length", "length"], ["fine", LOOP[:300], LOOP, LONG])
     figures = count.figures()
-    assert figures == {"responses": 4, "stopped_as_loops": 1, "loop_stop_rate": 0.25, "cut_off_looping": 1,
-                       "cut_off_long": 1}
+    assert figures == {
+        "responses": 4,
+        "stopped_as_loops": 1,
+        "loop_stop_rate": 0.25,
+        "cut_off_looping": 1,
+        "cut_off_long": 1,
+    }
     assert count.stats("sft") == {"sft_stopped_as_loops": 1, "sft_cut_off_looping": 1, "sft_cut_off_long": 1}
 
 
@@ -70,29 +78,61 @@ def test_card_and_report_show_the_loops_and_the_switch():
     assert "on for SFT responses and off for preference responses" in note
     assert "repetition_detection.enabled = false" in note
     assert "algebra 1 ending in a repeated block, 1 merely long" in note
-    figures = {"problems": 3, "exact_duplicates_dropped": 0, "instruction_stage_duplicates": 0,
-               "near_duplicates_dropped": 0, "duplicate_rate": 0.0, "truncation_rate": 0.5, "sft_excluded": 2,
-               "agreement_rate": 0.0, "mean_agreement": 0.0, "dpo_pairs": 0, "dpo_skipped": {},
-               "instruction_drop_reasons": {"repetition": 4}, "dropped_disagreeing": 0, **quality}
-    text = format_report({"run_dir": "r", "dataset_name": "d", "domains": {"algebra": figures}, "flags": [],
-                          "loop_savings": ["responses: 2 stopped as loops, 100 tokens not generated"],
-                          "thresholds": {"max_truncation_rate": 1, "max_duplicate_rate": 1, "min_agreement_rate": 0}})
+    figures = {
+        "problems": 3,
+        "exact_duplicates_dropped": 0,
+        "instruction_stage_duplicates": 0,
+        "near_duplicates_dropped": 0,
+        "duplicate_rate": 0.0,
+        "truncation_rate": 0.5,
+        "sft_excluded": 2,
+        "agreement_rate": 0.0,
+        "mean_agreement": 0.0,
+        "dpo_pairs": 0,
+        "dpo_skipped": {},
+        "instruction_drop_reasons": {"repetition": 4},
+        "dropped_disagreeing": 0,
+        **quality,
+    }
+    text = format_report(
+        {
+            "run_dir": "r",
+            "dataset_name": "d",
+            "domains": {"algebra": figures},
+            "flags": [],
+            "loop_savings": ["responses: 2 stopped as loops, 100 tokens not generated"],
+            "thresholds": {"max_truncation_rate": 1, "max_duplicate_rate": 1, "min_agreement_rate": 0},
+        }
+    )
     assert "repetition 4" in text
-    assert "algebra: cut off (SFT/preference): 0/1 ending in a repeated block, 0/1 merely long; loop stop on/off" in text
+    assert (
+        "algebra: cut off (SFT/preference): 0/1 ending in a repeated block, 0/1 merely long; loop stop on/off" in text
+    )
     assert "responses: 2 stopped as loops, 100 tokens not generated" in text
 
 
 def test_run_summary_counts_the_tokens_a_loop_did_not_spend(tmp_path):
-    cfg = RunConfig.model_validate({"domains": ["algebra"], "domain_settings": {
-        "algebra": {**RunConfig().domain("algebra").model_dump(), "count": 4, "max_tokens_response": 1000}},
-        "sharding": {"instructions": 8, "responses": 2, "multi_responses": 4}})
+    cfg = RunConfig.model_validate(
+        {
+            "domains": ["algebra"],
+            "domain_settings": {
+                "algebra": {**RunConfig().domain("algebra").model_dump(), "count": 4, "max_tokens_response": 1000}
+            },
+            "sharding": {"instructions": 8, "responses": 2, "multi_responses": 4},
+        }
+    )
     store = RunStore(tmp_path)
     # two response shards: 3 loops that generated 100, 200 and 300 tokens; 5,000 tokens in 1,000 s
-    for shard, (reasons, loop_tokens) in enumerate([({"stop": 1, "repetition": 1}, 100),
-                                                     ({"repetition": 2}, 500)]):
+    for shard, (reasons, loop_tokens) in enumerate([({"stop": 1, "repetition": 1}, 100), ({"repetition": 2}, 500)]):
         store.shard("responses", "algebra", shard).mark_done(
-            {"rows": 2, "output_tokens": 2500, "seconds": 500.0, "finish_reasons": reasons,
-             "repetition_output_tokens": loop_tokens})
+            {
+                "rows": 2,
+                "output_tokens": 2500,
+                "seconds": 500.0,
+                "finish_reasons": reasons,
+                "repetition_output_tokens": loop_tokens,
+            }
+        )
     summary = build_run_summary(SimpleNamespace(cfg=cfg, store=store, model=SimpleNamespace(tensor_parallel_size=1)))
     m = summary["stages"]["responses"]["total"]
     assert m["stopped_as_loops"] == 3

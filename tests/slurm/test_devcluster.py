@@ -24,10 +24,7 @@ def _run(*cmd: str) -> str:
 
 def _sacct(job_ids: list[str]) -> list[tuple[str, str, str, str]]:
     # -X: allocations only (no .batch/.extern steps); one row per array task.
-    out = _run(
-        "sacct", "-X", "-j", ",".join(job_ids), "--parsable2", "--noheader",
-        "-o", "JobID,State,Start,End",
-    )
+    out = _run("sacct", "-X", "-j", ",".join(job_ids), "--parsable2", "--noheader", "-o", "JobID,State,Start,End")
     return [tuple(line.split("|")) for line in out.splitlines() if line]  # type: ignore[misc]
 
 
@@ -44,13 +41,25 @@ def test_array_then_dependent_job(tmp_path: Path) -> None:
 
     out = str(tmp_path / "%x-%A_%a.out")
     array_id = _run(
-        "sbatch", "--parsable", "--job-name=dc-array", "--array=0-2", "--gres=gpu:1",
-        f"--output={out}", f"--chdir={tmp_path}",
-        "--wrap", "echo task $SLURM_ARRAY_TASK_ID gpus=$CUDA_VISIBLE_DEVICES; sleep 1",
+        "sbatch",
+        "--parsable",
+        "--job-name=dc-array",
+        "--array=0-2",
+        "--gres=gpu:1",
+        f"--output={out}",
+        f"--chdir={tmp_path}",
+        "--wrap",
+        "echo task $SLURM_ARRAY_TASK_ID gpus=$CUDA_VISIBLE_DEVICES; sleep 1",
     ).split(";")[0]
     dep_id = _run(
-        "sbatch", "--parsable", "--job-name=dc-dep", f"--dependency=afterok:{array_id}",
-        f"--output={tmp_path / 'dep.out'}", f"--chdir={tmp_path}", "--wrap", "echo dependent",
+        "sbatch",
+        "--parsable",
+        "--job-name=dc-dep",
+        f"--dependency=afterok:{array_id}",
+        f"--output={tmp_path / 'dep.out'}",
+        f"--chdir={tmp_path}",
+        "--wrap",
+        "echo dependent",
     ).split(";")[0]
 
     # Both ids in one query: sacct -j <array id> also lists its tasks as <id>_<n>.

@@ -13,9 +13,13 @@ from slurm_helpers import FAST_FT, launch_run, queued, run_jobs, sh, wait_for_ru
 
 
 def test_cancel_then_resubmit_finishes_with_every_id_once(slurm_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 30.0},
-                       sharding={"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 1},
-                       fault_tolerance=FAST_FT, slurm={"mail_user": "researcher@example.org", "mail_type": "END,FAIL"})
+    cfg = small_config(
+        tmp_path / "c.toml",
+        engine={"synthetic_tokens_per_second": 30.0},
+        sharding={"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 1},
+        fault_tolerance=FAST_FT,
+        slurm={"mail_user": "researcher@example.org", "mail_type": "END,FAIL"},
+    )
     run_dir = launch_run([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
     jobs = run_jobs(run_dir)
     merge_id = next(j["job_id"] for j in jobs if j["stage"] == "merge")
@@ -50,8 +54,11 @@ def test_cancel_then_resubmit_finishes_with_every_id_once(slurm_args, tmp_path, 
 
 
 def test_logs_failed_shows_the_traceback(slurm_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": ["responses:geometry:0"]},
-                       fault_tolerance={**FAST_FT, "max_attempts": 1})
+    cfg = small_config(
+        tmp_path / "c.toml",
+        engine={"synthetic_fail": ["responses:geometry:0"]},
+        fault_tolerance={**FAST_FT, "max_attempts": 1},
+    )
     run_dir = launch_run([*slurm_args, "--domains", "geometry", "--count", "2", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=600)
 
@@ -76,8 +83,20 @@ def test_logs_failed_shows_the_traceback(slurm_args, tmp_path, capsys):
 
 
 def test_local_run_has_nothing_to_cancel(synthetic_args, tmp_path, capsys):
-    assert main([*synthetic_args, "--domains", "algebra", "--count", "1",
-                 "--config", str(small_config(tmp_path / "c.toml"))]) == 0
+    assert (
+        main(
+            [
+                *synthetic_args,
+                "--domains",
+                "algebra",
+                "--count",
+                "1",
+                "--config",
+                str(small_config(tmp_path / "c.toml")),
+            ]
+        )
+        == 0
+    )
     run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert main(["cancel", str(run_dir)]) == 0
     assert "nothing to cancel: this run uses the local executor" in capsys.readouterr().out

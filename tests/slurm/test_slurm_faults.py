@@ -16,8 +16,6 @@ from magpie_hpc.store import RunStore
 from slurm_helpers import FAST_FT, REPO, launch_run, run_jobs, sacct, sh, wait_for_run, wait_until
 
 
-
-
 def _shard_job_states(run_dir: Path, stage: str) -> dict[int, list[str]]:
     """Every state each shard's tasks went through (sacct --duplicates keeps requeued runs). Read
     through the package's accounting reader: slurmdbd may record a task that was cancelled before
@@ -29,17 +27,23 @@ def _shard_job_states(run_dir: Path, stage: str) -> dict[int, list[str]]:
     return out
 
 
-
 def test_preemption_requeues_and_resumes(slurm_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 60.0},
-                       sharding={"instructions": 8, "responses": 4, "multi_responses": 2, "chunk_size": 1},
-                       fault_tolerance=FAST_FT)
+    cfg = small_config(
+        tmp_path / "c.toml",
+        engine={"synthetic_tokens_per_second": 60.0},
+        sharding={"instructions": 8, "responses": 4, "multi_responses": 2, "chunk_size": 1},
+        fault_tolerance=FAST_FT,
+    )
     run_dir = launch_run([*slurm_args, "--domains", "algebra", "--count", "4", "--config", str(cfg)], capsys)
     multi = run_dir / "work" / "multi_responses" / "algebra"
     # Preempt once a multi-response task has committed a chunk and is working on the next.
     wait_until(lambda: any((multi / f"shard-0000{i}" / "part-00000.parquet").exists() for i in (0, 1)), 300)
-    started = {i for i in (0, 1) if (multi / f"shard-0000{i}" / "part-00000.parquet").exists()
-               and not (multi / f"shard-0000{i}" / "DONE.json").exists()}
+    started = {
+        i
+        for i in (0, 1)
+        if (multi / f"shard-0000{i}" / "part-00000.parquet").exists()
+        and not (multi / f"shard-0000{i}" / "DONE.json").exists()
+    }
     high = sh("sbatch", "--parsable", "-p", "high", "-N2", "--gres=gpu:2", "--wrap", "sleep 5").strip()
     try:
         wait_for_run(run_dir, timeout=600)
@@ -73,10 +77,13 @@ def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
     # finishes and is committed, within the 30 s less the requeue margin), requeues itself through
     # submitit, and the next run resumes; a stop by the clock is not a failure, so max_attempts=1
     # does not end it.
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 200.0},
-                       sharding={"instructions": 16, "responses": 16, "multi_responses": 16, "chunk_size": 1},
-                       slurm={"gpu_stage": {"time_min": 2, "signal_delay_s": 30}},
-                       fault_tolerance={**FAST_FT, "max_attempts": 1, "time_limit_requeues": 10})
+    cfg = small_config(
+        tmp_path / "c.toml",
+        engine={"synthetic_tokens_per_second": 200.0},
+        sharding={"instructions": 16, "responses": 16, "multi_responses": 16, "chunk_size": 1},
+        slurm={"gpu_stage": {"time_min": 2, "signal_delay_s": 30}},
+        fault_tolerance={**FAST_FT, "max_attempts": 1, "time_limit_requeues": 10},
+    )
     run_dir = launch_run([*slurm_args, "--domains", "number_theory", "--count", "16", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=900)
     shard = RunStore(run_dir).shard("multi_responses", "number_theory", 0)
@@ -104,9 +111,12 @@ def test_time_limit_requeues_and_resumes(slurm_args, tmp_path, capsys):
 
 
 def test_node_lost_mid_run_work_completes_on_other_node(slurm_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_tokens_per_second": 40.0},
-                       sharding={"instructions": 8, "responses": 1, "multi_responses": 4, "chunk_size": 1},
-                       fault_tolerance=FAST_FT)
+    cfg = small_config(
+        tmp_path / "c.toml",
+        engine={"synthetic_tokens_per_second": 40.0},
+        sharding={"instructions": 8, "responses": 1, "multi_responses": 4, "chunk_size": 1},
+        fault_tolerance=FAST_FT,
+    )
     run_dir = launch_run([*slurm_args, "--domains", "geometry", "--count", "4", "--config", str(cfg)], capsys)
     responses = [j for j in run_jobs(run_dir) if j["stage"] == "responses"][0]["job_id"]
     wait_until(lambda: any(r["NodeList"] == "node2" and r["State"] == "RUNNING" for r in sacct([responses])), 300)
@@ -129,8 +139,9 @@ def test_node_lost_mid_run_work_completes_on_other_node(slurm_args, tmp_path, ca
 
 
 def test_failed_shard_blocks_dependents_and_resubmit_completes(slurm_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": ["multi_responses:calculus:1:1"]},
-                       fault_tolerance=FAST_FT)
+    cfg = small_config(
+        tmp_path / "c.toml", engine={"synthetic_fail": ["multi_responses:calculus:1:1"]}, fault_tolerance=FAST_FT
+    )
     run_dir = launch_run([*slurm_args, "--domains", "calculus", "--count", "4", "--config", str(cfg)], capsys)
     wait_for_run(run_dir, timeout=600)
     assert _shard_job_states(run_dir, "multi_responses")[1] == ["FAILED"]
@@ -143,7 +154,10 @@ def test_failed_shard_blocks_dependents_and_resubmit_completes(slurm_args, tmp_p
     out = capsys.readouterr().out
     new = run_jobs(run_dir)[before:]
     assert {(j["stage"], tuple(j["shards"])) for j in new} == {
-        ("multi_responses", (1,)), ("rewards", (1,)), ("merge", (0,))}, out
+        ("multi_responses", (1,)),
+        ("rewards", (1,)),
+        ("merge", (0,)),
+    }, out
     rewards = next(j for j in new if j["stage"] == "rewards")
     assert rewards["dependency"].startswith("aftercorr:")
     # Twice in a row: the second submits nothing (the first's jobs are queued or running).
@@ -157,14 +171,24 @@ def test_failed_shard_blocks_dependents_and_resubmit_completes(slurm_args, tmp_p
 
 
 def test_resubmit_shard_above_max_array_size(slurm_args, tmp_path, capsys):
-    max_size = int(next(line.split("=")[1] for line in sh("scontrol", "show", "config").splitlines()
-                        if line.startswith("MaxArraySize")))
+    max_size = int(
+        next(
+            line.split("=")[1]
+            for line in sh("scontrol", "show", "config").splitlines()
+            if line.startswith("MaxArraySize")
+        )
+    )
     count = max_size + 3
     target = max_size + 1  # lives in the second piece of the split array
-    cfg = small_config(tmp_path / "c.toml", engine={"synthetic_fail": [f"responses:number_theory:{target}:1"]},
-                       sharding={"instructions": 64, "responses": 1, "multi_responses": 64, "chunk_size": 8},
-                       fault_tolerance=FAST_FT)
-    run_dir = launch_run([*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys)
+    cfg = small_config(
+        tmp_path / "c.toml",
+        engine={"synthetic_fail": [f"responses:number_theory:{target}:1"]},
+        sharding={"instructions": 64, "responses": 1, "multi_responses": 64, "chunk_size": 8},
+        fault_tolerance=FAST_FT,
+    )
+    run_dir = launch_run(
+        [*slurm_args, "--domains", "number_theory", "--count", str(count), "--config", str(cfg)], capsys
+    )
     pieces = [j for j in run_jobs(run_dir) if j["stage"] == "responses"]
     assert [len(p["shards"]) for p in pieces] == [max_size, 3]
     wait_for_run(run_dir, timeout=600)
@@ -173,6 +197,8 @@ def test_resubmit_shard_above_max_array_size(slurm_args, tmp_path, capsys):
     again = [j for j in run_jobs(run_dir) if j["stage"] == "responses"][-1]
     assert again["shards"] == [target]  # index 0 of the new array runs shard max_size + 1
     wait_for_run(run_dir, timeout=600)
-    done = json.loads((run_dir / "work" / "responses" / "number_theory" / f"shard-{target:05d}" / "DONE.json").read_text())
+    done = json.loads(
+        (run_dir / "work" / "responses" / "number_theory" / f"shard-{target:05d}" / "DONE.json").read_text()
+    )
     assert done["job_id"].startswith(again["job_id"]) or done["array_task"] == "0"
     check_run(run_dir, {"number_theory": count})

@@ -15,8 +15,6 @@ from magpie_hpc.store import RunStore
 from slurm_helpers import launch_run, run_jobs, sh, wait_for_run, wait_for_sacct
 
 
-
-
 def _task_rows(run_dir: Path, stage: str, domain: str | None = None) -> list[dict]:
     """sacct rows of a stage's tasks with the shard each ran, through the package's accounting
     reader: slurmdbd may record tasks that never split off their array under the array's record
@@ -24,8 +22,17 @@ def _task_rows(run_dir: Path, stage: str, domain: str | None = None) -> list[dic
     rows = []
     for r in task_records(RunStore(run_dir)):
         if r.stage == stage and (domain is None or r.domain == domain):
-            rows.append({"JobID": r.job_id, "State": r.state, "Start": r.start, "End": r.end, "NodeList": r.node,
-                         "shard": r.shard, "domain": r.domain})
+            rows.append(
+                {
+                    "JobID": r.job_id,
+                    "State": r.state,
+                    "Start": r.start,
+                    "End": r.end,
+                    "NodeList": r.node,
+                    "shard": r.shard,
+                    "domain": r.domain,
+                }
+            )
     return rows
 
 
@@ -34,13 +41,20 @@ def _t(stamp: str) -> datetime:
 
 
 def test_pipeline_through_slurm_matches_local(slurm_args, synthetic_args, tmp_path, capsys):
-    cfg = small_config(tmp_path / "small.toml", engine={"synthetic_tokens_per_second": 400.0},
-                       slurm={"stage_array_parallelism": {"multi_responses": 1}})
+    cfg = small_config(
+        tmp_path / "small.toml",
+        engine={"synthetic_tokens_per_second": 400.0},
+        slurm={"stage_array_parallelism": {"multi_responses": 1}},
+    )
     counts = ["--domains", "algebra,geometry", "--counts", "algebra=5,geometry=4", "--config", str(cfg)]
     run_dir = launch_run([*slurm_args, *counts], capsys)
     jobs = run_jobs(run_dir)
     # one array per (stage, domain) + select per domain + merge; names that sacct --name finds
-    assert {(j["stage"], j["domain"]) for j in jobs} >= {("instructions", "algebra"), ("rewards", "geometry"), ("merge", "all")}
+    assert {(j["stage"], j["domain"]) for j in jobs} >= {
+        ("instructions", "algebra"),
+        ("rewards", "geometry"),
+        ("merge", "all"),
+    }
     assert all(j["name"].startswith(f"magpie-{run_dir.name}-") for j in jobs)
     wait_for_run(run_dir, timeout=900)
     rows = wait_for_sacct([j["job_id"] for j in jobs], n_rows=sum(len(j["shards"]) for j in jobs))
@@ -104,7 +118,7 @@ def test_failing_shard_cancels_dependents_and_blocks_merge(slurm_args, tmp_path,
         ('[slurm]\naccount = "nosuchaccount"\n', "slurm.account"),
         ('[slurm]\npython = "/usr/bin/false"\n', "slurm.python"),
         # the dev cluster's nodes have 2 GPUs each; a 4-way tensor-parallel task fits on none
-        ('[engine]\ntensor_parallel_size = 4\n', "engine.tensor_parallel_size"),
+        ("[engine]\ntensor_parallel_size = 4\n", "engine.tensor_parallel_size"),
     ],
 )
 def test_fail_fast_submits_nothing(toml, field, slurm_args, tmp_path, capsys):

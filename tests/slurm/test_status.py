@@ -35,8 +35,13 @@ def _cli_status(run_dir: Path, *args: str, path: str | None = None) -> subproces
     env = dict(os.environ)
     if path is not None:
         env["PATH"] = path
-    return subprocess.run([sys.executable, "-m", "magpie_hpc", "status", str(run_dir), *args],
-                          capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "magpie_hpc", "status", str(run_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def _squeue_states(job_id: str) -> list[str]:
@@ -47,8 +52,9 @@ def _row(status: RunStatus, stage: str, domain: str = "algebra"):
     return next(r for r in status.stages if r.stage == stage and r.domain == domain)
 
 
-def _consistent_snapshot(job_id: str, run_dir: Path, use_sacct: bool | None, want_running: bool = True,
-                         timeout: float = 60) -> tuple[RunStatus, list[str]]:
+def _consistent_snapshot(
+    job_id: str, run_dir: Path, use_sacct: bool | None, want_running: bool = True, timeout: float = 60
+) -> tuple[RunStatus, list[str]]:
     """A status taken between two identical squeue answers (nothing started or ended meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -86,16 +92,23 @@ def _check_against_disk(status: RunStatus, run_dir: Path) -> None:
             if not (shard / "DONE.json").exists():
                 for part in shard.glob("part-*.parquet"):
                     table = pq.read_table(part)
-                    records += (table.num_rows - table["instruction"].null_count if row.stage == "instructions"
-                                else table.num_rows)
+                    records += (
+                        table.num_rows - table["instruction"].null_count
+                        if row.stage == "instructions"
+                        else table.num_rows
+                    )
                     if "output_tokens" in table.column_names:
                         tokens += sum(sum(v) if isinstance(v, list) else v for v in table["output_tokens"].to_pylist())
         assert row.done == len(done), row
         assert row.records_done == records, row
         if row.stage not in ("select", "rewards"):
             assert row.output_tokens == tokens, row
-        starts = sum(1 for p in folder.glob("shard-*/attempts.jsonl")
-                     for line in p.read_text().splitlines() if json.loads(line)["event"] == "start")
+        starts = sum(
+            1
+            for p in folder.glob("shard-*/attempts.jsonl")
+            for line in p.read_text().splitlines()
+            if json.loads(line)["event"] == "start"
+        )
         assert row.attempts == starts, row
 
 
@@ -103,8 +116,17 @@ def _sacct_gpu_seconds(run_dir: Path) -> tuple[float, int]:
     """Sum of ElapsedRaw x allocated GPUs over every run of every task (merge excluded)."""
     jobs = run_jobs(run_dir)
     merges = {j["job_id"] for j in jobs if j["stage"] == "merge"}
-    out = sh("sacct", "-X", "-n", "-P", "--duplicates", "-j", ",".join(j["job_id"] for j in jobs),
-             "-o", "JobID,ElapsedRaw,AllocTRES")
+    out = sh(
+        "sacct",
+        "-X",
+        "-n",
+        "-P",
+        "--duplicates",
+        "-j",
+        ",".join(j["job_id"] for j in jobs),
+        "-o",
+        "JobID,ElapsedRaw,AllocTRES",
+    )
     total, rows = 0.0, 0
     for line in out.splitlines():
         job, elapsed, tres = line.split("|")
@@ -120,15 +142,34 @@ class Scenario:
     def __init__(self, tiny_models, root: Path):
         self.root = root
         cfg = small_config(
-            root / "status.toml", max_tokens=(64, 64),
+            root / "status.toml",
+            max_tokens=(64, 64),
             sharding={"instructions": 2, "responses": 2, "multi_responses": 2, "chunk_size": 2},
             engine={"synthetic_tokens_per_second": 100.0, "synthetic_fail": ["responses:algebra:1:1"]},
             slurm={"stage_array_parallelism": {"instructions": 1}},
             fault_tolerance={"start_jitter_seconds": 0.0},
         )
-        args = ["launch", "--executor", "slurm", "--engine", "synthetic", "--model", str(tiny_models.deepseek),
-                "--reward-model", str(tiny_models.reward), "--output-root", str(root / "data"),
-                "--profile", devcluster_profile(), "--domains", "algebra", "--count", "4", "--config", str(cfg)]
+        args = [
+            "launch",
+            "--executor",
+            "slurm",
+            "--engine",
+            "synthetic",
+            "--model",
+            str(tiny_models.deepseek),
+            "--reward-model",
+            str(tiny_models.reward),
+            "--output-root",
+            str(root / "data"),
+            "--profile",
+            devcluster_profile(),
+            "--domains",
+            "algebra",
+            "--count",
+            "4",
+            "--config",
+            str(cfg),
+        ]
         out = io.StringIO()
         with redirect_stdout(out):
             assert main(args) == 0
@@ -144,8 +185,9 @@ class Scenario:
             status, squeue = _consistent_snapshot(ins, self.run_dir, use_sacct=None)
             fallback, squeue_fallback = _consistent_snapshot(ins, self.run_dir, use_sacct=False, want_running=False)
             cli = _cli_status(self.run_dir, path=_no_sacct_path(self.root))
-            self.phases["live"] = dict(status=status, squeue=squeue, fallback=fallback,
-                                       squeue_fallback=squeue_fallback, cli=cli)
+            self.phases["live"] = dict(
+                status=status, squeue=squeue, fallback=fallback, squeue_fallback=squeue_fallback, cli=cli
+            )
         return self.phases["live"]
 
     def ended_failed(self) -> dict:
@@ -154,8 +196,11 @@ class Scenario:
             wait_for_run(self.run_dir, timeout=300)
             jobs = run_jobs(self.run_dir)
             wait_for_sacct(self.job_ids(), n_rows=sum(len(j["shards"]) for j in jobs))
-            self.phases["failed"] = dict(text=_cli_status(self.run_dir), json=_cli_status(self.run_dir, "--json"),
-                                         no_sacct=_cli_status(self.run_dir, path=_no_sacct_path(self.root)))
+            self.phases["failed"] = dict(
+                text=_cli_status(self.run_dir),
+                json=_cli_status(self.run_dir, "--json"),
+                no_sacct=_cli_status(self.run_dir, path=_no_sacct_path(self.root)),
+            )
         return self.phases["failed"]
 
     def completed(self) -> dict:
@@ -166,7 +211,9 @@ class Scenario:
             wait_for_run(self.run_dir, timeout=300)
             jobs = run_jobs(self.run_dir)
             wait_for_sacct(self.job_ids(), n_rows=sum(len(j["shards"]) for j in jobs))
-            self.phases["complete"] = dict(json=_cli_status(self.run_dir, "--json"), status=collect_status(self.run_dir))
+            self.phases["complete"] = dict(
+                json=_cli_status(self.run_dir, "--json"), status=collect_status(self.run_dir)
+            )
         return self.phases["complete"]
 
 
@@ -234,6 +281,7 @@ def test_status_json_validates_and_matches_the_disk(scenario):
     assert proc.returncode == 0, proc.stderr
     status = RunStatus.model_validate_json(proc.stdout)
     import jsonschema
+
     jsonschema.validate(json.loads(proc.stdout), json.loads(SCHEMA_PATH.read_text()))
     assert status.state == "complete" and status.complete and status.exit_code == 0 and not status.failed
     assert status.totals.done == status.totals.shards and status.merge.state == "done"
