@@ -10,7 +10,7 @@ model and a DONE.json per shard. Responses are R1-sized: 2,000-4,000 tokens at ~
 
 Then, each in a fresh subprocess (peak RSS = `resource.getrusage(RUSAGE_CHILDREN).ru_maxrss` of a
 wrapper that runs only that child):
-  merge     `magpie_hpc.merge.merge_run(run_dir)`: every JSON + Parquet output, plots, README
+  merge     `magpie_hpc.merge.merge_run(RunContext(run_dir))`: every JSON + Parquet output, plots, README
   merge-strings  the same with `quality.answer_equivalence = false` (answers compared as strings), to
             measure what the equivalence check costs (target: within 5% of the merge)
   floor     pyarrow alone writing the same bytes: every output Parquet file re-encoded row group by
@@ -276,7 +276,7 @@ def child_merge(run_dir: Path, equivalence: bool = True) -> None:
 
     ctx = RunContext(run_dir)
     ctx.cfg.quality.answer_equivalence = equivalence  # `merge-strings`: the same merge without it
-    merge_run(run_dir, ctx=ctx)
+    merge_run(ctx)
 
 
 def equivalence_probe(problems: int = 300, seed: int = 0) -> dict:

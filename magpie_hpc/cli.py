@@ -93,9 +93,10 @@ def _run_shard(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from .context import RunContext
     from .merge import merge_run
 
-    merge_run(args.run_dir)
+    merge_run(RunContext(args.run_dir))
     print(args.run_dir)
     return 0
 

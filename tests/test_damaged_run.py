@@ -19,6 +19,7 @@ import pytest
 
 from helpers import small_config
 from magpie_hpc.cli import main
+from magpie_hpc.context import RunContext
 
 COUNT = 4
 SHARDING = {"instructions": 4, "responses": 2, "multi_responses": 2, "chunk_size": 1}
@@ -295,7 +296,7 @@ def test_a_merge_that_crashes_partway_publishes_nothing(run, capsys, monkeypatch
 
     monkeypatch.setattr(merge, "write_plots", crash)  # after every domain's files were written
     with pytest.raises(OSError):
-        merge.merge_run(run)
+        merge.merge_run(RunContext(run))
     assert snapshot(run) == before  # the old outputs, with the old marker, and no new file beside them
     assert not [p for p in run.iterdir() if p.name.startswith(".merge-")]
     monkeypatch.undo()

@@ -18,6 +18,7 @@ import pytest
 
 from helpers import small_config
 from magpie_hpc.cli import main
+from magpie_hpc.context import RunContext
 from magpie_hpc.config import load_config
 from magpie_hpc.merge import merge_run
 from magpie_hpc.quality.answers import split_reasoning
@@ -207,7 +208,7 @@ def test_answers_agree_and_disagree(run_dir, tmp_path):
     manifest = json.loads((copy / "run.json").read_text())
     manifest["config"]["quality"]["drop_disagreeing"] = True
     (copy / "run.json").write_text(json.dumps(manifest))
-    merge_run(copy)
+    merge_run(RunContext(copy))
     assert [r["id"] for r in _records(copy, "preference_data")] == agreeing
     pairs, _ = _expected_dpo(run_dir)
     assert [r["id"] for r in _records(copy, "dpo_data")] == [i for i, _, _ in pairs if i in agreeing]

@@ -173,7 +173,7 @@ def test_near_duplicates_removed_across_shards(run_dir, tmp_path):
     assert (near_1["source_shard"], near_1["source_sample"], near_1["duplicate_of_source_sample"]) == (1, 0, 1)
 
     # The merge reports the same counts, and `report` reads them.
-    merge_run(run)
+    merge_run(RunContext(run))
     quality = json.loads((run / "algebra" / "dataset_info.json").read_text())["quality"]
     assert (quality["exact_duplicates_dropped"], quality["near_duplicates_dropped"]) == (1, 2)
     assert quality["instruction_drop_reasons"] == {"dangling": 1}
@@ -264,7 +264,7 @@ def test_dpo_min_margin_and_drop_disagreeing(run_dir, tmp_path):
     margins = sorted(r["margin"] for d in DOMAINS for r in _records(run_dir / d / f"{d}_dpo.json"))
     cut = margins[len(margins) // 2]  # keeps the upper half, inclusive
     run = _copy(run_dir, tmp_path, dpo_min_margin=cut, drop_disagreeing=True)
-    merge_run(run)
+    merge_run(RunContext(run))
     for domain in DOMAINS:
         before = _records(run_dir / domain / f"{domain}_ins_7res_armorm.json")
         after = _records(run / domain / f"{domain}_ins_7res_armorm.json")

@@ -19,6 +19,7 @@ import yaml
 
 from helpers import small_config
 from magpie_hpc.cli import main
+from magpie_hpc.context import RunContext
 from magpie_hpc.models import PromptBuilder, ResolvedModel, load_tokenizer
 from magpie_hpc.registry import TEMPLATE_FAMILIES
 from magpie_hpc.models import model_label
@@ -356,7 +357,7 @@ def test_run_json_without_frozen_eos_still_merges(run_dir, tokenizer, tmp_path):
     manifest = json.loads((copy / "run.json").read_text())
     assert manifest["templates"].pop("eos_token") == tokenizer.eos_token
     (copy / "run.json").write_text(json.dumps(manifest))
-    merge_run(copy)
+    merge_run(RunContext(copy))
     for name in ("algebra/algebra_sft_text.json", "algebra/algebra_dpo_text.json"):
         assert _records(copy / name) == _records(run_dir / name)
 
@@ -375,7 +376,7 @@ def test_a_table_that_becomes_empty_on_a_second_merge_loses_its_parquet(run_dir,
     manifest = json.loads((copy / "run.json").read_text())
     manifest["config"]["quality"]["dpo_min_margin"] = 1e9
     (copy / "run.json").write_text(json.dumps(manifest))
-    merge_run(copy)
+    merge_run(RunContext(copy))
     for domain in DOMAINS:
         info = json.loads((copy / domain / "dataset_info.json").read_text())
         assert {f"{domain}_dpo.json", f"{domain}_dpo_text.json"} <= set(info["empty_tables"])

@@ -43,7 +43,7 @@ class LocalExecutor(Executor):
                         self._complete(ctx, engines, stage, domain, shard.shard)
         finally:
             engines.close()
-        summary = merge_run(ctx.run_dir, ctx=ctx)
+        summary = merge_run(ctx)
         return LaunchResult(executor=self.name, run_dir=ctx.run_dir, summary=summary, out=(str(ctx.run_dir),))
 
     def _complete(self, ctx: RunContext, engines: EngineCache, stage: str, domain: str, shard: int) -> None:

@@ -52,13 +52,10 @@ def missing_shards(ctx: RunContext) -> list[str]:
     return missing
 
 
-def merge_run(
-    run_dir: Path | str, ctx: RunContext | None = None, accounting: Callable[[RunStore], dict | None] | None = None
-) -> dict:
+def merge_run(ctx: RunContext, accounting: Callable[[RunStore], dict | None] | None = None) -> dict:
     """Write the dataset; raises IncompleteRunError listing what is missing, before writing anything.
     `accounting` (the SLURM merge task passes `slurm.accounting.run_accounting`) gives the run
     summary its GPU-hours; without it they are wall-clock seconds from the done markers."""
-    ctx = ctx or RunContext(Path(run_dir))
     with merge_lock(ctx.run_dir):  # one merge at a time per run (publish.py)
         return _merge_locked(ctx, accounting)
 

@@ -98,9 +98,10 @@ class ShardTask(submitit.helpers.Checkpointable):
 
 class MergeTask(submitit.helpers.Checkpointable):
     def __call__(self, run_dir: str) -> dict:
+        from ..context import RunContext
         from ..merge import merge_run
         from .accounting import run_accounting
 
         _logging()
         # GPU-hours of the run summary from sacct (every run of every task, preempted ones included)
-        return merge_run(Path(run_dir), accounting=run_accounting)
+        return merge_run(RunContext(Path(run_dir)), accounting=run_accounting)
