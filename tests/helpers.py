@@ -40,6 +40,29 @@ def small_config(path: Path, max_tokens: tuple[int, int] | None = None, **sectio
     return path
 
 
+def local_launch(tiny_models, output_root: Path, domains: str, count: int, config: Path) -> list[str]:
+    """`launch` arguments for a local run of the tiny models on the synthetic engine."""
+    return [
+        "launch",
+        "--executor",
+        "local",
+        "--engine",
+        "synthetic",
+        "--model",
+        str(tiny_models.deepseek),
+        "--reward-model",
+        str(tiny_models.reward),
+        "--output-root",
+        str(output_root),
+        "--domains",
+        domains,
+        "--count",
+        str(count),
+        "--config",
+        str(config),
+    ]
+
+
 def make_run(tiny_models, root: Path, count: int = 6, **sections) -> Path:
     """A one-domain (algebra) run with its instructions selected (responses left to do), on the
     synthetic engine, with fast heartbeats."""

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc.cli import main
 from magpie_hpc.config import RunConfig
 from magpie_hpc.plan import estimated_gpu_hours
@@ -90,30 +90,7 @@ def test_cut_short_runs_and_thrown_away_responses_are_costed(tmp_path):
 def run_dir(tiny_models, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("costs")
     cfg = small_config(root / "c.toml", max_tokens=(64, 60), engine={"synthetic_length_rate": 0.3})
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(root / "data"),
-                "--domains",
-                "algebra",
-                "--count",
-                "4",
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, root / "data", "algebra", 4, cfg)) == 0
     (run,) = (root / "data").iterdir()
     return run
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc.cli import main
 from magpie_hpc.quality.loops import ends_in_loop
 from magpie_hpc.store import RunStore
@@ -32,30 +32,7 @@ def _run(tiny_models, root: Path, detection: bool) -> Path:
         responses=off,
         multi_responses={"max_tokens": MAX_TOKENS[1], **off},
     )
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(root / "data"),
-                "--domains",
-                DOMAIN,
-                "--count",
-                str(COUNT),
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, root / "data", DOMAIN, COUNT, cfg)) == 0
     (run,) = (root / "data").iterdir()
     return run
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc.cli import main
 from magpie_hpc.context import RunContext
 from magpie_hpc.config import load_config
@@ -47,30 +47,7 @@ def run_dir(tiny_models, tmp_path_factory) -> Path:
         engine=RATES,
         quality={"dpo_min_margin": MIN_MARGIN},
     )
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(root / "data"),
-                "--domains",
-                DOMAIN,
-                "--count",
-                str(COUNT),
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, root / "data", DOMAIN, COUNT, cfg)) == 0
     (run,) = (root / "data").iterdir()
     return run
 

@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc import provenance
 from magpie_hpc.cli import main
 
@@ -118,30 +118,7 @@ def test_differences_name_what_changed() -> None:
 
 def test_recorded_on_launch_merged_and_checked_on_resume(tiny_models, tmp_path, capsys) -> None:
     cfg = small_config(tmp_path / "c.toml", max_tokens=(48, 48))
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(tmp_path / "data"),
-                "--domains",
-                "algebra",
-                "--count",
-                "2",
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, tmp_path / "data", "algebra", 2, cfg)) == 0
     (run,) = (tmp_path / "data").iterdir()
     manifest = json.loads((run / "run.json").read_text())
     prov = copy.deepcopy(manifest["provenance"])

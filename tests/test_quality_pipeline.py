@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc.cli import main
 from magpie_hpc.errors import MagpieError
 from magpie_hpc.merge import merge_run
@@ -42,30 +42,7 @@ def run_dir(tiny_models, tmp_path_factory) -> Path:
         quality={"max_truncation_rate": 0.0},
         **{f"domain_settings.{d}": full for d in DOMAINS},
     )
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(root / "data"),
-                "--domains",
-                ",".join(DOMAINS),
-                "--count",
-                str(COUNT),
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, root / "data", ",".join(DOMAINS), COUNT, cfg)) == 0
     (run,) = (root / "data").iterdir()
     return run
 

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc.cli import main
 from magpie_hpc.context import RunContext
 from magpie_hpc.models import PromptBuilder, ResolvedModel, load_tokenizer
@@ -45,30 +45,7 @@ def run_dir(tiny_models, tmp_path_factory) -> Path:
         max_tokens=(64, 400),
         **{"domain_settings.geometry": {"max_tokens_instruction": 64, "max_tokens_response": 3}},
     )
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(root / "data"),
-                "--domains",
-                ",".join(DOMAINS),
-                "--count",
-                str(COUNT),
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, root / "data", ",".join(DOMAINS), COUNT, cfg)) == 0
     (run,) = (root / "data").iterdir()
     return run
 

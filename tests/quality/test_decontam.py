@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from helpers import small_config
+from helpers import local_launch, small_config
 from magpie_hpc.cli import main
 from magpie_hpc.context import RunContext
 from magpie_hpc.errors import ConfigError
@@ -109,27 +109,7 @@ def test_unusable_files_are_one_line_errors(tmp_path, content, message) -> None:
 
 def test_launch_refuses_a_missing_benchmark_file(tiny_models, tmp_path, capsys) -> None:
     cfg = small_config(tmp_path / "c.toml", quality={"decontamination_files": [str(tmp_path / "missing.jsonl")]})
-    rc = main(
-        [
-            "launch",
-            "--executor",
-            "local",
-            "--engine",
-            "synthetic",
-            "--model",
-            str(tiny_models.deepseek),
-            "--reward-model",
-            str(tiny_models.reward),
-            "--output-root",
-            str(tmp_path / "data"),
-            "--domains",
-            "algebra",
-            "--count",
-            "2",
-            "--config",
-            str(cfg),
-        ]
-    )
+    rc = main(local_launch(tiny_models, tmp_path / "data", "algebra", 2, cfg))
     err = capsys.readouterr().err
     assert rc == 2 and "missing.jsonl does not exist" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "data").exists()
@@ -140,30 +120,7 @@ def test_planted_benchmark_problem_is_dropped_and_replaced(tiny_models, tmp_path
     bench = _jsonl(tmp_path / "planted.jsonl", [SYNTHETIC_REPEAT, UNRELATED])
     monkeypatch.chdir(tmp_path)  # a relative path is taken from launch's directory, frozen absolute
     cfg = small_config(tmp_path / "c.toml", max_tokens=(64, 64), quality={"decontamination_files": ["planted.jsonl"]})
-    assert (
-        main(
-            [
-                "launch",
-                "--executor",
-                "local",
-                "--engine",
-                "synthetic",
-                "--model",
-                str(tiny_models.deepseek),
-                "--reward-model",
-                str(tiny_models.reward),
-                "--output-root",
-                str(tmp_path / "data"),
-                "--domains",
-                "algebra",
-                "--count",
-                str(count),
-                "--config",
-                str(cfg),
-            ]
-        )
-        == 0
-    )
+    assert main(local_launch(tiny_models, tmp_path / "data", "algebra", count, cfg)) == 0
     (run,) = (tmp_path / "data").iterdir()
     store = RunStore(run)
     assert store.read_manifest()["config"]["quality"]["decontamination_files"] == [str(bench)]
